@@ -1,0 +1,131 @@
+"""Safe extraction of the single data member of a 7z archive (path, count and size guards) and file checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path, PurePosixPath
+
+from tradewatch.flows.errors import InputError
+
+# A real monthly Comext file expands to about 400 MB; 8 GB leaves room for growth and stops bombs.
+MAX_EXPANDED_BYTES = 8 * 1024**3
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def extract_single_member(archive: Path, dest_dir: Path, *, max_bytes: int = MAX_EXPANDED_BYTES) -> Path:
+    """Extract the one file inside the 7z `archive` into `dest_dir` and return its path.
+    Refuses archives that are not 7z, are encrypted or truncated, hold several files, hold a member
+    path that is absolute or climbs out with '..', or would expand past `max_bytes`."""
+    import py7zr
+    from py7zr.exceptions import Bad7zFile, PasswordRequired
+
+    where = str(archive)
+    try:
+        with open(archive, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as exc:
+        raise InputError(where, f"cannot read: {exc.strerror}") from None
+    if magic != b"7z\xbc\xaf\x27\x1c":
+        raise InputError(where, "not a 7z archive (expected the 7z signature at the start of the file)")
+    try:
+        with py7zr.SevenZipFile(archive, mode="r") as zf:
+            if zf.needs_password():
+                raise InputError(where, "archive is encrypted; expected an unencrypted Comext bulk file")
+            infos = [i for i in zf.list() if not i.is_directory]
+            if len(infos) != 1:
+                names = ", ".join(i.filename for i in infos[:5])
+                raise InputError(where, f"archive holds {len(infos)} files ({names}); expected exactly one .dat file")
+            info = infos[0]
+            member = PurePosixPath(info.filename.replace("\\", "/"))
+            if member.is_absolute() or ".." in member.parts or info.filename.startswith(("/", "\\")):
+                raise InputError(where, f"member path {info.filename!r} leaves the extraction folder; refused")
+            if info.uncompressed is not None and info.uncompressed > max_bytes:
+                raise InputError(
+                    where, f"member expands to {info.uncompressed:,} bytes, over the {max_bytes:,}-byte limit"
+                )
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            target = dest_dir / member.name
+            zf.reset()
+            written = _extract_bounded(zf, info.filename, target, max_bytes, where)
+            if info.uncompressed is not None and written != info.uncompressed:
+                target.unlink(missing_ok=True)
+                raise InputError(where, f"archive is truncated: got {written:,} of {info.uncompressed:,} bytes")
+            return target
+    except InputError:
+        raise
+    except PasswordRequired:
+        raise InputError(where, "archive is encrypted; expected an unencrypted Comext bulk file") from None
+    except (Bad7zFile, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise InputError(where, f"archive is damaged or truncated ({type(exc).__name__}: {str(exc)[:80]})") from None
+    except Exception as exc:  # py7zr raises assorted errors on corrupt streams
+        raise InputError(where, f"archive cannot be read ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _extract_bounded(zf, name: str, target: Path, max_bytes: int, where: str) -> int:
+    """Stream one member to `target`, stopping once more than max_bytes have come out."""
+    import py7zr.io
+
+    class _Limited(py7zr.io.Py7zIO):
+        def __init__(self, path: Path):
+            self.handle = open(path, "wb")
+            self.count = 0
+
+        def write(self, data) -> int:
+            self.count += len(data)
+            if self.count > max_bytes:
+                raise InputError(where, f"member expands past the {max_bytes:,}-byte limit; refused")
+            return self.handle.write(data)
+
+        def read(self, size=None) -> bytes:
+            return b""
+
+        def seek(self, offset, whence=0) -> int:
+            return self.handle.seek(offset, whence)
+
+        def flush(self) -> None:
+            self.handle.flush()
+
+        def size(self) -> int:
+            return self.count
+
+        def seekable(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            self.handle.close()
+
+    class _Factory(py7zr.io.WriterFactory):
+        def __init__(self):
+            self.writer: _Limited | None = None
+
+        def create(self, filename: str) -> py7zr.io.Py7zIO:
+            self.writer = _Limited(target)
+            return self.writer
+
+    factory = _Factory()
+    try:
+        zf.extract(targets=[name], factory=factory)
+    except InputError:
+        if factory.writer:
+            factory.writer.handle.close()
+        target.unlink(missing_ok=True)
+        raise
+    finally:
+        if factory.writer and not factory.writer.handle.closed:
+            factory.writer.handle.close()
+    if factory.writer is None:
+        raise InputError(where, "archive member could not be extracted")
+    return target.stat().st_size
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,27 @@
+"""Where tradewatch keeps its state: TRADEWATCH_HOME, the warehouse file, the download cache, reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The state folder: $TRADEWATCH_HOME, default ~/.tradewatch (not created here)."""
+    return Path(os.environ.get("TRADEWATCH_HOME") or Path.home() / ".tradewatch").expanduser()
+
+
+def default_db_path() -> Path:
+    return home() / "tradewatch.duckdb"
+
+
+def cache_dir() -> Path:
+    return home() / "cache"
+
+
+def reports_dir() -> Path:
+    return home() / "reports"
+
+
+def demo_dir() -> Path:
+    return home() / "demo"

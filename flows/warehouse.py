@@ -1,0 +1,351 @@
+"""The DuckDB warehouse: connections (bounded wait on a busy writer), versioned migrations, atomic partition replace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from tradewatch.flows import schema, settings
+from tradewatch.flows.errors import InputError, TradewatchError, WarehouseBusy
+
+# Each migration is a list of statements; the warehouse records the highest version applied, so a newer
+# tradewatch opens an older warehouse by applying the rest. Never edit a released migration: add one.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        # No PRIMARY KEY on trade_flows: DuckDB's ART index makes bulk loads slow and memory-hungry at
+        # tens of millions of rows. Key uniqueness is a declared check on every staged load instead,
+        # and a partition is always replaced whole, so the key stays unique.
+        schema.ddl("trade_flows", schema.TRADE_FLOWS),
+        """CREATE SEQUENCE IF NOT EXISTS load_ids START 1""",
+        """CREATE TABLE IF NOT EXISTS loads (
+            load_id BIGINT NOT NULL,
+            source VARCHAR NOT NULL,
+            freq VARCHAR,
+            period DATE,
+            reporters INTEGER,
+            file VARCHAR NOT NULL,
+            checksum VARCHAR,
+            rows BIGINT,
+            value_sum DOUBLE,
+            currency VARCHAR,
+            quarantined BIGINT,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            status VARCHAR NOT NULL,
+            message VARCHAR
+        )""",
+        schema.ddl("quarantine", schema.QUARANTINE),
+        """CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR PRIMARY KEY,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            params_json VARCHAR NOT NULL,
+            loads_json VARCHAR,
+            model_version VARCHAR,
+            run_hash VARCHAR,
+            flagged INTEGER,
+            candidates INTEGER,
+            unavailable_json VARCHAR
+        )""",
+        """CREATE TABLE IF NOT EXISTS anomalies (
+            run_id VARCHAR NOT NULL,
+            route_id VARCHAR NOT NULL,
+            rank INTEGER NOT NULL,
+            score DOUBLE NOT NULL,
+            origin_iso3 VARCHAR NOT NULL,
+            transit_iso3 VARCHAR NOT NULL,
+            target_iso3 VARCHAR NOT NULL,
+            product_code VARCHAR NOT NULL,
+            product_level TINYINT NOT NULL,
+            currency VARCHAR,
+            baseline_start DATE,
+            baseline_end DATE,
+            recent_start DATE,
+            recent_end DATE,
+            baseline_value DOUBLE,
+            recent_value DOUBLE,
+            growth DOUBLE,
+            target_change DOUBLE,
+            excess_value DOUBLE,
+            features_json VARCHAR,
+            reasons VARCHAR,
+            PRIMARY KEY (run_id, route_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS reviews (
+            route_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            note VARCHAR,
+            reviewer VARCHAR,
+            reviewed_at TIMESTAMP NOT NULL,
+            run_id VARCHAR,
+            score_at_review DOUBLE,
+            excess_at_review DOUBLE
+        )""",
+    ]),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def resolve_db_path(db: Path | str | None) -> Path:
+    """The warehouse path for a `--db` option value (None: the default under TRADEWATCH_HOME)."""
+    if db is None:
+        path = settings.default_db_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    path = Path(db).expanduser()
+    if path.exists() and path.is_dir():
+        raise InputError(f"--db {db}", "is a folder; expected a .duckdb file path")
+    if not path.parent.exists():
+        raise InputError(f"--db {db}", f"folder {path.parent} does not exist")
+    return path
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text or "resource temporarily" in text)
+
+
+def connect(
+    db: Path | str | None = None,
+    *,
+    read_only: bool = False,
+    wait_s: float = 30.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse. Writable connections create and migrate it. While another process writes,
+    wait up to `wait_s` seconds (calling `on_wait` once with a message), then raise WarehouseBusy.
+    A read-only open of a missing warehouse raises TradewatchError."""
+    path = resolve_db_path(db)
+    if read_only and not path.exists():
+        raise TradewatchError(f"{path}: no warehouse here yet; run `tradewatch detect` or `tradewatch ingest` first")
+    deadline = time.monotonic() + wait_s
+    told = False
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise TradewatchError(f"{path}: cannot open warehouse: {str(exc).splitlines()[0]}") from None
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"{path}: another tradewatch process is writing the warehouse; waited {wait_s:.0f} s, try again later"
+                ) from None
+            if not told and on_wait is not None:
+                on_wait(f"{path} is being written by another process; waiting up to {wait_s:.0f} s …")
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise TradewatchError(f"{path}: cannot open warehouse: {str(exc).splitlines()[0]}") from None
+    if read_only:
+        version = schema_version(con)
+        if version < SCHEMA_VERSION:
+            con.close()
+            raise TradewatchError(
+                f"{path}: warehouse schema version {version} is older than {SCHEMA_VERSION}; open it once for writing to migrate"
+            )
+    else:
+        migrate(con)
+    return con
+
+
+@contextmanager
+def opened(db: Path | str | None = None, **kwargs):
+    """Context manager around connect()."""
+    con = connect(db, **kwargs)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply the migrations this warehouse has not seen, each in its own transaction. Returns the version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    current = schema_version(con)
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        current = version
+    return current
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class LoadResult:
+    """What one file load did: partitions replaced, rows, value sums by currency, quarantined rows."""
+
+    load_id: int
+    file: str
+    source: str
+    rows: int = 0
+    partitions: int = 0
+    periods: list[str] = field(default_factory=list)
+    value_sum: dict[str, float] = field(default_factory=dict)
+    quarantined: int = 0
+    status: str = "ok"
+    message: str = ""
+
+
+def next_load_id(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT nextval('load_ids')").fetchone()[0])
+
+
+def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str) -> None:
+    """Declared checks on staged canonical rows; raises InputError naming `where` and the first problem."""
+    key = ", ".join(schema.TRADE_FLOWS_KEY)
+    problems = [
+        (f"SELECT {key}, count(*) AS n FROM {staged} GROUP BY ALL HAVING count(*) > 1 LIMIT 1",
+         lambda r: f"duplicate key {'/'.join(str(x) for x in r[:-1])} appears {r[-1]} times"),
+        (f"SELECT product_code, value FROM {staged} WHERE value < 0 OR isnan(value) OR isinf(value) LIMIT 1",
+         lambda r: f"value {r[1]} for product {r[0]} is not a finite non-negative number"),
+        (f"SELECT freq FROM {staged} WHERE freq NOT IN {schema.FREQS} LIMIT 1",
+         lambda r: f"freq {r[0]!r} is not one of {', '.join(schema.FREQS)}"),
+        (f"SELECT flow FROM {staged} WHERE flow NOT IN {schema.FLOWS} LIMIT 1",
+         lambda r: f"flow {r[0]!r} is not one of {', '.join(schema.FLOWS)}"),
+        (f"SELECT currency FROM {staged} WHERE currency NOT IN {schema.CURRENCIES} LIMIT 1",
+         lambda r: f"currency {r[0]!r} is not one of {', '.join(schema.CURRENCIES)}"),
+        (f"SELECT product_level, product_code FROM {staged} WHERE product_level NOT IN {schema.PRODUCT_LEVELS}"
+         " OR length(product_code) <> product_level LIMIT 1",
+         lambda r: f"product code {r[1]!r} does not have {r[0]} digits"),
+        (f"SELECT reporter_iso3, partner_iso3 FROM {staged} WHERE length(reporter_iso3) <> 3 OR length(partner_iso3) <> 3 LIMIT 1",
+         lambda r: f"country codes {r[0]!r}/{r[1]!r} are not alpha-3"),
+    ]
+    for sql, describe in problems:
+        row = con.execute(sql).fetchone()
+        if row is not None:
+            raise InputError(where, describe(row))
+
+
+def replace_partitions(
+    con: duckdb.DuckDBPyConnection,
+    staged: str,
+    *,
+    file: str,
+    checksum: str | None,
+    source: str,
+    quarantine_table: str | None = None,
+    load_id: int | None = None,
+) -> LoadResult:
+    """Replace, in one transaction, every (source, freq, period, reporter) partition present in the
+    staged table `staged` (canonical columns) with its rows, and record one `loads` row per
+    (source, freq, period). Declared checks run first; a failure changes nothing and records a failed load."""
+    load_id = load_id if load_id is not None else next_load_id(con)
+    started = _now()
+    result = LoadResult(load_id=load_id, file=file, source=source)
+    try:
+        check_staged(con, staged, file)
+    except InputError as exc:
+        _record_failure(con, load_id, source, file, checksum, started, str(exc))
+        raise
+    part_cols = ", ".join(schema.PARTITION_KEY)
+    match = " AND ".join(f"t.{c} = p.{c}" for c in schema.PARTITION_KEY)
+    columns = ", ".join(schema.COLUMN_NAMES)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _partitions AS SELECT DISTINCT {part_cols} FROM {staged}")
+        con.execute(f"DELETE FROM trade_flows t USING _partitions p WHERE {match}")
+        con.execute(f"INSERT INTO trade_flows ({columns}) SELECT {columns} FROM {staged}")
+        quarantined = 0
+        if quarantine_table:
+            quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchone()[0]
+            con.execute(
+                f"INSERT INTO quarantine SELECT ?, file, line, reason, raw, ? FROM {quarantine_table}",
+                [load_id, started],
+            )
+        finished = _now()
+        con.execute(
+            f"""INSERT INTO loads
+                SELECT ?, source, freq, period, count(DISTINCT reporter_iso3), ?, ?, count(*), sum(value),
+                       string_agg(DISTINCT currency, ','), ?, ?, ?, 'ok', NULL
+                FROM {staged} GROUP BY source, freq, period ORDER BY period""",
+            [load_id, file, checksum, quarantined, started, finished],
+        )
+        if con.execute(f"SELECT count(*) FROM {staged}").fetchone()[0] == 0:
+            con.execute(
+                "INSERT INTO loads VALUES (?, ?, NULL, NULL, 0, ?, ?, 0, 0, NULL, ?, ?, ?, 'empty', ?)",
+                [load_id, source, file, checksum, quarantined, started, finished, "no rows to load"],
+            )
+        con.execute("DROP TABLE _partitions")
+        con.execute("COMMIT")
+    except Exception as exc:
+        con.execute("ROLLBACK")
+        _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
+        raise
+    stats = con.execute(
+        f"SELECT currency, count(*), sum(value) FROM {staged} GROUP BY currency"
+    ).fetchall()
+    result.rows = sum(r[1] for r in stats)
+    result.value_sum = {r[0]: float(r[2]) for r in stats}
+    result.partitions = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {part_cols} FROM {staged})").fetchone()[0]
+    result.periods = [
+        r[0] for r in con.execute(f"SELECT DISTINCT strftime(period, '%Y-%m') p FROM {staged} ORDER BY p").fetchall()
+    ]
+    result.quarantined = quarantined
+    return result
+
+
+def _record_failure(con, load_id, source, file, checksum, started, message) -> None:
+    try:
+        con.execute(
+            "INSERT INTO loads VALUES (?, ?, NULL, NULL, NULL, ?, ?, 0, 0, NULL, 0, ?, ?, 'failed', ?)",
+            [load_id, source, file, checksum, started, _now(), message[:500]],
+        )
+    except duckdb.Error:
+        pass
+
+
+def status_rows(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Per source, freq and period: rows, value sum, currency, reporters, and the latest successful load."""
+    sql = """
+        WITH data AS (
+            SELECT source, freq, period, currency, count(*) AS rows, sum(value) AS value_sum,
+                   count(DISTINCT reporter_iso3) AS reporters
+            FROM trade_flows GROUP BY ALL
+        ), last_load AS (
+            SELECT source, freq, period, arg_max(file, finished_at) AS file, max(finished_at) AS loaded_at
+            FROM loads WHERE status = 'ok' GROUP BY ALL
+        )
+        SELECT d.source, d.freq, strftime(d.period, CASE d.freq WHEN 'A' THEN '%Y' ELSE '%Y-%m' END) AS period,
+               d.rows, d.value_sum, d.currency, d.reporters, l.file, strftime(l.loaded_at, '%Y-%m-%d %H:%M:%S') AS loaded_at
+        FROM data d LEFT JOIN last_load l USING (source, freq, period)
+        ORDER BY d.source, d.freq, d.period, d.currency
+    """
+    cursor = con.execute(sql)
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def row_count(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT count(*) FROM trade_flows").fetchone()[0])
