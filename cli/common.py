@@ -1,0 +1,74 @@
+"""Shared CLI plumbing: the --db option, one-line errors and exit codes, console output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option("--db", help="Warehouse file (default: $TRADEWATCH_HOME/tradewatch.duckdb).", show_default=False),
+]
+
+EXIT_INPUT = 2
+
+
+def fail(message: str, code: int = EXIT_INPUT) -> None:
+    """Print one line to stderr and exit."""
+    first = " ".join(str(message).split("\n")[0].split())
+    typer.echo(f"error: {first}", err=True)
+    raise typer.Exit(code)
+
+
+def say(message: str) -> None:
+    """A status line on stderr (stdout stays clean for CSV/JSON)."""
+    typer.echo(message, err=True)
+
+
+def one_line_errors(func):
+    """Turn tradewatch's user-facing errors (and a few library errors) into one line and exit code 2;
+    anything unexpected still gets one line, with the exception type, and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from tradewatch.flows.errors import TradewatchError
+
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except TradewatchError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; the warehouse keeps its last committed state", 130)
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(0)
+        except Exception as exc:  # never a traceback at the user; say what broke in one line
+            if "--debug" in sys.argv or __import__("os").environ.get("TRADEWATCH_DEBUG"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (set TRADEWATCH_DEBUG=1 for a traceback)", 1)
+
+    return wrapper
+
+
+def parse_month(value: str | None, option: str) -> str | None:
+    """Validate a YYYY-MM option value; returns it normalised or raises InputError naming the option."""
+    if value is None:
+        return None
+    from tradewatch.flows.errors import InputError
+
+    text = value.strip()
+    parts = text.split("-")
+    if len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()) or len(parts[0]) != 4:
+        raise InputError(f"{option} {value}", "expected a month as YYYY-MM, e.g. 2022-03")
+    year, month = int(parts[0]), int(parts[1])
+    if not 1 <= month <= 12:
+        raise InputError(f"{option} {value}", f"month {month} is not between 01 and 12; expected YYYY-MM")
+    if not 1988 <= year <= 2100:
+        raise InputError(f"{option} {value}", f"year {year} is outside 1988-2100; expected YYYY-MM")
+    return f"{year:04d}-{month:02d}"

@@ -1,0 +1,130 @@
+"""`tradewatch detect`: run detection (seeding the demo world into an empty warehouse) and print the flagged routes."""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tradewatch.cli.common import DbOption, one_line_errors, parse_month, say
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+OUTPUT_COLUMNS = (
+    "rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code", "product_name", "tier",
+    "currency", "baseline_value", "recent_value", "growth", "target_change", "onward_growth", "excess_value",
+    "reasons", "route_id",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect")(detect)
+
+
+@one_line_errors
+def detect(
+    db: DbOption = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Show at most N flagged routes.")] = 20,
+    event: Annotated[str, typer.Option("--event", help="Month the restrictions took effect, YYYY-MM.")] = "2022-03",
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML file overriding the detection defaults.")
+    ] = None,
+) -> None:
+    """Flag likely diversion routes (origin → transit → Russia) and print them best first.
+
+    On an empty warehouse it first seeds the embedded synthetic demo world."""
+    event = parse_month(event, "--event")
+    if config is not None and not config.is_file():
+        from tradewatch.flows.errors import InputError
+
+        raise InputError(f"--config {config}", "no such file; expected a TOML file")
+    from tradewatch.detect import service
+
+    outcome = service.detect(db, event=event, config=config, say=say)
+    run = outcome.run
+    if outcome.seeded:
+        say(f"Seeded the demo world in {outcome.seed_s:.1f} s.")
+    for note in run.notes:
+        say(f"note: {note}")
+    if run.unavailable:
+        say("unavailable with this data: " + "; ".join(run.unavailable))
+    rows = run.flagged.head(top).to_dicts()
+    say(
+        f"Run {run.run_id}: {run.flagged.height} of {run.candidates:,} candidate routes flagged "
+        f"(event {event}); detection took {outcome.detect_s:.1f} s."
+    )
+    if format is Format.json:
+        typer.echo(json.dumps([_json_row(r) for r in rows], indent=2, default=str))
+    elif format is Format.csv:
+        import polars as pl
+
+        columns = [c for c in OUTPUT_COLUMNS if c in run.flagged.columns]
+        typer.echo(run.flagged.head(top).select(columns).write_csv(), nl=False)
+    else:
+        _print_table(rows, event)
+
+
+def _json_row(row: dict) -> dict:
+    out = {c: row.get(c) for c in OUTPUT_COLUMNS if c in row}
+    out["id"] = row.get("route_id")
+    for key, value in list(out.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+    return out
+
+
+def _money(value: float | None, currency: str | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    symbol = {"EUR": "€", "USD": "$"}.get(currency or "", "")
+    for limit, suffix in ((1e9, "bn"), (1e6, "m"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{symbol}{value / limit:.1f}{suffix}"
+    return f"{symbol}{value:.0f}"
+
+
+def _times(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"×{value:.1f}" if value < 100 else f"×{value:,.0f}"
+
+
+def _change(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value * 100:+.0f}%"
+
+
+def _print_table(rows: list[dict], event: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print(f"No route is flagged for event {event}.")
+        return
+    table = Table(title=f"Flagged diversion routes (event {event}), monthly averages, recent vs seasonally matched baseline")
+    for name, justify in (("#", "right"), ("score", "right"), ("origin", "left"), ("transit", "left"),
+                          ("target", "left"), ("product", "left"), ("baseline → recent", "right"),
+                          ("growth", "right"), ("to target", "right"), ("reason", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for row in rows:
+        name = row.get("product_name") or ""
+        product = f"{row['product_code']} {name[:38]}" + ("…" if len(name) > 38 else "")
+        table.add_row(
+            str(row["rank"]), f"{row['score']:.2f}", row["origin_iso3"], row["transit_iso3"], row["target_iso3"],
+            product,
+            f"{_money(row.get('baseline_value'), row.get('currency'))} → {_money(row.get('recent_value'), row.get('currency'))}",
+            _times(row.get("growth")), _change(row.get("target_change")), row.get("reasons") or "",
+        )
+    console.print(table)

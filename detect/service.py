@@ -1,0 +1,60 @@
+"""What `tradewatch detect` does: open the warehouse, seed the demo world when it is empty, run detection, return the flags."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tradewatch.flows import settings, warehouse
+
+
+@dataclass
+class DetectOutcome:
+    """A finished detection: the run, whether the demo world was seeded first, and timings in seconds."""
+
+    run: object  # tradewatch.detect.engine.RunResult
+    seeded: bool = False
+    seed_s: float = 0.0
+    detect_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def detect(
+    db: Path | str | None = None,
+    *,
+    event: str = "2022-03",
+    config: Path | None = None,
+    seed_demo: bool = True,
+    say: Callable[[str], None] = lambda message: None,
+    **overrides,
+) -> DetectOutcome:
+    """Run detection on the warehouse at `db` (default under TRADEWATCH_HOME) for `event` (YYYY-MM).
+    An empty warehouse is first seeded with the embedded demo world (announced through `say`) when
+    `seed_demo`. Returns the DetectOutcome whose `run.flagged` lists the flagged routes best first."""
+    from tradewatch.detect import engine
+
+    params = engine.DetectParams.from_toml(config, event=event, **overrides) if config else \
+        engine.DetectParams(event=event, **overrides)
+    con = warehouse.connect(db, on_wait=say)
+    try:
+        outcome = DetectOutcome(run=None)
+        if warehouse.row_count(con) == 0:
+            if not seed_demo:
+                from tradewatch.flows.errors import TradewatchError
+
+                raise TradewatchError("the warehouse is empty; run `tradewatch ingest …` or allow the demo world")
+            from tradewatch.detect import demo
+
+            say(f"Empty warehouse: seeding the embedded demo world (synthetic, seed {demo.DEFAULT_SEED}) …")
+            started = time.perf_counter()
+            demo.seed_warehouse(con, settings.demo_dir())
+            outcome.seeded = True
+            outcome.seed_s = time.perf_counter() - started
+        started = time.perf_counter()
+        outcome.run = engine.run_detection(con, params)
+        outcome.detect_s = time.perf_counter() - started
+        return outcome
+    finally:
+        con.close()

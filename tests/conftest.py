@@ -1,0 +1,89 @@
+"""Shared test fixtures: an isolated TRADEWATCH_HOME per test and the path of ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def tradewatch_home(tmp_path, monkeypatch):
+    home = tmp_path / "twhome"
+    monkeypatch.setenv("TRADEWATCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "comext").is_dir():
+        pytest.skip(f"real Eurostat data not found at {SHARED_DATA} (../shared/data beside the repository)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_prefect_home(tmp_path_factory):
+    """Prefect never touches the user's ~/.prefect during tests."""
+    import os
+
+    if "PREFECT_HOME" not in os.environ or not os.environ.get("CI"):
+        os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """The URL of a running Prefect API on loopback: the one .ci/run started
+    (TRADEWATCH_TEST_PREFECT_API_URL), otherwise one started here with a temporary PREFECT_HOME and
+    stopped at the end whatever happens."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    given = os.environ.get("TRADEWATCH_TEST_PREFECT_API_URL")
+    if given:
+        yield given
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 240  # a first start migrates a fresh database: be generous
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Prefect server did not start; see {home / 'server.log'}")
+            time.sleep(1)
+        yield url
+    finally:
+        import signal
+
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+        except Exception:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
