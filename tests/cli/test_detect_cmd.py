@@ -1,0 +1,85 @@
+"""`tradewatch detect` end to end through the real CLI: demo seeding, formats, determinism, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tradewatch.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def seeded_db(tmp_path_factory):
+    """A warehouse seeded with the demo world by a first `tradewatch detect` (shared by this module)."""
+    import os
+
+    home = tmp_path_factory.mktemp("detect-home")
+    db = home / "w.duckdb"
+    old = os.environ.get("TRADEWATCH_HOME")
+    os.environ["TRADEWATCH_HOME"] = str(home)
+    try:
+        result = runner.invoke(app, ["detect", "--db", str(db), "--format", "json", "--top", "50"])
+    finally:
+        if old is None:
+            os.environ.pop("TRADEWATCH_HOME", None)
+        else:
+            os.environ["TRADEWATCH_HOME"] = old
+    assert result.exit_code == 0, result.output
+    return db, result
+
+
+def test_first_run_seeds_demo_and_flags_routes(seeded_db):
+    _, result = seeded_db
+    assert "seeding the embedded demo world" in result.stderr
+    rows = json.loads(result.stdout)
+    assert 0 < len(rows) <= 50
+    for key in ("rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code", "reasons", "id"):
+        assert key in rows[0]
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r["reasons"] for r in rows), "every flagged route carries its reasons"
+    assert all(r["transit_iso3"] not in ("RUS", "BLR") for r in rows)
+
+
+def test_detect_twice_prints_the_same_table(seeded_db):
+    db, _ = seeded_db
+    first = runner.invoke(app, ["detect", "--db", str(db), "--top", "15"])
+    second = runner.invoke(app, ["detect", "--db", str(db), "--top", "15"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output
+    assert "seeding" not in first.stderr
+    assert first.stdout == second.stdout
+    assert "Flagged diversion routes" in first.stdout
+
+
+def test_csv_and_top(seeded_db):
+    db, _ = seeded_db
+    result = runner.invoke(app, ["detect", "--db", str(db), "--format", "csv", "--top", "3"])
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("rank,score,origin_iso3,transit_iso3,target_iso3,product_code")
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--event", "2022-13"], "--event 2022-13"),
+    (["--event", "March"], "expected a month as YYYY-MM"),
+    (["--db", "/nonexistent/dir/x.duckdb"], "/nonexistent/dir does not exist"),
+    (["--config", "/nonexistent/c.toml"], "--config"),
+])
+def test_bad_options_fail_with_one_line(args, expected):
+    result = runner.invoke(app, ["detect", *args])
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_help_is_instant_and_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "detect" in result.stdout
