@@ -64,7 +64,7 @@ def detect(
         f"(event {event}); detection took {outcome.detect_s:.1f} s."
     )
     if format is Format.json:
-        typer.echo(json.dumps([_json_row(r) for r in rows], indent=2, default=str))
+        typer.echo(json.dumps([_json_row(r) for r in rows], indent=2, default=str, ensure_ascii=False))
     elif format is Format.csv:
         import polars as pl
 
@@ -107,24 +107,34 @@ def _change(value: float | None) -> str:
 
 def _print_table(rows: list[dict], event: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        # Piped or captured output has no width to fit; keep each route on as few lines as possible.
+        console = Console(width=200)
     if not rows:
         console.print(f"No route is flagged for event {event}.")
         return
-    table = Table(title=f"Flagged diversion routes (event {event}), monthly averages, recent vs seasonally matched baseline")
-    for name, justify in (("#", "right"), ("score", "right"), ("origin", "left"), ("transit", "left"),
-                          ("target", "left"), ("product", "left"), ("baseline → recent", "right"),
-                          ("growth", "right"), ("to target", "right"), ("reason", "left")):
-        table.add_column(name, justify=justify, overflow="fold")
+    table = Table(title=f"Flagged diversion routes, event {event}: recent monthly average vs the seasonally matched baseline")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("origin → transit → target", no_wrap=True)
+    table.add_column("product", max_width=34)
+    table.add_column("baseline → recent", justify="right", no_wrap=True)
+    table.add_column("growth", justify="right", no_wrap=True)
+    table.add_column("to target", justify="right", no_wrap=True)
+    table.add_column("reason", ratio=1, min_width=30)
     for row in rows:
         name = row.get("product_name") or ""
-        product = f"{row['product_code']} {name[:38]}" + ("…" if len(name) > 38 else "")
+        tier = f" [tier {row['tier']}]" if row.get("tier") else ""
+        product = f"{row['product_code']}{tier} {name[:40]}" + ("…" if len(name) > 40 else "")
         table.add_row(
-            str(row["rank"]), f"{row['score']:.2f}", row["origin_iso3"], row["transit_iso3"], row["target_iso3"],
-            product,
+            str(row["rank"]), f"{row['score']:.2f}",
+            escape(f"{row['origin_iso3']} → {row['transit_iso3']} → {row['target_iso3']}"),
+            escape(product),
             f"{_money(row.get('baseline_value'), row.get('currency'))} → {_money(row.get('recent_value'), row.get('currency'))}",
-            _times(row.get("growth")), _change(row.get("target_change")), row.get("reasons") or "",
+            _times(row.get("growth")), _change(row.get("target_change")), escape(row.get("reasons") or ""),
         )
     console.print(table)

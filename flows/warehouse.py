@@ -96,6 +96,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS product_name VARCHAR",
         "ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS tier VARCHAR",
     ]),
+    # (Version 3 was reserved for the review workflow, which needed no schema change; versions only
+    # have to increase, a gap is harmless.)
     # Exchange rates (ECB euro reference rates, monthly averages) so EUR- and USD-valued flows can be
     # compared; rate is units of `quote` per one `base` (USD per EUR), period the first day of the month.
     (4, [
@@ -107,6 +109,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             source VARCHAR NOT NULL,
             loaded_at TIMESTAMP NOT NULL,
             PRIMARY KEY (period, base, quote, source)
+        )""",
+        # Which partitions each load replaced, so "was this file's content loaded and not replaced
+        # since?" is answered per reporter (Comtrade files arrive reporter by reporter).
+        """CREATE TABLE IF NOT EXISTS load_partitions (
+            load_id BIGINT NOT NULL,
+            source VARCHAR NOT NULL,
+            freq VARCHAR NOT NULL,
+            period DATE NOT NULL,
+            reporter_iso3 VARCHAR NOT NULL
         )""",
     ]),
 ]
@@ -192,11 +203,11 @@ def opened(db: Path | str | None = None, **kwargs):
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not exists:
         return 0
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    return int(row[0] or 0)
+    # fetchall, not fetchone: DuckDB keeps a half-read result open and refuses the next con.sql().
+    return int(con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0)
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
@@ -240,7 +251,7 @@ class LoadResult:
 
 
 def next_load_id(con: duckdb.DuckDBPyConnection) -> int:
-    return int(con.execute("SELECT nextval('load_ids')").fetchone()[0])
+    return int(con.execute("SELECT nextval('load_ids')").fetchall()[0][0])
 
 
 def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str) -> None:
@@ -264,7 +275,8 @@ def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str) -> Non
          lambda r: f"country codes {r[0]!r}/{r[1]!r} are not alpha-3"),
     ]
     for sql, describe in problems:
-        row = con.execute(sql).fetchone()
+        found = con.execute(sql).fetchall()
+        row = found[0] if found else None
         if row is not None:
             raise InputError(where, describe(row))
 
@@ -300,7 +312,7 @@ def replace_partitions(
         con.execute(f"INSERT INTO trade_flows ({columns}) SELECT {columns} FROM {staged}")
         quarantined = 0
         if quarantine_table:
-            quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchone()[0]
+            quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
             con.execute(
                 f"INSERT INTO quarantine SELECT ?, file, line, reason, raw, ? FROM {quarantine_table}",
                 [load_id, started],
@@ -313,7 +325,7 @@ def replace_partitions(
                 FROM {staged} GROUP BY source, freq, period ORDER BY period""",
             [load_id, file, checksum, quarantined, started, finished],
         )
-        if con.execute(f"SELECT count(*) FROM {staged}").fetchone()[0] == 0:
+        if con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] == 0:
             con.execute(
                 "INSERT INTO loads VALUES (?, ?, NULL, NULL, 0, ?, ?, 0, 0, NULL, ?, ?, ?, 'empty', ?)",
                 [load_id, source, file, checksum, quarantined, started, finished, "no rows to load"],
@@ -329,7 +341,7 @@ def replace_partitions(
     ).fetchall()
     result.rows = sum(r[1] for r in stats)
     result.value_sum = {r[0]: float(r[2]) for r in stats}
-    result.partitions = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {part_cols} FROM {staged})").fetchone()[0]
+    result.partitions = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {part_cols} FROM {staged})").fetchall()[0][0]
     result.periods = [
         r[0] for r in con.execute(f"SELECT DISTINCT strftime(period, '%Y-%m') p FROM {staged} ORDER BY p").fetchall()
     ]
@@ -369,4 +381,4 @@ def status_rows(con: duckdb.DuckDBPyConnection) -> list[dict]:
 
 
 def row_count(con: duckdb.DuckDBPyConnection) -> int:
-    return int(con.execute("SELECT count(*) FROM trade_flows").fetchone()[0])
+    return int(con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0])

@@ -1,0 +1,350 @@
+"""`tradewatch flags list|show|review|history`: triage flagged routes and keep the decisions."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tradewatch.cli.common import DbOption, one_line_errors, say
+
+flags_app = typer.Typer(
+    name="flags",
+    help="Review flagged routes: list and filter them, show one route's evidence, record decisions.",
+    no_args_is_help=True,
+)
+
+
+class Status(str, Enum):
+    new = "new"
+    reopened = "reopened"
+    confirmed = "confirmed"
+    dismissed = "dismissed"
+    watch = "watch"
+
+
+class Decision(str, Enum):
+    confirmed = "confirmed"
+    dismissed = "dismissed"
+    watch = "watch"
+
+
+class Sort(str, Enum):
+    score = "score"
+    excess = "excess"
+    growth = "growth"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+RunOption = Annotated[str, typer.Option("--run", help="Run id (or a unique prefix of one), or 'latest'.")]
+RouteArgument = Annotated[str, typer.Argument(help="Route id from `tradewatch flags list` (a unique prefix will do).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(flags_app, name="flags")
+
+
+@flags_app.command("list")
+@one_line_errors
+def list_flags(
+    db: DbOption = None,
+    run: RunOption = "latest",
+    transit: Annotated[Optional[str], typer.Option("--transit", help="Transit country, ISO alpha-3 (KAZ).")] = None,
+    origin: Annotated[Optional[str], typer.Option("--origin", help="Origin country, ISO alpha-3 (DEU).")] = None,
+    product: Annotated[Optional[str], typer.Option("--product", help="Product code prefix: 8542 matches 854231.")] = None,
+    tier: Annotated[Optional[str], typer.Option("--tier", help="CHPL tier: 1, 2, 3 (3.A and 3.B), 3.A, 4.B …")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only routes scoring at least this.")] = None,
+    status: Annotated[Optional[Status], typer.Option("--status", help="Review status ('new' includes 'reopened').")] = None,
+    sort: Annotated[Sort, typer.Option("--sort", help="Sort descending by score, excess value or growth.")] = Sort.score,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="At most N routes.")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """List the flagged routes of a run with their review status, filtered and sorted."""
+    from tradewatch.detect import export, review
+    from tradewatch.flows import warehouse
+
+    con = warehouse.connect(db, read_only=True, on_wait=say)
+    try:
+        frame = review.list_flags(
+            con, run=run, transit=transit, origin=origin, product=product, tier=tier, min_score=min_score,
+            status=status.value if status else None, sort=sort.value, limit=limit,
+        )
+    finally:
+        con.close()
+    if format is Format.table:
+        if out is not None:
+            from tradewatch.flows.errors import InputError
+
+            raise InputError(f"--out {out}", "a table is for the terminal; use --format csv, json or parquet with --out")
+        _print_flags(frame)
+        return
+    text = export.write(frame, format.value, out)
+    if text is not None:
+        typer.echo(text, nl=False)
+    else:
+        say(f"Wrote {frame.height} routes to {out} ({format.value}).")
+
+
+@flags_app.command("show")
+@one_line_errors
+def show(route: RouteArgument, db: DbOption = None,
+         run: Annotated[Optional[str], typer.Option("--run", help="Run id or 'latest' (default: the latest run that flagged the route).")] = None,
+         ) -> None:
+    """Show the whole evidence for one route: features, the monthly series of each leg, product, tier, loads, decisions."""
+    from tradewatch.detect import review
+    from tradewatch.flows import warehouse
+
+    con = warehouse.connect(db, read_only=True, on_wait=say)
+    try:
+        evidence = review.show_route(con, route, run=run)
+    finally:
+        con.close()
+    _print_evidence(evidence)
+
+
+@flags_app.command("review")
+@one_line_errors
+def review_route(
+    route: RouteArgument,
+    status: Annotated[Decision, typer.Option("--status", help="Your decision.")],
+    note: Annotated[str, typer.Option("--note", help="Why: what you checked, what you found.")],
+    by: Annotated[Optional[str], typer.Option("--by", help="Reviewer (default: $USER, else 'analyst').")] = None,
+    run: Annotated[Optional[str], typer.Option("--run", help="Run whose evidence you reviewed (default: the latest that flagged the route).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Record a decision on a route (confirmed, dismissed or watch) with a note; it outlives later runs."""
+    from tradewatch.detect import review
+    from tradewatch.flows import warehouse
+
+    con = warehouse.connect(db, on_wait=say)
+    try:
+        record = review.review(con, route, status.value, note, by=by, run=run)
+    finally:
+        con.close()
+    typer.echo(
+        f"{record['route_id']}: {record['status']} by {record['reviewer']} at "
+        f"{record['reviewed_at']:%Y-%m-%d %H:%M:%S} UTC (run {record['run_id']}, score {_num(record['score_at_review'])},"
+        f" excess {_num(record['excess_at_review'])})"
+    )
+
+
+@flags_app.command("history")
+@one_line_errors
+def history(route: RouteArgument, db: DbOption = None) -> None:
+    """Every decision recorded on a route, oldest first."""
+    from tradewatch.detect import review
+    from tradewatch.flows import warehouse
+
+    con = warehouse.connect(db, read_only=True, on_wait=say)
+    try:
+        rows = review.history(con, route)
+    finally:
+        con.close()
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print(f"No decision recorded on route {route} yet.")
+        return
+    table = Table(title=f"Decisions on route {rows[0]['route_id']} (times UTC)")
+    for name in ("when (UTC)", "status", "by", "note", "run", "score then", "excess then"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("when (UTC)", "status"))
+    for row in rows:
+        table.add_row(f"{row['reviewed_at']:%Y-%m-%d %H:%M:%S}", _plain(row["status"]), _plain(row["reviewer"]),
+                      _plain(row["note"]), _plain(row["run_id"]), _num(row["score_at_review"]),
+                      _num(row["excess_at_review"]))
+    console.print(table)
+
+
+# --- rendering ------------------------------------------------------------------------------------------------
+
+def _num(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def _money(value, currency) -> str:
+    from tradewatch.detect.report import money
+
+    return money(value, currency)
+
+
+def _plain(text) -> str:
+    """Data shown in a rich table must not be read as rich markup ('[red]' in a reason)."""
+    from rich.markup import escape
+
+    return escape("" if text is None else str(text))
+
+
+def _print_flags(frame) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradewatch.detect.report import change, growth_text
+
+    console = Console()
+    if frame.height == 0:
+        console.print("No flagged route matches.")
+        return
+    run_id = frame["run_id"][0]
+    table = Table(title=f"Flagged routes in run {_plain(run_id)} (monthly averages, route currency)")
+    for name, justify in (("id", "left"), ("#", "right"), ("score", "right"), ("status", "left"),
+                          ("route", "left"), ("product", "left"), ("tier", "left"),
+                          ("baseline → recent", "right"), ("growth", "right"), ("to target", "right"),
+                          ("excess", "right"), ("reasons", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for row in frame.iter_rows(named=True):
+        name = row["product_name"] or ""
+        product = f"{row['product_code']} {name[:36]}" + ("…" if len(name) > 36 else "")
+        currency = row["currency"]
+        table.add_row(
+            _plain(row["id"]), str(row["rank"]), f"{row['score']:.2f}", _plain(row["status"]),
+            _plain(f"{row['origin_iso3']}→{row['transit_iso3']}→{row['target_iso3']}"), _plain(product),
+            _plain(row["tier"] or "–"),
+            f"{_money(row['baseline_value'], currency)} → {_money(row['recent_value'], currency)}",
+            growth_text(row), change(row["target_change"]), _money(row["excess_value"], currency),
+            _plain(row["reasons"]),
+        )
+    console.print(table)
+    console.print(f"{frame.height} route(s). `tradewatch flags show ID` for the evidence of one.", style="dim")
+
+
+def _print_evidence(evidence) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradewatch.detect import review
+    from tradewatch.detect.report import change, growth_text
+
+    console = Console()
+    route, run = evidence.route, evidence.run
+    currency = route.get("currency")
+    countries = " → ".join(
+        f"{route[key]} {review.country_name(route[key])}" for key in ("origin_iso3", "transit_iso3", "target_iso3")
+    )
+    console.rule(f"Route {_plain(route['route_id'])}")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column(overflow="fold")
+    facts.add_row("route", _plain(countries))
+    facts.add_row("product", _plain(f"{route['product_code']} {evidence.product_name or '(no name in the HS nomenclature)'}"))
+    facts.add_row("CHPL tier", _plain(evidence.tier or "not on the Common High Priority List"))
+    facts.add_row("status", _plain(evidence.status))
+    facts.add_row("run", _plain(f"{run['run_id']} (event {evidence.event:%Y-%m})" if evidence.event else run["run_id"]))
+    facts.add_row("rank, score", f"{route['rank']}, {route['score']:.3f}")
+    facts.add_row("baseline", _plain(f"{_money(route.get('baseline_value'), currency)}/month "
+                                     f"({_span(route.get('baseline_start'), route.get('baseline_end'))})"))
+    facts.add_row("recent", _plain(f"{_money(route.get('recent_value'), currency)}/month "
+                                   f"({_span(route.get('recent_start'), route.get('recent_end'))})"))
+    facts.add_row("growth", f"{growth_text(route)}; to target {change(route.get('target_change'))}")
+    facts.add_row("excess", _money(route.get("excess_value"), currency))
+    facts.add_row("reasons", _plain(route.get("reasons") or ""))
+    console.print(facts)
+
+    features = Table(title="Features", title_justify="left")
+    features.add_column("feature")
+    features.add_column("value", justify="right")
+    features.add_column("meaning", overflow="fold")
+    for name, value in evidence.features.items():
+        meaning = evidence.descriptions.get(name, "")
+        if value is None:
+            why = evidence.unavailable.get(name, "")
+            text = "unavailable" + (f": {why}" if why else " for this route with this data")
+            features.add_row(_plain(name), "–", _plain(f"{meaning} — {text}" if meaning else text))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            features.add_row(_plain(name), _plain(value), _plain(meaning))
+        elif not math.isfinite(value):
+            features.add_row(_plain(name), _plain(value), _plain(f"{meaning} (not finite)"))
+        else:
+            features.add_row(_plain(name), f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}", _plain(meaning))
+    console.print(features)
+
+    console.print("[bold]Monthly trade on each leg[/bold] (each leg scaled to its own maximum; "
+                  "blank: no data from that source; ▲ event month, ─ baseline, ━ recent months)")
+    months = evidence.months
+    if not months:
+        console.print("  no monthly trade rows for this route in the warehouse")
+    else:
+        label_width = 24
+        for leg in evidence.legs:
+            label = f"{leg.name}"
+            if leg.available:
+                finite = [v for v in leg.values if v is not None]
+                note = (f"{leg.source} {leg.currency}{', mirror' if leg.basis == 'mirror' else ''}; "
+                        f"max {_money(max(finite), leg.currency)}, last {_money(finite[-1], leg.currency)}")
+                console.print(f"  {label:<{label_width}}{review.sparkline(leg.values)}  {_plain(note)}", markup=False,
+                              highlight=False)
+            else:
+                console.print(f"  {label:<{label_width}}{'·' * len(months)}  no data in the warehouse",
+                              markup=False, highlight=False)
+        console.print(f"  {'':<{label_width}}{review.marker_line(months, evidence.event, route)}",
+                      markup=False, highlight=False)
+        console.print(f"  {'':<{label_width}}{_axis(months, evidence.event)}", markup=False, highlight=False)
+
+    console.print("[bold]Loads the series came from[/bold]")
+    if not evidence.loads:
+        console.print("  none recorded")
+    for line in _load_lines(evidence.loads):
+        console.print(f"  {_plain(line)}", highlight=False)
+
+    console.print("[bold]Decisions[/bold]")
+    if not evidence.reviews:
+        console.print("  none yet: `tradewatch flags review ID --status confirmed|dismissed|watch --note TEXT`")
+    for item in evidence.reviews:
+        console.print(_plain(f"  {item['reviewed_at']:%Y-%m-%d %H:%M} UTC {item['status']} by {item['reviewer']}: "
+                             f"{item['note'] or ''} (run {item['run_id']}, score {_num(item['score_at_review'])})"),
+                      highlight=False)
+
+
+def _span(start, end) -> str:
+    if start is None or end is None:
+        return "–"
+    return f"{start:%Y-%m} … {end:%Y-%m}"
+
+
+def _axis(months, event) -> str:
+    """Month labels under the chart: the first month, the event month, the last month."""
+    line = [" "] * len(months)
+
+    def put(index: int, text: str) -> None:
+        start = max(0, min(index, len(line) - len(text)))
+        if all(ch == " " for ch in line[max(0, start - 1):start + len(text) + 1]):
+            line[start:start + len(text)] = list(text)
+
+    put(0, f"{months[0]:%Y-%m}")
+    if event in months:
+        put(months.index(event), f"{event:%Y-%m}")
+    put(len(months) - 1, f"{months[-1]:%Y-%m}")
+    return "".join(line).rstrip()
+
+
+def _load_lines(loads: list[dict]) -> list[str]:
+    """One line per source: load ids, months, files (first and last when there are many)."""
+    by_source: dict[str, list[dict]] = {}
+    for item in loads:
+        by_source.setdefault(str(item.get("source", "run")), []).append(item)
+    lines = []
+    for source, items in by_source.items():
+        if "file" not in items[0]:
+            lines.append(f"{source}: " + ", ".join(
+                ", ".join(f"{k} {v}" for k, v in item.items() if k != "source") for item in items))
+            continue
+        files = [item["file"] for item in items]
+        shown = ", ".join(files) if len(files) <= 3 else f"{files[0]} … {files[-1]}"
+        first = min(item["first_month"] for item in items)
+        last = max(item["last_month"] for item in items)
+        ids = sorted({item["first_load_id"] for item in items} | {item["last_load_id"] for item in items})
+        lines.append(f"{source}: {len(files)} file(s), months {first} … {last}, load ids {ids[0]}–{ids[-1]}: {shown}")
+    return lines

@@ -1,0 +1,642 @@
+"""Analyst review of flagged routes: list and filter a run's flags, one route's evidence, decisions and their history."""
+
+# "Materially stronger" — when a dismissed route is raised again.
+#
+# A dismissal records the route's score (0-1, as the detection engine writes it) and excess value (origin->
+# transit trade above what was expected over the recent window, in the route's currency) in the run it was
+# reviewed against. In any later run the route is shown as 'reopened' (and counts as new) only when BOTH
+#     score  >= score_then + MATERIAL_SCORE_GAP_SHARE * (1 - score_then)   (it closed at least a quarter of
+#                                                                          the gap to the top score 1.0), and
+#     excess >= excess_then * (1 + MATERIAL_EXCESS_GAIN)                   (excess value up 50 % or more).
+# Both, because either alone moves with noise: scores are relative to the other candidates of a run, and
+# excess value rises with ordinary price inflation. The score test is on the gap to 1.0 rather than a
+# relative rise because the score is bounded: 0.80 can never rise by 25 %, but 0.80 -> 0.85 closes a
+# quarter of its gap. When a value was not recorded at dismissal (null) or was not positive, its test
+# passes when the current value is positive; at least one of the two recorded values must be positive, so a
+# dismissal with no evidence recorded never reopens by itself. Otherwise the route stays 'dismissed'.
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+import duckdb
+import polars as pl
+
+from tradewatch.detect import products
+from tradewatch.flows.errors import InputError, TradewatchError
+
+MATERIAL_SCORE_GAP_SHARE = 0.25
+MATERIAL_EXCESS_GAIN = 0.50
+# Scores are stored rounded to six decimals; 0.80 + 0.25 * 0.20 must count as reaching 0.85.
+_TOLERANCE = 1e-9
+
+DECISIONS = ("confirmed", "dismissed", "watch")
+STATUSES = ("new", "reopened", "confirmed", "dismissed", "watch")
+SORTS = {"score": "score", "excess": "excess_value", "growth": "growth"}
+DEFAULT_TARGET = "RUS"
+
+# The rows `list_flags` returns, in order; exports write exactly these columns with these dtypes.
+FLAG_COLUMNS: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "run_id": pl.String(),
+    "rank": pl.Int32(),
+    "score": pl.Float64(),
+    "status": pl.String(),
+    "origin_iso3": pl.String(),
+    "transit_iso3": pl.String(),
+    "target_iso3": pl.String(),
+    "product_code": pl.String(),
+    "product_level": pl.Int8(),
+    "product_name": pl.String(),
+    "tier": pl.String(),
+    "currency": pl.String(),
+    "baseline_start": pl.Date(),
+    "baseline_end": pl.Date(),
+    "recent_start": pl.Date(),
+    "recent_end": pl.Date(),
+    "baseline_value": pl.Float64(),
+    "recent_value": pl.Float64(),
+    "growth": pl.Float64(),
+    "target_change": pl.Float64(),
+    "onward_growth": pl.Float64(),
+    "excess_value": pl.Float64(),
+    "reasons": pl.String(),
+    "reviewed_status": pl.String(),
+    "review_note": pl.String(),
+    "reviewed_by": pl.String(),
+    "reviewed_at": pl.Datetime("us"),
+    "features_json": pl.String(),
+}
+
+_ANOMALY_COLUMNS = (
+    "route_id", "run_id", "rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code",
+    "product_level", "currency", "baseline_start", "baseline_end", "recent_start", "recent_end",
+    "baseline_value", "recent_value", "growth", "target_change", "onward_growth", "excess_value", "reasons",
+    "features_json", "product_name", "tier",
+)
+
+# The WCO correlation is applied to months before HS 2022 took effect (1 January 2022).
+HS2022_START = date(2022, 1, 1)
+
+
+# --- reference data ------------------------------------------------------------------------------------
+# Product names, CHPL tiers and the HS 2017 -> 2022 correlation come from tradewatch.detect.products, the
+# one place that reads data/chpl_2024-02-23.csv and data/hs2017_hs2022.csv.
+
+def hs2017_prefixes(product_code: str) -> tuple[str, ...]:
+    """HS 2017 six-digit codes whose goods now fall under `product_code` (HS 2022, 2-6 digits) but that
+    do not start with it, e.g. '854149' -> ('854140',). Empty for CN8 codes and unchanged codes."""
+    if len(product_code) > 6:
+        return ()
+    return tuple(sorted(
+        old for old, new in products.hs2017_to_hs2022().items()
+        if not old.startswith(product_code) and any(code.startswith(product_code) for code in new)
+    ))
+
+
+def tier_matches(tier: str | None, wanted: str) -> bool:
+    """'1' matches tier 1; '3' matches 3.A and 3.B; '3.a' matches 3.A."""
+    if tier is None:
+        return False
+    wanted = wanted.strip().upper().removeprefix("TIER").strip()
+    return tier == wanted or tier.startswith(wanted + ".")
+
+
+def country_name(iso3: str | None) -> str:
+    from tradewatch.flows.countries import name
+
+    return name(iso3) if iso3 else ""
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+def resolve_run(con: duckdb.DuckDBPyConnection, run: str | None = "latest") -> str:
+    """The run_id for 'latest' (the most recent finished run; None means latest), an exact run id or a
+    unique prefix of one. Raises TradewatchError when there is no run and InputError for an unknown id."""
+    if run is None or run.strip().lower() == "latest":
+        row = con.execute(
+            "SELECT run_id FROM runs ORDER BY finished_at IS NULL, coalesce(finished_at, started_at) DESC,"
+            " started_at DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise TradewatchError("no detection run in this warehouse yet; run `tradewatch detect` first")
+        return row[0]
+    text = run.strip()
+    rows = con.execute(
+        "SELECT run_id FROM runs WHERE run_id = ? UNION SELECT run_id FROM runs WHERE starts_with(run_id, ?)"
+        " ORDER BY run_id", [text, text]
+    ).fetchall()
+    exact = [r[0] for r in rows if r[0] == text]
+    if exact:
+        return exact[0]
+    if len(rows) == 1:
+        return rows[0][0]
+    if not rows:
+        raise InputError(f"--run {run}", "no such run; expected 'latest' or a run id from `tradewatch flags list`")
+    raise InputError(f"--run {run}", f"matches {len(rows)} runs; give more characters of the run id")
+
+
+def run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """The `runs` row of `run_id` as a dict, with params_json, loads_json and unavailable_json parsed
+    (keys params, loads, unavailable)."""
+    cursor = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    names = [c[0] for c in cursor.description]
+    row = cursor.fetchone()
+    if row is None:
+        raise InputError(f"--run {run_id}", "no such run")
+    info = dict(zip(names, row))
+    info["params"] = _parse_json(info.get("params_json"), {})
+    info["loads"] = _parse_json(info.get("loads_json"), [])
+    info["unavailable"] = _parse_json(info.get("unavailable_json"), [])
+    return info
+
+
+def event_month(info: dict) -> date | None:
+    """The event month of a run (params 'event', YYYY-MM) as its first day; None when absent."""
+    value = (info.get("params") or {}).get("event")
+    try:
+        year, month = str(value)[:7].split("-")
+        return date(int(year), int(month), 1)
+    except (ValueError, TypeError):
+        return None
+
+
+def _parse_json(text, default):
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+
+def materially_stronger(
+    score_then: float | None, excess_then: float | None, score_now: float | None, excess_now: float | None,
+) -> bool:
+    """True when a dismissed route's evidence grew materially since its dismissal (see the module notes):
+    the score (0-1) closed at least MATERIAL_SCORE_GAP_SHARE of its gap to 1.0 and the excess value rose
+    at least MATERIAL_EXCESS_GAIN (relative)."""
+
+    def finite(value) -> float | None:
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+
+    score_then, excess_then = finite(score_then), finite(excess_then)
+    score_now, excess_now = finite(score_now), finite(excess_now)
+    if score_now is None or excess_now is None:
+        return False
+    if not ((score_then or 0) > 0 or (excess_then or 0) > 0):
+        return False
+    if score_then is None or score_then <= 0:
+        score_grew = score_now > 0
+    else:
+        # a score at or above 1.0 has no gap left: it must not fall
+        score_grew = score_now >= score_then + MATERIAL_SCORE_GAP_SHARE * max(0.0, 1.0 - score_then) - _TOLERANCE
+    if excess_then is None or excess_then <= 0:
+        excess_grew = excess_now > 0
+    else:
+        excess_grew = excess_now >= excess_then * (1 + MATERIAL_EXCESS_GAIN) * (1 - _TOLERANCE)
+    return score_grew and excess_grew
+
+
+def effective_status(
+    decision: str | None, score_then: float | None, excess_then: float | None,
+    score_now: float | None, excess_now: float | None,
+) -> str:
+    """The status shown for a flagged route: 'new' without a decision, the decision itself, or
+    'reopened' for a dismissal whose evidence became materially stronger."""
+    if decision is None:
+        return "new"
+    if decision == "dismissed" and materially_stronger(score_then, excess_then, score_now, excess_now):
+        return "reopened"
+    return decision
+
+
+def default_reviewer() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "analyst"
+
+
+def resolve_route(con: duckdb.DuckDBPyConnection, route: str) -> str:
+    """The route_id for an exact id or a unique prefix of one seen in any run; InputError otherwise."""
+    text = route.strip()
+    if not text:
+        raise InputError("route id", "empty; expected an id from `tradewatch flags list`")
+    if con.execute("SELECT 1 FROM anomalies WHERE route_id = ? LIMIT 1", [text]).fetchone():
+        return text
+    rows = con.execute(
+        "SELECT DISTINCT route_id FROM anomalies WHERE starts_with(route_id, ?) ORDER BY 1 LIMIT 6", [text]
+    ).fetchall()
+    if not rows:
+        raise InputError(f"route {route}", "not flagged in any run; expected an id from `tradewatch flags list`")
+    if len(rows) > 1:
+        raise InputError(f"route {route}", "matches several routes; give more characters of the id")
+    return rows[0][0]
+
+
+def _route_row(con: duckdb.DuckDBPyConnection, route_id: str, run_id: str | None) -> dict | None:
+    """The anomalies row of the route in `run_id`, or in the latest run that flagged it when run_id is None."""
+    columns = ", ".join(f"a.{c}" for c in _ANOMALY_COLUMNS)
+    if run_id is not None:
+        cursor = con.execute(f"SELECT {columns} FROM anomalies a WHERE a.route_id = ? AND a.run_id = ?",
+                             [route_id, run_id])
+    else:
+        cursor = con.execute(
+            f"SELECT {columns} FROM anomalies a JOIN runs r USING (run_id) WHERE a.route_id = ?"
+            " ORDER BY coalesce(r.finished_at, r.started_at) DESC LIMIT 1", [route_id])
+    row = cursor.fetchone()
+    return dict(zip(_ANOMALY_COLUMNS, row)) if row else None
+
+
+def review(
+    con: duckdb.DuckDBPyConnection,
+    route: str,
+    status: str,
+    note: str | None,
+    *,
+    by: str | None = None,
+    run: str | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """Record a decision ('confirmed', 'dismissed' or 'watch') on a route (id or unique prefix) with a
+    note, author (default $USER or 'analyst') and time (UTC, default now). The route's score and excess
+    value in `run` (default: the latest run that flagged it) are stored with it for the
+    'materially stronger' rule. Returns the stored review as a dict."""
+    status = (status or "").strip().lower()
+    if status not in DECISIONS:
+        raise InputError(f"--status {status}", f"expected one of {', '.join(DECISIONS)}")
+    route_id = resolve_route(con, route)
+    run_id = resolve_run(con, run) if run is not None else None
+    row = _route_row(con, route_id, run_id)
+    if row is None:
+        raise InputError(f"route {route}", f"not flagged in run {run_id}")
+    when = (now or datetime.now(timezone.utc))
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    record = {
+        "route_id": route_id,
+        "status": status,
+        "note": (note or "").strip() or None,
+        "reviewer": (by or "").strip() or default_reviewer(),
+        "reviewed_at": when,
+        "run_id": row["run_id"],
+        "score_at_review": row["score"],
+        "excess_at_review": row["excess_value"],
+    }
+    con.execute(
+        "INSERT INTO reviews (route_id, status, note, reviewer, reviewed_at, run_id, score_at_review,"
+        " excess_at_review) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(record.values()),
+    )
+    return record
+
+
+def history(con: duckdb.DuckDBPyConnection, route: str) -> list[dict]:
+    """Every decision on a route (id or unique prefix), oldest first: status, note, reviewer,
+    reviewed_at (UTC), run_id, score_at_review, excess_at_review."""
+    route_id = resolve_route(con, route)
+    cursor = con.execute(
+        "SELECT route_id, status, note, reviewer, reviewed_at, run_id, score_at_review, excess_at_review"
+        " FROM reviews WHERE route_id = ? ORDER BY reviewed_at, rowid", [route_id]
+    )
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+# --- listing ----------------------------------------------------------------------------------------------
+
+@dataclass
+class FlagQuery:
+    """Filters for `list_flags`. Country codes are ISO alpha-3; `product` is a code prefix; `tier` a
+    CHPL tier ('1', '3', '3.A'); `status` one of STATUSES ('new' also matches 'reopened')."""
+
+    run: str | None = "latest"
+    transit: str | None = None
+    origin: str | None = None
+    product: str | None = None
+    tier: str | None = None
+    min_score: float | None = None
+    status: str | None = None
+    sort: str = "score"
+    limit: int | None = None
+
+
+def list_flags(con: duckdb.DuckDBPyConnection, query: FlagQuery | None = None, **filters) -> pl.DataFrame:
+    """The flagged routes of a run (default latest) matching the filters, with product name, CHPL tier,
+    review status and last decision, sorted descending by score, excess value or growth (nulls last).
+    Columns and dtypes: FLAG_COLUMNS; `id` is the route's stable id. Values are in the route's
+    currency; growth and target_change as the detection engine wrote them."""
+    query = query or FlagQuery(**filters)
+    if query.sort not in SORTS:
+        raise InputError(f"--sort {query.sort}", f"expected one of {', '.join(SORTS)}")
+    if query.status is not None and query.status not in STATUSES:
+        raise InputError(f"--status {query.status}", f"expected one of {', '.join(STATUSES)}")
+    if query.limit is not None and query.limit < 1:
+        raise InputError(f"--limit {query.limit}", "expected a positive number of rows")
+    run_id = resolve_run(con, query.run)
+    # Every user value is a bound parameter; only fixed column names are spliced.
+    where, params = ["a.run_id = ?"], [run_id]
+    if query.transit:
+        where.append("a.transit_iso3 = ?")
+        params.append(query.transit.strip().upper())
+    if query.origin:
+        where.append("a.origin_iso3 = ?")
+        params.append(query.origin.strip().upper())
+    if query.product:
+        where.append("starts_with(a.product_code, ?)")
+        params.append(query.product.strip())
+    if query.min_score is not None:
+        where.append("a.score >= ?")
+        params.append(float(query.min_score))
+    columns = ", ".join(f"a.{c}" for c in _ANOMALY_COLUMNS)
+    sql = f"""
+        WITH last_review AS (
+            SELECT route_id, status, note, reviewer, reviewed_at, score_at_review, excess_at_review
+            FROM reviews
+            QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1
+        )
+        SELECT {columns}, r.status AS decision, r.note AS review_note, r.reviewer AS reviewed_by,
+               r.reviewed_at, r.score_at_review, r.excess_at_review
+        FROM anomalies a LEFT JOIN last_review r USING (route_id)
+        WHERE {' AND '.join(where)}
+        ORDER BY a.rank
+    """
+    cursor = con.execute(sql, params)
+    names = [c[0] for c in cursor.description]
+    rows = []
+    for values in cursor.fetchall():
+        row = dict(zip(names, values))
+        row["id"] = row.pop("route_id")
+        row["status"] = effective_status(row["decision"], row.pop("score_at_review"), row.pop("excess_at_review"),
+                                         row["score"], row["excess_value"])
+        row["reviewed_status"] = row.pop("decision")
+        row["product_name"] = row["product_name"] or products.product_name(row["product_code"])
+        # The CHPL tier is a fact about the product, shown even when the run did not weigh it.
+        row["tier"] = row["tier"] or products.chpl_tier(row["product_code"])
+        if query.tier and not tier_matches(row["tier"], query.tier):
+            continue
+        if query.status and not (row["status"] == query.status
+                                 or (query.status == "new" and row["status"] == "reopened")):
+            continue
+        rows.append(row)
+    frame = pl.DataFrame(rows, schema=FLAG_COLUMNS, orient="row") if rows else pl.DataFrame(schema=FLAG_COLUMNS)
+    key = SORTS[query.sort]
+    # NaN sorts above every number in polars; treat it like a missing value.
+    frame = frame.sort(
+        [pl.col(key).fill_nan(None), pl.col("rank")], descending=[True, False], nulls_last=True
+    )
+    if query.limit is not None:
+        frame = frame.head(query.limit)
+    return frame
+
+
+# --- one route's evidence -------------------------------------------------------------------------------
+
+@dataclass
+class Leg:
+    """One leg's monthly series: values by month (None where the source has no data for the reporter
+    that month; 0.0 where it has data but no trade of this product), with where it came from."""
+
+    name: str
+    exporter: str
+    importer: str
+    months: list[date] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+    source: str | None = None
+    currency: str | None = None
+    basis: str = "exports"  # or 'mirror' when read from the importer's imports
+    product_codes: int = 0
+
+    @property
+    def available(self) -> bool:
+        return any(v is not None for v in self.values)
+
+
+@dataclass
+class RouteEvidence:
+    """Everything known about one flagged route in one run."""
+
+    route: dict
+    run: dict
+    event: date | None
+    product_name: str | None
+    tier: str | None
+    features: dict
+    unavailable: dict
+    legs: list[Leg]
+    months: list[date]
+    loads: list[dict]
+    reviews: list[dict]
+    status: str
+    descriptions: dict = field(default_factory=dict)  # feature name -> what it measures
+
+
+def _leg_series(con, exporter: str, importer: str, product_code: str, currency: str | None) -> Leg:
+    """Monthly values of `product_code` (all codes starting with it; before 2022 also the HS 2017 codes
+    that became it) exported by `exporter` to `importer`; mirror imports when the exporter reports none."""
+    leg = Leg(name=f"{exporter}→{importer}", exporter=exporter, importer=importer)
+    old = list(hs2017_prefixes(product_code))
+    level = len(product_code)
+    for basis, reporter, partner, flow in (("exports", exporter, importer, "export"),
+                                           ("mirror", importer, exporter, "import")):
+        rows = con.execute(
+            """
+            WITH m AS (
+                SELECT source, currency, period, product_level, product_code, value FROM trade_flows
+                WHERE freq = 'M' AND reporter_iso3 = ? AND partner_iso3 = ? AND flow = ? AND product_level >= ?
+                  AND (starts_with(product_code, ?)
+                       OR (period < ? AND product_level >= 6 AND list_contains(?, left(product_code, 6))))
+            ), pick AS (
+                -- one source and one product level, so nothing is counted twice
+                SELECT source, currency, max(product_level) AS level, count(*) AS n,
+                       max(CASE WHEN currency IS NOT DISTINCT FROM ? THEN 1 ELSE 0 END) AS preferred
+                FROM m GROUP BY source, currency
+                ORDER BY preferred DESC, n DESC, source LIMIT 1
+            ), covered AS (
+                SELECT DISTINCT t.period FROM trade_flows t, pick
+                WHERE t.source = pick.source AND t.freq = 'M' AND t.reporter_iso3 = ?
+            )
+            SELECT c.period, pick.source, pick.currency, coalesce(sum(m.value), 0) AS value,
+                   count(DISTINCT m.product_code) AS codes
+            FROM covered c CROSS JOIN pick
+            LEFT JOIN m ON m.period = c.period AND m.source = pick.source AND m.currency = pick.currency
+                       AND m.product_level = pick.level
+            GROUP BY ALL ORDER BY c.period
+            """,
+            [reporter, partner, flow, level, product_code, HS2022_START, old, currency, reporter],
+        ).fetchall()
+        if rows:
+            leg.basis = basis
+            leg.source, leg.currency = rows[0][1], rows[0][2]
+            leg.months = [r[0] for r in rows]
+            leg.values = [float(r[3]) for r in rows]
+            leg.product_codes = con.execute(
+                "SELECT count(DISTINCT product_code) FROM trade_flows WHERE freq = 'M' AND source = ?"
+                " AND reporter_iso3 = ? AND partner_iso3 = ? AND flow = ? AND product_level >= ?"
+                " AND (starts_with(product_code, ?) OR (period < ? AND product_level >= 6"
+                " AND list_contains(?, left(product_code, 6))))",
+                [leg.source, reporter, partner, flow, level, product_code, HS2022_START, old],
+            ).fetchone()[0]
+            return leg
+    return leg
+
+
+def _month_axis(legs: list[Leg], route: dict) -> list[date]:
+    months = {m for leg in legs for m in leg.months}
+    for key in ("baseline_start", "recent_end"):
+        if isinstance(route.get(key), date):
+            months.add(route[key].replace(day=1))
+    if not months:
+        return []
+    first, last = min(months), max(months)
+    axis, current = [], first
+    while current <= last:
+        axis.append(current)
+        current = date(current.year + (current.month == 12), current.month % 12 + 1, 1)
+    return axis
+
+
+def _align(leg: Leg, axis: list[date]) -> None:
+    by_month = dict(zip(leg.months, leg.values))
+    leg.values = [by_month.get(m) for m in axis]
+    leg.months = list(axis)
+
+
+def route_legs(con: duckdb.DuckDBPyConnection, route: dict) -> tuple[list[Leg], list[date]]:
+    """The three legs of a route row (origin→transit, origin→target, transit→target) on one month axis."""
+    origin, transit = route["origin_iso3"], route["transit_iso3"]
+    target = route.get("target_iso3") or DEFAULT_TARGET
+    legs = [
+        _leg_series(con, origin, transit, route["product_code"], route.get("currency")),
+        _leg_series(con, origin, target, route["product_code"], route.get("currency")),
+        _leg_series(con, transit, target, route["product_code"], route.get("currency")),
+    ]
+    axis = _month_axis(legs, route)
+    for leg in legs:
+        _align(leg, axis)
+    return legs, axis
+
+
+def _loads_for(con, legs: list[Leg], run: dict) -> list[dict]:
+    """The successful loads holding the months drawn for the legs (latest load per source and month),
+    grouped by file; falls back to the run's own list of loads."""
+    wanted = sorted({f"{leg.source}|{m:%Y-%m}" for leg in legs if leg.source
+                     for m, v in zip(leg.months, leg.values) if v is not None})
+    if wanted:
+        # A bound list, not a temp table: this also runs on read-only connections.
+        cursor = con.execute(
+            """
+            WITH latest AS (
+                SELECT * FROM loads
+                WHERE status = 'ok' AND freq = 'M' AND list_contains(?, source || '|' || strftime(period, '%Y-%m'))
+                QUALIFY row_number() OVER (PARTITION BY source, period, file ORDER BY finished_at DESC) = 1
+            )
+            SELECT source, file, min(load_id) AS first_load_id, max(load_id) AS last_load_id,
+                   strftime(min(period), '%Y-%m') AS first_month, strftime(max(period), '%Y-%m') AS last_month,
+                   count(DISTINCT period) AS months, max(finished_at) AS loaded_at
+            FROM latest GROUP BY source, file ORDER BY source, first_month, file
+            """,
+            [wanted],
+        )
+        names = [c[0] for c in cursor.description]
+        found = [dict(zip(names, row)) for row in cursor.fetchall()]
+        if found:
+            return found
+    loads = run.get("loads") or []
+    if isinstance(loads, dict):
+        loads = [{"load": key, **(value if isinstance(value, dict) else {"value": value})} for key, value in loads.items()]
+    return [item if isinstance(item, dict) else {"load_id": item} for item in loads]
+
+
+def _unavailable_map(unavailable) -> dict[str, str]:
+    if isinstance(unavailable, dict):
+        return {str(k): str(v) for k, v in unavailable.items()}
+    out = {}
+    for item in unavailable or []:
+        if isinstance(item, dict):
+            key = item.get("feature") or item.get("name") or str(item)
+            out[str(key)] = str(item.get("reason") or item.get("why") or "")
+        else:
+            out[str(item)] = ""
+    return out
+
+
+def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = None) -> RouteEvidence:
+    """The whole evidence for one route (id or unique prefix) in `run` (default: the latest run that
+    flagged it): the anomalies row, features (None = unavailable, with the run's reason when it gave
+    one), the monthly series of the three legs, product name, CHPL tier, source loads, review history
+    and the status `flags list` shows."""
+    route_id = resolve_route(con, route)
+    run_id = resolve_run(con, run) if run is not None else None
+    row = _route_row(con, route_id, run_id)
+    if row is None:
+        raise InputError(f"route {route}", f"not flagged in run {run_id}")
+    info = run_info(con, row["run_id"])
+    features = _parse_json(row.get("features_json"), {})
+    if not isinstance(features, dict):
+        features = {"features": features}
+    unavailable = _unavailable_map(info.get("unavailable"))
+    legs, axis = route_legs(con, row)
+    reviews = history(con, route_id)
+    last = reviews[-1] if reviews else None
+    status = effective_status(
+        last["status"] if last else None, last and last["score_at_review"], last and last["excess_at_review"],
+        row["score"], row["excess_value"],
+    )
+    return RouteEvidence(
+        route=row, run=info, event=event_month(info),
+        product_name=row["product_name"] or products.product_name(row["product_code"]),
+        tier=row["tier"] or products.chpl_tier(row["product_code"]), features=features, unavailable=unavailable,
+        legs=legs, months=axis, loads=_loads_for(con, legs, info), reviews=reviews, status=status,
+        descriptions=_feature_descriptions(),
+    )
+
+
+def _feature_descriptions() -> dict[str, str]:
+    from tradewatch.detect import features as feature_module
+
+    return {**dict(feature_module.FEATURES), "rule_score": "transparent rule score (0-1)",
+            "model_score": "IsolationForest score (0-1)", "basis": "origin→transit leg read from the origin's exports or (mirror) the transit's imports"}
+
+
+# --- drawing a leg in a terminal ----------------------------------------------------------------------------
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One character per value: eight block heights scaled from 0 to the series maximum; a blank for a
+    month without data; '▁' for zero."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    out = []
+    for value in values:
+        if value is None or not math.isfinite(value):
+            out.append(" ")
+        elif top <= 0:
+            out.append(_BLOCKS[0])
+        else:
+            out.append(_BLOCKS[min(len(_BLOCKS) - 1, max(0, math.ceil(value / top * len(_BLOCKS)) - 1))])
+    return "".join(out)
+
+
+def marker_line(months: list[date], event: date | None, route: dict) -> str:
+    """A line under the sparklines: '▲' at the event month, '─' over baseline months, '━' over recent months."""
+
+    def within(month: date, start, end) -> bool:
+        return isinstance(start, date) and isinstance(end, date) and start.replace(day=1) <= month <= end
+
+    out = []
+    for month in months:
+        if event is not None and month == event:
+            out.append("▲")
+        elif within(month, route.get("recent_start"), route.get("recent_end")):
+            out.append("━")
+        elif within(month, route.get("baseline_start"), route.get("baseline_end")):
+            out.append("─")
+        else:
+            out.append(" ")
+    return "".join(out)
