@@ -17,6 +17,11 @@ app = typer.Typer(
 # Each module defines register(app). Heavy imports happen inside the commands, so --help is instant.
 COMMAND_MODULES = [
     "tradewatch.cli.detect_cmd",
+    "tradewatch.cli.pipeline_cmd",
+    "tradewatch.cli.flags_cmd",
+    "tradewatch.cli.report_cmd",
+    "tradewatch.cli.evaluate_cmd",
+    "tradewatch.cli.ingest_cmd",
 ]
 
 for _name in COMMAND_MODULES:

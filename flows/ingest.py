@@ -1,21 +1,60 @@
-"""Library entry point for loading source files into the warehouse: recognise the file, stage it, replace its partitions."""
+"""Library entry points for loading source files into the warehouse: recognise, stage, check, replace partitions; plus the download-and-load runs per source."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import duckdb
 
-from tradewatch.flows import archive, settings, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows import archive, schema, settings, warehouse
+from tradewatch.flows.errors import InputError, TradewatchError
 from tradewatch.flows.sources import registry
+
+# Bump when a reader's output changes, so Parquet parsed by an older reader is not reused.
+PARSER_VERSION = "3"
+
+
+@dataclass
+class IngestResult(warehouse.LoadResult):
+    """A LoadResult plus what the ingest summary reports beyond it."""
+
+    confidential: int = 0  # rows kept under a confidential/unallocated partner Q-code
+    reasons: dict[str, int] = field(default_factory=dict)  # quarantined rows by kind of reason
+
+    def summary(self) -> dict:
+        data = asdict(self)
+        data["value_sum"] = dict(self.value_sum)
+        return data
 
 
 def recognise(path: Path) -> ModuleType:
     """The source module that reads `path`, judged by content (then by name). Raises InputError."""
+    head = _head(path)
+    for module in registry.SOURCES.values():
+        if module.looks_like(path, head):
+            return module
+    from tradewatch.flows.sources import baci, ecb
+
+    if baci.is_reference_table(head):
+        raise InputError(str(path), "a BACI code table, not trade data; it is read from beside the BACI data "
+                         "files (or pass it with --country-codes)")
+    if ecb.looks_like(path, head):
+        raise InputError(str(path), "ECB exchange rates, not trade data; load them with `tradewatch ingest ecb --file`")
+    stripped = head.lstrip(b"\xef\xbb\xbf").lstrip()[:200].lower()
+    if stripped.startswith((b"<!doctype", b"<html")):
+        raise InputError(str(path), "an HTML page, not data (an error page saved instead of the file?)")
+    first = head.split(b"\n", 1)[0][:80].decode("utf-8", "replace").strip()
+    raise InputError(str(path), f"not a recognised trade-data file (first line {first!r}); expected Comext .7z/.dat, "
+                     "Comtrade CSV/JSON or BACI CSV")
+
+
+def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:
             head = handle.read(1 << 16)
@@ -27,26 +66,30 @@ def recognise(path: Path) -> ModuleType:
         raise InputError(str(path), f"cannot read: {exc.strerror}") from None
     if not head.strip():
         raise InputError(str(path), "file is empty; expected Comext, Comtrade or BACI data")
-    for module in registry.SOURCES.values():
-        if module.looks_like(path, head):
-            return module
-    stripped = head.lstrip(b"\xef\xbb\xbf").lstrip()[:200].lower()
-    if stripped.startswith((b"<!doctype", b"<html")):
-        raise InputError(str(path), "an HTML page, not data (an error page saved instead of the file?)")
-    first = head.split(b"\n", 1)[0][:80].decode("utf-8", "replace").strip()
-    raise InputError(str(path), f"not a recognised trade-data file (first line {first!r}); expected Comext .7z/.dat, "
-                     "Comtrade CSV/JSON or BACI CSV")
+    return head
 
 
 def already_loaded(con: duckdb.DuckDBPyConnection, file: str, checksum: str) -> bool:
-    """True when this exact file content was loaded successfully and nothing replaced it since."""
+    """True when this exact file content was loaded successfully and none of the partitions it replaced
+    was replaced since by other content."""
     row = con.execute(
         """SELECT max(load_id) FROM loads WHERE checksum = ? AND status IN ('ok', 'empty')""", [checksum]
     ).fetchone()
     if row is None or row[0] is None:
         return False
     last = row[0]
-    # A later successful load of any of the same periods from another file may have replaced it.
+    recorded = con.execute("SELECT count(*) FROM load_partitions WHERE load_id = ?", [last]).fetchone()[0]
+    if recorded:
+        newer = con.execute(
+            """SELECT count(*) FROM load_partitions later
+               JOIN load_partitions mine ON mine.load_id = ? AND later.source = mine.source AND later.freq = mine.freq
+                    AND later.period = mine.period AND later.reporter_iso3 = mine.reporter_iso3
+               JOIN loads l ON l.load_id = later.load_id AND l.status = 'ok'
+               WHERE later.load_id > ? AND l.checksum IS DISTINCT FROM ?""",
+            [last, last, checksum],
+        ).fetchone()[0]
+        return newer == 0
+    # Loads from before partitions were recorded: any later load of the same periods may have replaced it.
     newer = con.execute(
         """SELECT count(*) FROM loads l JOIN loads mine ON mine.load_id = ? AND l.source = mine.source
            AND l.freq = mine.freq AND l.period = mine.period
@@ -56,6 +99,11 @@ def already_loaded(con: duckdb.DuckDBPyConnection, file: str, checksum: str) -> 
     return newer == 0
 
 
+def _record_partitions(con: duckdb.DuckDBPyConnection, load_id: int, staged: str) -> None:
+    con.execute(f"""INSERT INTO load_partitions
+                    SELECT DISTINCT ?, source, freq, period, reporter_iso3 FROM {staged}""", [load_id])
+
+
 def load_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -63,9 +111,11 @@ def load_file(
     source_label: str | None = None,
     force: bool = False,
     display_name: str | None = None,
-) -> warehouse.LoadResult:
-    """Load one source file into the open (writable) warehouse. Returns the LoadResult; status
-    'unchanged' when the same content was loaded before (unless `force`). Raises InputError for a file
+    reader_options: dict | None = None,
+) -> IngestResult:
+    """Load one source file into the open (writable) warehouse, staging it inside DuckDB. Returns an
+    IngestResult; status 'unchanged' when the same content was loaded before (unless `force`).
+    `reader_options` go to the source reader (BACI: country_codes=Path). Raises InputError for a file
     that cannot be read as a whole; row-level problems go to quarantine."""
     path = Path(path)
     module = recognise(path)
@@ -73,22 +123,35 @@ def load_file(
     checksum = archive.sha256(path)
     label = source_label or module.SOURCE
     if not force and already_loaded(con, where, checksum):
-        return warehouse.LoadResult(load_id=-1, file=where, source=label, status="unchanged")
+        return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
     load_id = warehouse.next_load_id(con)
     table = f"stage_{load_id}"
     scratch = Path(tempfile.mkdtemp(prefix="extract-", dir=_scratch_root()))
     try:
-        staged = module.stage_file(con, path, table=table, source=label, scratch=scratch, display_name=where)
-        result = warehouse.replace_partitions(
+        staged = module.stage_file(con, path, table=table, source=label, scratch=scratch, display_name=where,
+                                   **(reader_options or {}))
+        confidential = _confidential_rows(con, staged.table)
+        loaded = warehouse.replace_partitions(
             con, staged.table, file=where, checksum=checksum, source=label,
             quarantine_table=staged.quarantine_table, load_id=load_id,
         )
-        result.message = "; ".join(f"{n} {reason}" for reason, n in list(staged.reasons.items())[:3])
-        return result
+        _record_partitions(con, load_id, staged.table)
+        return _with_details(loaded, staged.reasons, confidential)
     finally:
         for suffix in ("", "_quarantine", "_typed"):
             con.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
         archive.remove_tree(scratch)
+
+
+def _confidential_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    # Comext keeps confidential/unallocated partners as 'Q?Q' (see flows/countries.py).
+    return int(con.execute(f"SELECT count(*) FROM {table} WHERE partner_iso3 LIKE 'Q_Q'").fetchone()[0])
+
+
+def _with_details(loaded: warehouse.LoadResult, reasons: dict[str, int], confidential: int) -> IngestResult:
+    result = IngestResult(**asdict(loaded), confidential=confidential, reasons=dict(reasons))
+    result.message = "; ".join(f"{n} {reason}" for reason, n in list(reasons.items())[:3])
+    return result
 
 
 def _scratch_root() -> Path:
@@ -104,12 +167,373 @@ def load_files(
     source_label: str | None = None,
     force: bool = False,
     progress: Callable[[Path, warehouse.LoadResult], None] | None = None,
-) -> list[warehouse.LoadResult]:
+    reader_options: dict | None = None,
+) -> list[IngestResult]:
     """Load several files in order; stops at the first file that cannot be read (loads before it stay)."""
     results = []
     for path in paths:
-        result = load_file(con, Path(path), source_label=source_label, force=force)
+        result = load_file(con, Path(path), source_label=source_label, force=force, reader_options=reader_options)
         results.append(result)
         if progress:
             progress(Path(path), result)
     return results
+
+
+def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
+    """Files named, and the data files inside named folders (sorted); InputError for a missing path.
+    BACI's code tables found inside a folder are left out (they are read beside the data files)."""
+    out: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and not p.name.endswith((".meta.json", ".part", ".parquet"))
+                           and not p.name.startswith(("country_codes_", "product_codes_")))
+            if not found:
+                raise InputError(str(path), "folder holds no files")
+            out.extend(found)
+        elif path.exists():
+            out.append(path)
+        else:
+            raise InputError(str(path), "no such file or folder")
+    return out
+
+
+# ----------------------------------------------------------------------------------- parse to Parquet
+# The Prefect flow parses files in parallel, away from the warehouse (one writer only), into Parquet in
+# the cache; one task then loads the Parquet. These functions are that split, usable without Prefect.
+
+@dataclass
+class ParsedFile:
+    """One source file read into canonical rows in Parquet: paths and counts only (cheap to pass between tasks)."""
+
+    file: str
+    path: str
+    source: str
+    checksum: str
+    canonical: str
+    quarantine: str
+    rows: int
+    quarantined: int
+    confidential: int
+    reasons: dict[str, int]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def parsed_dir() -> Path:
+    return settings.cache_dir() / "parsed"
+
+
+def parse_file(path: Path | str, *, display_name: str | None = None, source_label: str | None = None,
+               reader_options: dict | None = None, memory_limit: str = "1GB") -> ParsedFile:
+    """Read one source file (recognised by content) into canonical rows and quarantine rows, written as
+    Parquet under the cache (reused when the same content was parsed before by this reader version).
+    Uses its own in-memory DuckDB, so several files can be parsed at once. Raises InputError."""
+    path = Path(path)
+    module = recognise(path)
+    where = display_name or str(path)
+    checksum = archive.sha256(path)
+    label = source_label or module.SOURCE
+    options = json.dumps({k: str(v) for k, v in sorted((reader_options or {}).items())})
+    variant = hashlib.sha256(options.encode()).hexdigest()[:8] if reader_options else "plain"
+    folder = parsed_dir() / f"{label}-{checksum[:32]}-{variant}-v{PARSER_VERSION}"
+    manifest = folder / "parsed.json"
+    if manifest.exists():
+        try:
+            cached = ParsedFile(**json.loads(manifest.read_text()))
+            if Path(cached.canonical).exists() and Path(cached.quarantine).exists():
+                cached.file, cached.path = where, str(path)
+                return cached
+        except (ValueError, TypeError):
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="extract-", dir=_scratch_root()))
+    spill = scratch / "spill"
+    spill.mkdir()
+    con = duckdb.connect()
+    try:
+        # A real Comext month is ~400 MB of text: bound memory and let DuckDB spill to the cache disk.
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+        staged = module.stage_file(con, path, table="parsed", source=label, scratch=scratch, display_name=where,
+                                   **(reader_options or {}))
+        confidential = _confidential_rows(con, staged.table)
+        canonical = folder / "canonical.parquet"
+        quarantine = folder / "quarantine.parquet"
+        columns = ", ".join(schema.COLUMN_NAMES)
+        con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO '{canonical}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO '{quarantine}' (FORMAT parquet)")
+        parsed = ParsedFile(file=where, path=str(path), source=label, checksum=checksum, canonical=str(canonical),
+                            quarantine=str(quarantine), rows=staged.rows, quarantined=staged.quarantined,
+                            confidential=confidential, reasons=dict(staged.reasons))
+        manifest.write_text(parsed.to_json())
+        return parsed
+    finally:
+        con.close()
+        archive.remove_tree(scratch)
+
+
+def check_parsed(parsed: ParsedFile) -> ParsedFile:
+    """The declared checks (unique key, non-negative finite values, known codes and levels) on parsed
+    Parquet, plus a plausible row count: some rows read, and fewer than half of them refused. Raises InputError."""
+    if parsed.rows == 0 and parsed.quarantined > 0:
+        raise InputError(parsed.file, f"no row could be read ({parsed.quarantined:,} quarantined); first reasons: "
+                         + "; ".join(list(parsed.reasons)[:2]))
+    if parsed.quarantined > parsed.rows:
+        raise InputError(parsed.file, f"{parsed.quarantined:,} rows refused against {parsed.rows:,} read: "
+                         "implausible for this source; first reasons: " + "; ".join(list(parsed.reasons)[:2]))
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet('{parsed.canonical}')")
+        warehouse.check_staged(con, "staged", parsed.file)
+    finally:
+        con.close()
+    return parsed
+
+
+def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False) -> IngestResult:
+    """Replace the partitions of one parsed file in the open (writable) warehouse and record the load."""
+    if not force and already_loaded(con, parsed.file, parsed.checksum):
+        return IngestResult(load_id=-1, file=parsed.file, source=parsed.source, status="unchanged")
+    load_id = warehouse.next_load_id(con)
+    table = f"stage_{load_id}"
+    try:
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM read_parquet('{parsed.canonical}')")
+        con.execute(f"CREATE TEMP TABLE {table}_quarantine AS SELECT * FROM read_parquet('{parsed.quarantine}')")
+        loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
+                                              source=parsed.source, quarantine_table=f"{table}_quarantine",
+                                              load_id=load_id)
+        _record_partitions(con, load_id, table)
+        return _with_details(loaded, parsed.reasons, parsed.confidential)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(f"DROP TABLE IF EXISTS {table}_quarantine")
+
+
+# ------------------------------------------------------------------------------------ per-source runs
+
+@dataclass
+class Fetch:
+    """One file to bring into the cache (or a local file to use as is) for one source and period."""
+
+    source: str
+    period: str
+    url: str | None = None
+    dest: str | None = None
+    local: str | None = None
+    display_name: str | None = None
+    request: dict | None = None  # a Comtrade unit of work (comtrade_api.Request as a dict)
+
+
+def months_between(first: str, last: str, *, option_from: str = "--from", option_to: str = "--to") -> list[str]:
+    """YYYY-MM months from `first` to `last` inclusive; InputError naming the options when reversed."""
+    y1, m1 = (int(x) for x in first.split("-"))
+    y2, m2 = (int(x) for x in last.split("-"))
+    if (y2, m2) < (y1, m1):
+        raise InputError(f"{option_from} {first} {option_to} {last}", "--from is after --to")
+    months = []
+    year, month = y1, m1
+    while (year, month) <= (y2, m2):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def years_between(first: str, last: str) -> list[str]:
+    """YYYY years covering `first`..`last` (YYYY or YYYY-MM)."""
+    y1, y2 = int(first[:4]), int(last[:4])
+    if y2 < y1:
+        raise InputError(f"--from {first} --to {last}", "--from is after --to")
+    return [str(y) for y in range(y1, y2 + 1)]
+
+
+def plan_comext(periods: list[str], *, base_url: str | None = None, source_dir: Path | None = None) -> list[Fetch]:
+    """One Fetch per period (YYYY-MM monthly, YYYY annual): from `source_dir` (a local copy of the bulk
+    files, .7z or .dat) or downloaded from Eurostat (or `base_url`). InputError when a local file is missing."""
+    from tradewatch.flows.sources import comext
+
+    items = []
+    for period in periods:
+        name = comext.file_name(period)
+        if source_dir is not None:
+            folder = Path(source_dir).expanduser()
+            if not folder.is_dir():
+                raise InputError(f"--source-dir {source_dir}", "is not a folder")
+            candidates = [folder / name, folder / name.replace("full_v2_", "full_").replace(".7z", ".dat")]
+            found = next((c for c in candidates if c.exists()), None)
+            if found is None:
+                raise InputError(f"--source-dir {source_dir}", f"has no {name} (or {candidates[1].name}) for {period}")
+            items.append(Fetch("comext", period, local=str(found), display_name=str(found)))
+        else:
+            url = comext.file_url(period, base_url)
+            dest = settings.cache_dir() / "comext" / name
+            items.append(Fetch("comext", period, url=url, dest=str(dest), display_name=name))
+    return items
+
+
+def download_fetch(item: Fetch, *, allowed_hosts: Iterable[str] = (),
+                   progress: Callable[[int, int | None], None] | None = None) -> dict:
+    """Bring one Fetch into the cache. Returns {'path', 'status' ('local'|'downloaded'|'resumed'|'unchanged'),
+    'sha256'}. Raises DownloadError (retries included) or ComtradeError."""
+    from tradewatch.flows import download
+
+    if item.local:
+        return {"path": item.local, "status": "local", "sha256": None}
+    if item.request is not None:
+        from tradewatch.flows import comtrade_api
+
+        client = comtrade_api.ComtradeClient(base_url=item.url or comtrade_api.DEFAULT_BASE_URL)
+        request = comtrade_api.Request(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.request.items()})
+        path = comtrade_api.fetch_unit(client, request)
+        return {"path": str(path), "status": "downloaded", "sha256": None}
+    from tradewatch.flows.sources import comext
+
+    got = download.fetch(item.url, Path(item.dest), allowed_hosts=allowed_hosts, progress=progress,
+                         expect=_expect_comext if item.source == "comext" else None)
+    del comext
+    return {"path": str(got.path), "status": got.status, "sha256": got.sha256}
+
+
+def _expect_comext(head: bytes) -> str | None:
+    from tradewatch.flows.sources import comext
+
+    if comext.looks_like(Path("x"), head):
+        return None
+    return f"expected a 7z archive or Comext .dat, got {head[:24]!r}"
+
+
+@dataclass
+class RunSummary:
+    """What one ingest run did, per file, plus totals for the summary table."""
+
+    results: list[IngestResult] = field(default_factory=list)
+    downloads: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict:
+        ok = [r for r in self.results if r.status != "unchanged"]
+        return {
+            "files": len(self.results),
+            "rows": sum(r.rows for r in ok),
+            "partitions": sum(r.partitions for r in ok),
+            "quarantined": sum(r.quarantined for r in ok),
+            "confidential": sum(r.confidential for r in ok),
+            "unchanged": sum(1 for r in self.results if r.status == "unchanged"),
+            "value_sum": _merge_sums(r.value_sum for r in ok),
+            "downloads": dict(self.downloads),
+            "errors": list(self.errors),
+        }
+
+    def to_dict(self) -> dict:
+        return {"totals": self.totals, "files": [r.summary() for r in self.results]}
+
+
+def _merge_sums(sums: Iterable[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in sums:
+        for currency, value in item.items():
+            out[currency] = out.get(currency, 0.0) + value
+    return out
+
+
+EventFn = Callable[..., None]
+
+
+def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False, allowed_hosts: Iterable[str] = (),
+              on_event: EventFn | None = None, keep_going: bool = False) -> RunSummary:
+    """Download (when remote) and load each item in order in this process, without Prefect: the same
+    steps as the `ingest` flow, one writer. `on_event(kind, **info)` gets 'download', 'download-progress',
+    'downloaded', 'load', 'loaded', 'failed'. Stops at the first failure unless `keep_going`."""
+    emit = on_event or (lambda kind, **info: None)
+    summary = RunSummary()
+    con = warehouse.connect(db)
+    try:
+        for item in items:
+            name = item.display_name or item.local or item.url or item.period
+            try:
+                emit("download", item=item, name=name)
+                got = download_fetch(item, allowed_hosts=allowed_hosts,
+                                     progress=lambda done, total: emit("download-progress", name=name, done=done, total=total))
+                summary.downloads[got["status"]] = summary.downloads.get(got["status"], 0) + 1
+                emit("downloaded", name=name, status=got["status"])
+                emit("load", name=name)
+                result = load_file(con, Path(got["path"]), force=force, display_name=item.display_name or got["path"])
+                summary.results.append(result)
+                emit("loaded", name=name, result=result)
+            except TradewatchError as exc:
+                summary.errors.append(str(exc))
+                emit("failed", name=name, error=str(exc))
+                if not keep_going:
+                    raise
+    finally:
+        con.close()
+    return summary
+
+
+def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: bool = False,
+                 country_codes: Path | None = None, on_event: EventFn | None = None) -> RunSummary:
+    """`tradewatch ingest files`: load each file (folders expanded), recognised by content, in this
+    process (no Prefect). BACI files use `country_codes` when given. Stops at the first unreadable file;
+    loads before it stay committed."""
+    files = expand_paths(paths)
+    for path in files:
+        recognise(path)  # refuse a wrong file before loading any
+    emit = on_event or (lambda kind, **info: None)
+    summary = RunSummary()
+    options = {"country_codes": Path(country_codes)} if country_codes else None
+    con = warehouse.connect(db)
+    try:
+        for path in files:
+            emit("load", name=str(path))
+            module = recognise(path)
+            result = load_file(con, path, force=force,
+                               reader_options=options if module.SOURCE == "baci" else None)
+            summary.results.append(result)
+            emit("loaded", name=str(path), result=result)
+    finally:
+        con.close()
+    return summary
+
+
+def comtrade_items(reporters: list[str], periods: list[str], *, freq: str, products: list[str] | None,
+                   base_url: str | None = None) -> list[Fetch]:
+    """One Fetch per Comtrade unit of work (reporter × group of periods); keyed when COMTRADE_API_KEY is set."""
+    import os
+
+    from tradewatch.flows import comtrade_api
+
+    units = comtrade_api.plan(reporters, periods, freq=freq, products=products,
+                              keyed=bool(os.environ.get(comtrade_api.KEY_ENV)))
+    items = []
+    for unit in units:
+        path = comtrade_api.unit_file(unit)
+        items.append(Fetch("comtrade", ",".join(unit.periods), url=base_url or comtrade_api.DEFAULT_BASE_URL,
+                           dest=str(path), display_name=f"comtrade/{unit.freq}/{path.name}",
+                           request=asdict(unit)))
+    return items
+
+
+def ingest_ecb(db: Path | str | None, *, file: Path | None = None, base_url: str | None = None,
+               force: bool = False) -> dict:
+    """Download the ECB USD-per-EUR monthly series (or read `file`) and load it into fx_rates. Returns
+    the RatesResult as a dict plus the download status."""
+    from tradewatch.flows import download
+    from tradewatch.flows.sources import ecb
+
+    if file is not None:
+        path, status = Path(file), "local"
+        if not path.is_file():
+            raise InputError(f"--file {file}", "no such file")
+        display = str(path)
+    else:
+        url = ecb.series_url(base_url)
+        dest = settings.cache_dir() / "ecb" / "EXR_M.USD.EUR.SP00.A.csv"
+        got = download.fetch(url, dest, expect=lambda head: None if ecb.looks_like(dest, head)
+                             else f"expected ECB CSV with TIME_PERIOD and OBS_VALUE, got {head[:40]!r}")
+        path, status, display = got.path, got.status, url
+    with warehouse.opened(db) as con:
+        result = ecb.load_rates(con, path, display_name=display, force=force)
+    return {**asdict(result), "download": status}

@@ -78,13 +78,18 @@ def stage_from_typed(con: duckdb.DuckDBPyConnection, *, table: str, canonical_sq
             FROM {table}_typed WHERE problem IS NOT NULL ORDER BY line"""
     )
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    reasons = dict(
-        con.execute(
-            f"""SELECT regexp_replace(reason, ' (''[^'']*''|\\S+) (is|appears)', ' … \\2') AS kind, count(*)
-                FROM {table}_quarantine GROUP BY kind ORDER BY count(*) DESC"""
-        ).fetchall()
-    )
+    reasons = summarise_quarantine(con, f"{table}_quarantine")
     quarantined = sum(reasons.values())
     con.execute(f"DROP TABLE {table}_typed")
     return StageResult(table=table, quarantine_table=f"{table}_quarantine", rows=rows,
                        quarantined=quarantined, reasons=reasons)
+
+
+def summarise_quarantine(con: duckdb.DuckDBPyConnection, quarantine_table: str) -> dict[str, int]:
+    """Quarantined rows counted by kind of reason (the offending value replaced by '…'), most frequent first."""
+    return dict(
+        con.execute(
+            f"""SELECT regexp_replace(reason, ' (''[^'']*''|"[^"]*"|\\S+) (is|appears)', ' … \\2') AS kind, count(*)
+                FROM {quarantine_table} GROUP BY kind ORDER BY count(*) DESC, kind"""
+        ).fetchall()
+    )

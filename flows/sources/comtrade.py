@@ -1,4 +1,4 @@
-"""UN Comtrade data as the API and its download return it (CSV), read into canonical rows inside DuckDB."""
+"""UN Comtrade data as the API and its web download return it (CSV, or JSON {"data": [...]}), read into canonical rows inside DuckDB."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ import duckdb
 
 from tradewatch.flows import countries
 from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import StageResult, read_header, sql_path, stage_from_typed
+from tradewatch.flows.sources.common import StageResult, read_header, sql_path, sql_text, stage_from_typed
 
 SOURCE = "comtrade"
 
 # Columns the reader maps; everything else in a Comtrade file is a description or flag of these
-# (reporterDesc, cmdDesc, isQtyEstimated, …) and is ignored on purpose.
-MAPPED = ("freqCode", "refYear", "refMonth", "period", "reporterCode", "reporterISO", "flowCode", "partnerCode",
-          "partnerISO", "partner2Code", "cmdCode", "aggrLevel", "customsCode", "motCode", "qty", "qtyUnitAbbr",
-          "netWgt", "primaryValue")
+# (reporterDesc, cmdDesc, isQtyEstimated, isLeaf, …) or a value we do not use (cifvalue, fobvalue:
+# primaryValue is the one the reporter published) and is ignored on purpose.
+MAPPED = {
+    "freqCode": "freq_code", "refYear": "ref_year", "refMonth": "ref_month", "period": "period_text",
+    "reporterCode": "reporter_code", "reporterISO": "reporter_iso", "flowCode": "flow_code",
+    "partnerCode": "partner_code", "partnerISO": "partner_iso", "partner2Code": "partner2",
+    "cmdCode": "cmd", "aggrLevel": "aggr_level", "customsCode": "customs", "motCode": "mot", "qty": "qty_text",
+    "qtyUnitAbbr": "qty_unit", "netWgt": "kg_text", "primaryValue": "value_text",
+}
 REQUIRED_ANY = (("reporterCode", "reporterISO"), ("partnerCode", "partnerISO"), ("flowCode",), ("cmdCode",),
                 ("primaryValue",), ("period", "refYear"))
 
@@ -24,45 +29,107 @@ FLOW_CODES = {"X": "export", "M": "import", "RX": "re-export", "RM": "re-import"
 
 
 def looks_like(path: Path, head: bytes) -> bool:
-    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+    """Comtrade CSV (header with cmdCode and primaryValue) or JSON as the API returns it."""
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if text.startswith((b"{", b"[")):
+        return b'"cmdCode"' in text or (b'"data"' in text and (b'"elapsedTime"' in text or b'"count"' in text))
+    first = text.split(b"\n", 1)[0]
     return b"cmdCode" in first and b"primaryValue" in first and (b"reporterCode" in first or b"reporterISO" in first)
+
+
+def _is_json(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip().startswith((b"{", b"["))
+
+
+def _csv_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str]]:
+    """A SELECT giving line + the mapped columns (as VARCHAR, canonical short names) of a CSV file."""
+    header, delimiter = read_header(path, where)
+    names = [h.strip() for h in header]
+    lower = {h.lower(): h for h in names}
+    select = []
+    present = set()
+    for source_name, short in MAPPED.items():
+        original = lower.get(source_name.lower())
+        if original is not None:
+            present.add(source_name)
+            select.append(f'trim("{original.replace(chr(34), chr(34) * 2)}") AS {short}')
+        else:
+            select.append(f"NULL AS {short}")
+    relation = f"""
+        SELECT row_number() OVER () + 1 AS line, {', '.join(select)}
+        FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}',
+                      quote = '"', strict_mode = false, null_padding = true)"""
+    return relation, present
+
+
+def _json_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str]]:
+    """A SELECT giving line (the 1-based record number) + the mapped columns of a Comtrade JSON file."""
+    doc = f"SELECT CAST(content AS JSON) AS j FROM read_text({sql_path(path)})"
+    try:
+        kind, error, message, data_kind = con.execute(f"""
+            SELECT json_type(j), j->>'error', coalesce(j->>'message', j->>'Message'),
+                   json_type(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END) FROM ({doc})""").fetchone()
+    except duckdb.Error as exc:
+        raise InputError(where, f"not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    if data_kind != "ARRAY":
+        detail = error or message
+        if detail:
+            raise InputError(where, f"Comtrade answered with an error instead of data: {str(detail)[:200]}")
+        raise InputError(where, 'JSON without a "data" list; expected a Comtrade API response {"data": [...]}')
+    if error:
+        raise InputError(where, f"Comtrade answered with an error: {str(error)[:200]}")
+    records = f"""
+        SELECT row_number() OVER () AS line, r FROM (
+            SELECT unnest(CAST(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END AS JSON[])) AS r FROM ({doc}))"""
+    keys = {row[0] for row in con.execute(f"SELECT DISTINCT unnest(json_keys(r)) FROM ({records})").fetchall()}
+    lower = {k.lower(): k for k in keys}
+    select = []
+    present = set()
+    for source_name, short in MAPPED.items():
+        original = lower.get(source_name.lower())
+        if original is not None:
+            present.add(source_name)
+            select.append(f"trim(r->>{sql_text(original)}) AS {short}")
+        else:
+            select.append(f"NULL AS {short}")
+    return f"SELECT line, {', '.join(select)} FROM ({records})", present
 
 
 def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str = SOURCE,
                scratch: Path, display_name: str | None = None) -> StageResult:
-    """Stage one Comtrade CSV file: total rows (all partners2, modes of transport, customs procedures)
-    become canonical rows in USD; rows that cannot be read go to quarantine."""
+    """Stage one Comtrade CSV or JSON file into canonical rows in USD (value = primaryValue).
+    Files may hold breakdowns by second partner, mode of transport and customs procedure, and several HS
+    levels: per (reporter, partner, flow, product, period) the all-partners2/all-modes/all-procedures
+    total row is used when present, otherwise the rows of one breakdown are summed, so nothing is
+    counted twice; each HS level is stored with its product_level. Unreadable rows go to quarantine."""
     where = display_name or str(path)
-    header, delimiter = read_header(path, where)
-    names = [h.strip() for h in header]
-    lower = {h.lower(): h for h in names}
+    if _is_json(path):
+        relation, present = _json_relation(con, path, where)
+        unit = "record"
+    else:
+        relation, present = _csv_relation(con, path, where)
+        unit = "line"
+    lowered = {p.lower() for p in present}
     for group in REQUIRED_ANY:
-        if not any(g.lower() in lower for g in group):
-            raise InputError(f"{where} line 1", f"missing column {' or '.join(group)}; expected Comtrade API CSV columns")
-
-    def col(name: str) -> str:
-        original = lower.get(name.lower())
-        return f'trim("{original}")' if original else "NULL"
-
+        if not any(g.lower() in lowered for g in group):
+            if unit == "record" and con.execute(f"SELECT count(*) FROM ({relation})").fetchone()[0] == 0:
+                break  # an empty API answer has no records to name columns
+            raise InputError(f"{where} {'line 1' if unit == 'line' else 'records'}",
+                             f"missing column {' or '.join(group)}; expected Comtrade API columns")
     m49 = countries.m49_mapping_sql_values()
     flows = ", ".join(f"('{code}', '{name}')" for code, name in FLOW_CODES.items())
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {table}_typed AS
         WITH m(num, a3) AS (VALUES {m49}),
         f(code, flow) AS (VALUES {flows}),
-        raw AS (
-            SELECT row_number() OVER () + 1 AS line, *
-            FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}',
-                          quote = '"', strict_mode = false, null_padding = true)
-        ), parsed AS (
-            SELECT line, {col('freqCode')} AS freq_code, {col('period')} AS period_text,
-                   {col('refYear')} AS ref_year, {col('refMonth')} AS ref_month,
-                   {col('reporterCode')} AS reporter_code, {col('reporterISO')} AS reporter_iso,
-                   {col('partnerCode')} AS partner_code, {col('partnerISO')} AS partner_iso,
-                   {col('partner2Code')} AS partner2, {col('customsCode')} AS customs, {col('motCode')} AS mot,
-                   {col('flowCode')} AS flow_code, {col('cmdCode')} AS cmd, {col('primaryValue')} AS value_text,
-                   {col('netWgt')} AS kg_text, {col('qty')} AS qty_text, {col('qtyUnitAbbr')} AS qty_unit
-            FROM raw
+        parsed AS (
+            SELECT *,
+                   -- Spreadsheet round trips drop leading zeros; aggrLevel says how many digits there were.
+                   CASE WHEN TRY_CAST(aggr_level AS INTEGER) IN (2, 4, 6) AND regexp_full_match(cmd, '[0-9]+')
+                             AND length(cmd) < TRY_CAST(aggr_level AS INTEGER)
+                        THEN lpad(cmd, TRY_CAST(aggr_level AS INTEGER), '0') ELSE cmd END AS product
+            FROM ({relation})
         ), coded AS (
             SELECT p.*,
                    coalesce(r.a3, CASE WHEN regexp_full_match(upper(p.reporter_iso), '[A-Z]{{3}}') THEN upper(p.reporter_iso) END) AS reporter_iso3,
@@ -73,41 +140,57 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
                    TRY_CAST(NULLIF(qty_text, '') AS DOUBLE) AS quantity,
                    coalesce(TRY_CAST(substr(period_text, 1, 4) AS INTEGER), TRY_CAST(ref_year AS INTEGER)) AS year,
                    CASE WHEN length(period_text) = 6 THEN TRY_CAST(substr(period_text, 5, 2) AS INTEGER)
-                        WHEN period_text IS NULL AND coalesce(freq_code, 'M') = 'M' THEN TRY_CAST(ref_month AS INTEGER) END AS month
+                        WHEN period_text IS NULL AND coalesce(freq_code, 'M') = 'M' AND TRY_CAST(ref_month AS INTEGER) <> 52
+                             THEN TRY_CAST(ref_month AS INTEGER) END AS month,
+                   -- Which breakdowns a row belongs to: 4 second partner, 2 mode of transport, 1 customs procedure.
+                   (CASE WHEN coalesce(TRY_CAST(NULLIF(partner2, '') AS INTEGER), 0) <> 0 THEN 4 ELSE 0 END)
+                   + (CASE WHEN coalesce(TRY_CAST(NULLIF(mot, '') AS INTEGER), 0) <> 0 THEN 2 ELSE 0 END)
+                   + (CASE WHEN upper(coalesce(NULLIF(customs, ''), 'C00')) <> 'C00' THEN 1 ELSE 0 END) AS breakdown
             FROM parsed p
             LEFT JOIN m r ON r.num = CAST(TRY_CAST(p.reporter_code AS INTEGER) AS VARCHAR)
             LEFT JOIN m q ON q.num = CAST(TRY_CAST(p.partner_code AS INTEGER) AS VARCHAR)
             LEFT JOIN f ON f.code = upper(p.flow_code)
-            -- Breakdown rows (second partner, mode of transport, customs procedure) would double count:
-            -- only the all-partners2 / all-modes / all-procedures totals are read.
-            WHERE coalesce(TRY_CAST(partner2 AS INTEGER), 0) = 0 AND coalesce(TRY_CAST(mot AS INTEGER), 0) = 0
-              AND coalesce(customs, 'C00') IN ('C00', '')
+        ), checked AS (
+            SELECT *, concat_ws(',', period_text, reporter_code, partner_code, partner2, flow_code, cmd, customs, mot, value_text) AS raw,
+                   CASE
+                     WHEN reporter_iso3 IS NULL THEN 'unknown reporter code ' || coalesce(reporter_code, reporter_iso, 'empty')
+                     WHEN partner_iso3 IS NULL THEN 'unknown partner code ' || coalesce(partner_code, partner_iso, 'empty')
+                     WHEN flow IS NULL THEN 'flowCode ' || coalesce(flow_code, 'empty') || ' is not X, M, RX or RM'
+                     WHEN upper(cmd) = 'TOTAL' THEN 'cmdCode TOTAL (all products) is not stored; request HS codes'
+                     WHEN product IS NULL OR NOT regexp_full_match(product, '[0-9]{{2}}|[0-9]{{4}}|[0-9]{{6}}')
+                          THEN 'cmdCode ' || coalesce('"' || cmd || '"', 'empty') || ' is not an HS 2/4/6-digit code'
+                     WHEN year IS NULL OR year < 1962 OR (month IS NOT NULL AND NOT month BETWEEN 1 AND 12)
+                          OR (period_text IS NOT NULL AND NOT regexp_full_match(period_text, '[0-9]{{4}}|[0-9]{{6}}'))
+                          THEN 'period ' || coalesce(period_text, ref_year || '-' || ref_month, 'empty') || ' is not YYYY or YYYYMM (month 01-12)'
+                     WHEN value IS NULL THEN 'primaryValue ' || coalesce('"' || value_text || '"', 'empty') || ' is not a number'
+                     WHEN isnan(value) OR isinf(value) OR value < 0
+                          THEN 'primaryValue ' || value_text || ' is not a finite non-negative number'
+                     WHEN net_weight_kg IS NULL AND kg_text IS NOT NULL AND kg_text <> ''
+                          THEN 'netWgt ' || kg_text || ' is not a number'
+                     WHEN isnan(net_weight_kg) OR isinf(net_weight_kg) OR net_weight_kg < 0
+                          THEN 'netWgt ' || kg_text || ' is not a finite non-negative number'
+                   END AS row_problem
+            FROM coded
+        ), numbered AS (
+            SELECT *, CASE WHEN row_problem IS NULL THEN row_number() OVER (
+                          PARTITION BY row_problem IS NULL, reporter_iso3, partner_iso3, flow, product, year, month,
+                                       breakdown, partner2, mot, upper(customs) ORDER BY line) END AS copy
+            FROM checked
         )
-        SELECT *, concat_ws(',', period_text, reporter_code, partner_code, flow_code, cmd, value_text) AS raw,
-               CASE
-                 WHEN reporter_iso3 IS NULL THEN 'unknown reporter code ' || coalesce(reporter_code, reporter_iso, 'empty')
-                 WHEN partner_iso3 IS NULL THEN 'unknown partner code ' || coalesce(partner_code, partner_iso, 'empty')
-                 WHEN flow IS NULL THEN 'flowCode ' || coalesce(flow_code, 'empty') || ' is not X, M, RX or RM'
-                 WHEN cmd IS NULL OR NOT regexp_full_match(cmd, '[0-9]{{2}}|[0-9]{{4}}|[0-9]{{6}}')
-                      THEN 'cmdCode ' || coalesce('"' || cmd || '"', 'empty') || ' is not an HS 2/4/6-digit code'
-                 WHEN year IS NULL OR year < 1962 OR (month IS NOT NULL AND NOT month BETWEEN 1 AND 12)
-                      OR (period_text IS NOT NULL AND NOT regexp_full_match(period_text, '[0-9]{{4}}|[0-9]{{6}}'))
-                      THEN 'period ' || coalesce(period_text, ref_year || '-' || ref_month, 'empty') || ' is not YYYY or YYYYMM (month 01-12)'
-                 WHEN value IS NULL THEN 'primaryValue ' || coalesce('"' || value_text || '"', 'empty') || ' is not a number'
-                 WHEN isnan(value) OR isinf(value) OR value < 0
-                      THEN 'primaryValue ' || value_text || ' is not a finite non-negative number'
-                 WHEN net_weight_kg IS NULL AND kg_text IS NOT NULL AND kg_text <> ''
-                      THEN 'netWgt ' || kg_text || ' is not a number'
-                 WHEN isnan(net_weight_kg) OR isinf(net_weight_kg) OR net_weight_kg < 0
-                      THEN 'netWgt ' || kg_text || ' is not a finite non-negative number'
-               END AS problem
-        FROM coded
+        SELECT *, coalesce(row_problem, CASE WHEN copy > 1 THEN 'row repeats an earlier {unit} (same reporter, partner, flow, product, period and breakdown)' END) AS problem,
+               -- The breakdown to use per key: the total (0) when present, else the one with fewest dimensions.
+               min(CASE WHEN row_problem IS NULL AND copy = 1 THEN bit_count(breakdown::TINYINT) * 8 + breakdown END)
+                   OVER (PARTITION BY reporter_iso3, partner_iso3, flow, product, year, month) AS chosen
+        FROM numbered
     """)
     canonical = f"""
-        SELECT '{source}' AS source, CASE WHEN month IS NULL THEN 'A' ELSE 'M' END AS freq,
+        SELECT {sql_text(source)} AS source, CASE WHEN month IS NULL THEN 'A' ELSE 'M' END AS freq,
                make_date(year, coalesce(month, 1), 1) AS period, reporter_iso3, partner_iso3, flow,
-               cmd AS product_code, length(cmd) AS product_level, value, 'USD' AS currency,
-               net_weight_kg, quantity, NULLIF(qty_unit, '') AS quantity_unit
-        FROM {table}_typed WHERE problem IS NULL
+               product AS product_code, length(product) AS product_level, sum(value) AS value, 'USD' AS currency,
+               sum(net_weight_kg) AS net_weight_kg, sum(quantity) AS quantity, any_value(NULLIF(qty_unit, '')) AS quantity_unit
+        FROM {table}_typed
+        WHERE problem IS NULL AND bit_count(breakdown::TINYINT) * 8 + breakdown = chosen
+        GROUP BY ALL
     """
-    return stage_from_typed(con, table=table, canonical_sql=canonical, where=where)
+    result = stage_from_typed(con, table=table, canonical_sql=canonical, where=where)
+    return result

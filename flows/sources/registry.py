@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tradewatch.flows.sources import comext, comtrade
+from tradewatch.flows.sources import baci, comext, comtrade
 
-# Order matters for recognition: the most specific signature first.
+# Order matters for recognition: the most specific signature first. ECB rates are not trade rows and
+# load through flows.sources.ecb.load_rates instead.
 SOURCES: dict[str, ModuleType] = {
     comext.SOURCE: comext,
     comtrade.SOURCE: comtrade,
+    baci.SOURCE: baci,
 }

@@ -1,0 +1,203 @@
+"""Benchmark the Comext ingest path: a synthetic real-size month through tradewatch's loader vs a bare DuckDB read."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_ROWS = 4_900_000
+HEADER = ("REPORTER,PARTNER,TRADE_TYPE,PRODUCT_NC,PRODUCT_SITC,PRODUCT_CPA21,PRODUCT_CPA22,PRODUCT_BEC,"
+          "PRODUCT_BEC5,PRODUCT_SECTION,FLOW,STAT_PROCEDURE,SUPPL_UNIT,PERIOD,VALUE_EUR,VALUE_NAC,QUANTITY_KG,"
+          "QUANTITY_SUPPL_UNIT")
+EU27 = ("AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT",
+        "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK")
+
+
+def write_synthetic_month(path: Path, rows: int, *, period: str = "202203", seed: int = 7) -> int:
+    """Write a Comext-layout .dat of exactly `rows` rows for `period` (YYYYMM) to `path`: 27 reporters,
+    about 250 partners (a few confidential Q-codes), about 9,000 CN8 codes, two flows, and 2-3 statistical
+    procedure rows for about one key in ten, as in a real bulk file. Returns the row count written."""
+    import duckdb
+    import pycountry
+
+    partners = sorted({c.alpha_2 for c in pycountry.countries} - {"GR"} | {"EL"})[:244] + ["QP", "QQ", "QR", "QS", "QU", "QV"]
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    reporters_sql = "[" + ",".join(f"'{r}'" for r in EU27) + "]"
+    partners_sql = "[" + ",".join(f"'{p}'" for p in partners) + "]"
+    # About 9,000 distinct CN8 codes, chapters 01-97 so some begin with a zero.
+    con.execute(f"""CREATE TEMP TABLE products AS
+        SELECT row_number() OVER () - 1 AS idx, code FROM (
+            SELECT DISTINCT lpad(CAST(1 + (hash(i, {seed}) % 97) AS VARCHAR), 2, '0')
+                   || lpad(CAST(hash(i, {seed} + 1) % 1000000 AS VARCHAR), 6, '0') AS code
+            FROM range(9200) t(i) ORDER BY code LIMIT 9000)""")
+    n_products = con.execute("SELECT count(*) FROM products").fetchone()[0]
+    keyspace = len(EU27) * len(partners) * n_products * 2
+    # A multiplier coprime with the key space walks distinct keys in a scattered order.
+    step = 1_000_003
+    while _gcd(step, keyspace) != 1:
+        step += 2
+    key_count = rows
+    con.execute(f"""
+        COPY (
+            WITH keys AS (
+                SELECT (i * {step}) % {keyspace} AS k, i FROM range({key_count}) t(i)
+            ), decoded AS (
+                SELECT i, k % 2 AS flow_index, (k // 2) % {n_products} AS product_index,
+                       (k // (2 * {n_products})) % {len(partners)} AS partner_index,
+                       (k // (2 * {n_products} * {len(partners)})) AS reporter_index
+                FROM keys
+            ), expanded AS (
+                SELECT d.*, unnest(CASE WHEN hash(i, 3) % 10 = 0 THEN [1, 2, 3] ELSE [1] END) AS procedure
+                FROM decoded d
+            )
+            SELECT {reporters_sql}[reporter_index + 1] AS REPORTER, {partners_sql}[partner_index + 1] AS PARTNER,
+                   CASE WHEN partner_index < 5 THEN 'I' ELSE 'E' END AS TRADE_TYPE, p.code AS PRODUCT_NC,
+                   substr(p.code, 1, 5) AS PRODUCT_SITC, '' AS PRODUCT_CPA21, '' AS PRODUCT_CPA22, '' AS PRODUCT_BEC,
+                   '' AS PRODUCT_BEC5, 'I' AS PRODUCT_SECTION, CAST(flow_index + 1 AS VARCHAR) AS FLOW,
+                   CAST(procedure AS VARCHAR) AS STAT_PROCEDURE, CASE WHEN hash(i) % 3 = 0 THEN 'NAR' ELSE '' END AS SUPPL_UNIT,
+                   '{period}' AS PERIOD, CAST(1 + hash(i, procedure) % 5000000 AS VARCHAR) AS VALUE_EUR,
+                   CAST(1 + hash(i, procedure, 1) % 9000000 AS VARCHAR) AS VALUE_NAC,
+                   CAST(hash(i, procedure, 2) % 100000 AS VARCHAR) AS QUANTITY_KG,
+                   CASE WHEN hash(i) % 3 = 0 THEN CAST(hash(i, 9) % 1000 AS VARCHAR) ELSE '' END AS QUANTITY_SUPPL_UNIT
+            FROM expanded JOIN products p ON p.idx = product_index
+            LIMIT {rows}
+        ) TO {_sql_text(str(path))} (FORMAT csv, HEADER true, QUOTE '')""")
+    con.close()
+    with open(path, "rb") as handle:
+        written = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b"")) - 1
+    return written
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) this process used: steadier than wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child_ingest(dat: str, home: str) -> None:
+    os.environ["TRADEWATCH_HOME"] = home
+    from tradewatch.flows import ingest, warehouse
+
+    started = time.perf_counter()
+    con = warehouse.connect(Path(home) / "bench.duckdb")
+    result = ingest.load_file(con, Path(dat))
+    con.close()
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"seconds": elapsed, "cpu_s": _cpu_s(), "rows_loaded": result.rows,
+                      "quarantined": result.quarantined, "status": result.status}))
+
+
+def _child_duckdb(dat: str) -> None:
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect()
+    count = con.execute(f"SELECT count(*) FROM read_csv({_sql_text(dat)}, header = true)").fetchone()[0]
+    con.close()
+    print(json.dumps({"seconds": time.perf_counter() - started, "cpu_s": _cpu_s(), "rows": count}))
+
+
+def _child_duckdb_copy(dat: str, db: str) -> None:
+    """Context for the ratio: DuckDB copying every row of the .dat into a table of a fresh database file."""
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect(db)
+    con.execute(f"CREATE TABLE rows AS SELECT * FROM read_csv({_sql_text(dat)}, header = true, all_varchar = true)")
+    con.close()
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def _run_child(args: list[str]) -> tuple[dict, float]:
+    """Run this script in a child process; returns its JSON line and its peak RSS in MB."""
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+    # ru_maxrss of children is the largest of all children waited for so far: the ingest child runs first,
+    # so for it this is its own peak.
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return json.loads(out.stdout.strip().splitlines()[-1]), peak_kb / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows in the synthetic month")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--keep", type=Path, default=None, help="folder to keep the .dat and warehouse in")
+    parser.add_argument("--child-ingest", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child-duckdb", help=argparse.SUPPRESS)
+    parser.add_argument("--child-duckdb-copy", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_ingest:
+        _child_ingest(*args.child_ingest)
+        return 0
+    if args.child_duckdb:
+        _child_duckdb(args.child_duckdb)
+        return 0
+    if args.child_duckdb_copy:
+        _child_duckdb_copy(*args.child_duckdb_copy)
+        return 0
+    if args.rows < 1:
+        parser.error("--rows must be at least 1")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="tradewatch-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    dat = work / "full_202203.dat"
+    started = time.perf_counter()
+    rows = write_synthetic_month(dat, args.rows)
+    generate_s = time.perf_counter() - started
+    home = work / "home"
+    home.mkdir(exist_ok=True)
+    (home / "bench.duckdb").unlink(missing_ok=True)
+    ingest_out, peak_rss_mb = _run_child(["--child-ingest", str(dat), str(home)])
+    duckdb_out, _ = _run_child(["--child-duckdb", str(dat)])
+    copy_db = work / "copy.duckdb"
+    copy_db.unlink(missing_ok=True)
+    copy_out, _ = _run_child(["--child-duckdb-copy", str(dat), str(copy_db)])
+    copy_db.unlink(missing_ok=True)
+    result = {
+        "rows": rows,
+        "dat_mb": round(dat.stat().st_size / 1e6, 1),
+        "generate_s": round(generate_s, 2),
+        "tradewatch_s": round(ingest_out["seconds"], 3),
+        "duckdb_read_s": round(duckdb_out["seconds"], 3),
+        "ratio": round(ingest_out["seconds"] / duckdb_out["seconds"], 2),
+        "tradewatch_cpu_s": round(ingest_out["cpu_s"], 2),
+        "duckdb_read_cpu_s": round(duckdb_out["cpu_s"], 2),
+        "duckdb_copy_s": round(copy_out["seconds"], 3),
+        "ratio_to_copy": round(ingest_out["seconds"] / copy_out["seconds"], 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "rows_loaded": ingest_out["rows_loaded"],
+        "quarantined": ingest_out["quarantined"],
+        "goal_met": ingest_out["seconds"] <= 2 * duckdb_out["seconds"] and peak_rss_mb < 2048,
+    }
+    if args.keep is None:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""`tradewatch ingest comext|comtrade|files|baci|ecb` and `tradewatch status`: thin wrappers over flows.ingest and flows.prefect_flows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tradewatch.cli.common import DbOption, one_line_errors, parse_month, say
+
+ingest_app = typer.Typer(
+    name="ingest",
+    help="Load real trade statistics (Eurostat Comext, UN Comtrade, CEPII BACI) and ECB exchange rates.",
+    no_args_is_help=True,
+)
+
+# Which commands run the Prefect flow (and so pay for a temporary Prefect server when PREFECT_API_URL is
+# unset): `ingest comext` and `ingest comtrade`, unless --task-runner none. `ingest files`, `ingest baci`,
+# `ingest ecb` and `status` never start Prefect.
+RunnerOption = Annotated[str, typer.Option(
+    "--task-runner", help="thread (Prefect, default), dask (Prefect on Dask; needs tradewatch[dask]) or none "
+                          "(no Prefect: the same steps in this process).")]
+DaskOption = Annotated[Optional[str], typer.Option("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 "
+                                                                          "(default: a temporary local cluster).")]
+FromOption = Annotated[str, typer.Option("--from", help="First month, YYYY-MM (a year for --freq A).")]
+ToOption = Annotated[str, typer.Option("--to", help="Last month, YYYY-MM (a year for --freq A).")]
+FreqOption = Annotated[str, typer.Option("--freq", help="M (monthly) or A (annual).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Reload files even when their content was loaded before.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ingest_app, name="ingest")
+    app.command("status")(status)
+
+
+def _periods(first: str, last: str, freq: str) -> list[str]:
+    from tradewatch.flows import ingest
+    from tradewatch.flows.errors import InputError
+
+    freq = freq.strip().upper()
+    if freq not in ("M", "A"):
+        raise InputError(f"--freq {freq}", "expected M (monthly) or A (annual)")
+    if freq == "A":
+        for value, option in ((first, "--from"), (last, "--to")):
+            if not (len(value) in (4, 7) and value[:4].isdigit()):
+                raise InputError(f"{option} {value}", "expected a year YYYY (or YYYY-MM) with --freq A")
+        return ingest.years_between(first, last)
+    return ingest.months_between(parse_month(first, "--from"), parse_month(last, "--to"))
+
+
+def _check_runner(task_runner: str, dask_address: str | None) -> str:
+    from tradewatch.flows.errors import InputError
+
+    runner = task_runner.strip().lower()
+    if runner not in ("thread", "dask", "none"):
+        raise InputError(f"--task-runner {task_runner}", "expected thread, dask or none")
+    if dask_address and runner != "dask":
+        raise InputError(f"--dask-address {dask_address}", "only applies with --task-runner dask")
+    return runner
+
+
+def _check_url(value: str | None, option: str) -> None:
+    if value is None:
+        return
+    from urllib.parse import urlsplit
+
+    from tradewatch.flows.errors import InputError
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"{option} {value}", "expected an http(s) URL, e.g. https://ec.europa.eu/eurostat/api/dissemination")
+
+
+def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allowed_hosts: list[str],
+         as_json: bool) -> None:
+    import os
+
+    verbose = bool(os.environ.get("TRADEWATCH_DEBUG"))
+    with _Progress() as progress:
+        if runner == "none":
+            from tradewatch.flows import ingest
+
+            summary = ingest.run_plain(db, items, force=force, allowed_hosts=allowed_hosts, on_event=progress.event)
+            report = summary.to_dict()
+        else:
+            from tradewatch.flows import prefect_flows
+
+            say(f"running the Prefect flow 'ingest' ({runner} task runner) over {len(items)} file(s) …")
+            report = prefect_flows.run_ingest_flow(items, db, force=force, task_runner=runner,
+                                                   dask_address=dask_address, allowed_hosts=allowed_hosts,
+                                                   on_event=progress.event, quiet=not verbose)
+    _print_summary(report, as_json=as_json)
+
+
+@ingest_app.command("comext")
+@one_line_errors
+def comext(
+    first: FromOption,
+    last: ToOption,
+    db: DbOption = None,
+    freq: FreqOption = "M",
+    source_dir: Annotated[Optional[Path], typer.Option("--source-dir", help="Read full_v2_YYYYMM.7z (or full_YYYYMM.dat) "
+                                                                            "from this folder instead of downloading.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Eurostat dissemination API root or a mirror "
+                                                                       "URL with {file} (default: Eurostat).")] = None,
+    task_runner: RunnerOption = "thread",
+    dask_address: DaskOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Download Eurostat Comext bulk files for the months (or years, --freq A) and load them."""
+    from tradewatch.flows import ingest
+    from tradewatch.flows.errors import InputError
+
+    if source_dir is not None and base_url is not None:
+        raise InputError("--source-dir/--base-url", "give one of them, not both")
+    _check_url(base_url, "--base-url")
+    runner = _check_runner(task_runner, dask_address)
+    items = ingest.plan_comext(_periods(first, last, freq), base_url=base_url, source_dir=source_dir)
+    _run(items, db, force=force, runner=runner, dask_address=dask_address, as_json=as_json,
+         allowed_hosts=[_host(base_url)] if base_url else [])
+
+
+@ingest_app.command("comtrade")
+@one_line_errors
+def comtrade(
+    reporters: Annotated[str, typer.Option("--reporters", help="Reporting countries, alpha-3, comma separated (KAZ,ARM).")],
+    first: FromOption,
+    last: ToOption,
+    db: DbOption = None,
+    products: Annotated[Optional[str], typer.Option("--products", help="HS codes, comma separated (8542,8517); "
+                                                                       "default every HS6 code (AG6).")] = None,
+    freq: FreqOption = "M",
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Comtrade API root (default https://comtradeapi.un.org).")] = None,
+    task_runner: RunnerOption = "thread",
+    dask_address: DaskOption = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fetch UN Comtrade data (keyed with $COMTRADE_API_KEY, else the 500-record keyless preview) and load it."""
+    import os
+
+    from tradewatch.flows import comtrade_api, ingest
+
+    _check_url(base_url, "--base-url")
+    runner = _check_runner(task_runner, dask_address)
+    periods = _periods(first, last, freq)
+    codes = [p.strip() for p in products.split(",")] if products else None
+    items = ingest.comtrade_items(reporters.split(","), periods, freq=freq.strip().upper(), products=codes,
+                                  base_url=base_url)
+    if not os.environ.get(comtrade_api.KEY_ENV):
+        say(f"no {comtrade_api.KEY_ENV} set: using the keyless preview (500 records a call, about one call a second)")
+    _run(items, db, force=force, runner=runner, dask_address=dask_address, as_json=as_json,
+         allowed_hosts=[_host(base_url)] if base_url else [])
+
+
+@ingest_app.command("files")
+@one_line_errors
+def files(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Comext .7z/.dat, Comtrade CSV/JSON, BACI CSV.")],
+    db: DbOption = None,
+    country_codes: Annotated[Optional[Path], typer.Option("--country-codes", help="BACI country_codes_V*.csv "
+                                                                                  "(default: the one beside each BACI file).")] = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Load local files, each recognised by its content (no Prefect, no network)."""
+    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json)
+
+
+@ingest_app.command("baci")
+@one_line_errors
+def baci(
+    paths: Annotated[list[Path], typer.Argument(help="BACI_HS??_Y????_V??????.csv files or their folder.")],
+    db: DbOption = None,
+    country_codes: Annotated[Optional[Path], typer.Option("--country-codes", help="BACI country_codes_V*.csv "
+                                                                                  "(default: the one beside each file).")] = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Load CEPII BACI annual files (download them from CEPII first; no Prefect)."""
+    from tradewatch.flows import ingest
+    from tradewatch.flows.errors import InputError
+
+    for path in ingest.expand_paths(paths):
+        if ingest.recognise(path).SOURCE != "baci":
+            raise InputError(str(path), "not a BACI file (header t,i,j,k,v,q); use `tradewatch ingest files` for other sources")
+    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json)
+
+
+def _load_local(paths, db, *, country_codes, force, as_json) -> None:
+    from tradewatch.flows import ingest
+    from tradewatch.flows.errors import InputError
+
+    if country_codes is not None and not country_codes.is_file():
+        raise InputError(f"--country-codes {country_codes}", "no such file; expected BACI's country_codes_V*.csv")
+    with _Progress() as progress:
+        summary = ingest.ingest_paths(db, paths, force=force, country_codes=country_codes, on_event=progress.event)
+    _print_summary(summary.to_dict(), as_json=as_json)
+
+
+@ingest_app.command("ecb")
+@one_line_errors
+def ecb(
+    db: DbOption = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="A saved ECB CSV instead of downloading.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="ECB data API root "
+                                                                       "(default https://data-api.ecb.europa.eu/service).")] = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Load ECB euro reference rates (USD per EUR, monthly averages, series EXR/M.USD.EUR.SP00.A)."""
+    from tradewatch.flows import ingest
+    from tradewatch.flows.errors import InputError
+
+    if file is not None and base_url is not None:
+        raise InputError("--file/--base-url", "give one of them, not both")
+    _check_url(base_url, "--base-url")
+    result = ingest.ingest_ecb(db, file=file, base_url=base_url, force=force)
+    if as_json:
+        typer.echo(json.dumps(result))
+    elif result["status"] == "unchanged":
+        typer.echo(f"ECB rates unchanged ({result['file']})")
+    else:
+        refused = f", {result['quarantined']} quarantined" if result["quarantined"] else ""
+        typer.echo(f"ECB USD per EUR: {result['rows']} months {result['first_period']} … {result['last_period']}{refused}")
+
+
+@one_line_errors
+def status(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per source and period: rows, value sum, currency, reporters, when and from which file."""
+    from tradewatch.flows import warehouse
+    from tradewatch.flows.sources import ecb as ecb_source
+
+    with warehouse.opened(db, read_only=True) as con:
+        rows = warehouse.status_rows(con)
+        rates = ecb_source.status_row(con) if _has_table(con, "fx_rates") else None
+    _print_status(rows, rates, as_json=as_json)
+
+
+def _has_table(con, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "").lower()
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+class _Progress:
+    """Rich progress bars on stderr for downloads and loads, fed by the library's on_event callbacks."""
+
+    def __enter__(self):
+        import sys
+
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn,
+                                   TimeElapsedColumn, TransferSpeedColumn)
+
+        console = Console(stderr=True)
+        self.enabled = console.is_terminal or bool(__import__("os").environ.get("TRADEWATCH_PROGRESS"))
+        self.tasks: dict[str, int] = {}
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=False,
+                                 disable=not self.enabled)
+        self.progress.__enter__()
+        del sys
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def _task(self, key: str, description: str, total=None) -> int:
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(description, total=total)
+        return self.tasks[key]
+
+    def event(self, kind: str, **info) -> None:
+        name = Path(str(info.get("name", ""))).name or str(info.get("name", ""))
+        if kind == "download":
+            self._task("d:" + name, f"download {name}")
+        elif kind == "download-progress":
+            self.progress.update(self._task("d:" + name, f"download {name}"), completed=info["done"], total=info["total"])
+        elif kind == "downloaded":
+            task = self._task("d:" + name, f"download {name}")
+            total = self.progress.tasks[task].completed or 1
+            self.progress.update(task, description=f"{info['status']} {name}", total=total, completed=total)
+        elif kind == "load":
+            self._task("l:" + name, f"load {name}", total=1)
+        elif kind == "loaded":
+            result = info["result"]
+            self.progress.update(self._task("l:" + name, f"load {name}", total=1), completed=1,
+                                 description=f"{result.status} {name}: {result.rows:,} rows")
+
+
+def _print_summary(report: dict, *, as_json: bool) -> None:
+    """The end-of-run table: per file status, rows, partitions, quarantined, Q-code rows; then totals."""
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ingest summary", title_justify="left")
+    for name in ("file", "status", "rows", "partitions", "quarantined", "Q-codes", "value"):
+        table.add_column(name, justify="left" if name in ("file", "status") else "right")
+    for item in report["files"]:
+        values = ", ".join(f"{v:,.0f} {c}" for c, v in item["value_sum"].items())
+        table.add_row(Path(item["file"]).name if "/" in item["file"] else item["file"], item["status"],
+                      f"{item['rows']:,}", f"{item['partitions']:,}", f"{item['quarantined']:,}",
+                      f"{item['confidential']:,}", values)
+    totals = report["totals"]
+    table.add_row("total", f"{totals['unchanged']} unchanged", f"{totals['rows']:,}", f"{totals['partitions']:,}",
+                  f"{totals['quarantined']:,}", f"{totals['confidential']:,}",
+                  ", ".join(f"{v:,.0f} {c}" for c, v in totals["value_sum"].items()), end_section=True)
+    Console(width=160).print(table)
+    if totals["quarantined"]:
+        say(f"{totals['quarantined']:,} row(s) quarantined: see the quarantine table (file, line, reason)")
+    if totals["confidential"]:
+        say(f"{totals['confidential']:,} row(s) kept under confidential/unallocated partner Q-codes (stored as Q?Q)")
+
+
+def _print_status(rows: list[dict], rates: dict | None, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"trade_flows": rows, "fx_rates": rates}, default=str))
+        return
+    if not rows and rates is None:
+        say("the warehouse holds no trade data yet; run `tradewatch ingest …`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="warehouse status", title_justify="left")
+    for name in ("source", "freq", "period", "rows", "value", "currency", "reporters", "loaded", "file"):
+        table.add_column(name, justify="right" if name in ("rows", "value", "reporters") else "left")
+    for row in rows:
+        table.add_row(row["source"], row["freq"], row["period"], f"{row['rows']:,}", f"{row['value_sum']:,.0f}",
+                      row["currency"], str(row["reporters"]), row["loaded_at"] or "", row["file"] or "")
+    if rows:
+        by_currency: dict[str, list[float]] = {}
+        for row in rows:
+            entry = by_currency.setdefault(row["currency"], [0, 0.0])
+            entry[0] += row["rows"]
+            entry[1] += row["value_sum"]
+        for currency, (count, value) in by_currency.items():
+            table.add_row("total", "", "", f"{count:,}", f"{value:,.0f}", currency, "", "", "", style="bold")
+    console = Console(width=200)
+    console.print(table)
+    if rates is not None:
+        console.print(f"fx_rates: {rates['series']} ({rates['unit']}) {rates['rows']} months "
+                      f"{rates['first_period']} … {rates['last_period']}, loaded {rates['loaded_at']} from {rates['file']}")
+    else:
+        console.print("fx_rates: none loaded (cross-currency features unavailable); run `tradewatch ingest ecb`")

@@ -1,0 +1,187 @@
+"""The Prefect flow `ingest` (sources × periods: download → parse → check → one load); the only ingest module that imports Prefect."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.futures import wait
+
+from tradewatch.flows import ingest
+from tradewatch.flows.errors import InputError, TradewatchError
+
+FLOW_NAME = "ingest"
+# Events from tasks reach the caller's progress display through this table (thread runner only: tasks
+# on a Dask cluster run elsewhere and simply report nothing).
+_EVENT_SINKS: dict[str, Callable[..., None]] = {}
+
+
+def _emit(token: str | None, kind: str, **info) -> None:
+    sink = _EVENT_SINKS.get(token or "")
+    if sink is not None:
+        sink(kind, **info)
+
+
+def _transient(task_, task_run, state) -> bool:
+    """Retry a download task only for failures that may pass (rate limits, 5xx, timeouts, cut bodies)."""
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception, re-raised by result()
+        return bool(getattr(exc, "transient", False))
+    return False
+
+
+@task(name="download", retries=2, retry_delay_seconds=[10, 60], retry_jitter_factor=0.5,
+      retry_condition_fn=_transient)
+def download_task(item: dict, token: str | None = None) -> dict:
+    """Bring one file into the cache (resumable, checksummed, skipped when unchanged); returns its path and status."""
+    fetch = ingest.Fetch(**{k: v for k, v in item.items() if k != "allowed_hosts"})
+    name = fetch.display_name or fetch.url or fetch.local
+    _emit(token, "download", name=name)
+    got = ingest.download_fetch(fetch, allowed_hosts=item.get("allowed_hosts") or (),
+                                progress=lambda done, total: _emit(token, "download-progress", name=name,
+                                                                   done=done, total=total))
+    _emit(token, "downloaded", name=name, status=got["status"])
+    return {**got, "display_name": fetch.display_name or got["path"]}
+
+
+@task(name="parse")
+def parse_task(downloaded: dict, token: str | None = None) -> dict:
+    """Read one cached file into canonical Parquet + quarantine Parquet; returns the ParsedFile as a dict."""
+    _emit(token, "parse", name=downloaded["display_name"])
+    parsed = ingest.parse_file(downloaded["path"], display_name=downloaded["display_name"])
+    return asdict(parsed)
+
+
+@task(name="check")
+def check_task(parsed: dict) -> dict:
+    """The declared checks on one parsed file; raises InputError naming the file."""
+    return asdict(ingest.check_parsed(ingest.ParsedFile(**parsed)))
+
+
+@task(name="load")
+def load_task(db: str | None, parsed: list[dict], force: bool = False, token: str | None = None) -> list[dict]:
+    """The single writer: replace each file's partitions in the warehouse and record the loads."""
+    from tradewatch.flows import warehouse
+
+    out = []
+    with warehouse.opened(db, wait_s=600.0) as con:
+        for item in parsed:
+            _emit(token, "load", name=item["file"])
+            result = ingest.load_parsed(con, ingest.ParsedFile(**item), force=force)
+            _emit(token, "loaded", name=item["file"], result=result)
+            out.append(result.summary())
+    return out
+
+
+@flow(name=FLOW_NAME, log_prints=False)
+def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, token: str | None = None) -> dict:
+    """Download every item (in parallel, retried), parse each (in parallel), check, then load all in one
+    task. Returns the run summary (totals and per-file results) as a dict."""
+    downloads = [download_task.submit(item, token) for item in items]
+    parses = [parse_task.submit(future, token) for future in downloads]
+    checks = [check_task.submit(future) for future in parses]
+    wait(checks)
+    failures = []
+    checked = []
+    download_status: dict[str, int] = {}
+    for stages in zip(downloads, parses, checks):
+        # The first stage that failed holds the real reason; later stages only say "upstream failed".
+        for future in stages:
+            if not future.state.is_completed():
+                failures.append(_reason(future))
+                break
+        else:
+            checked.append(stages[-1].result())
+            status = stages[0].result()["status"]
+            download_status[status] = download_status.get(status, 0) + 1
+    if failures:
+        # Nothing is loaded when any file failed: the warehouse keeps a consistent set of months.
+        raise TradewatchError(f"{len(failures)} of {len(items)} file(s) failed; nothing loaded. First: {failures[0]}")
+    results = load_task(db, checked, force, token)
+    totals = _totals(results)
+    totals["downloads"] = download_status
+    return {"totals": totals, "files": results}
+
+
+def _reason(future) -> str:
+    try:
+        future.result()
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return text
+    return "unknown failure"
+
+
+def _totals(results: list[dict]) -> dict:
+    ok = [r for r in results if r["status"] != "unchanged"]
+    value_sum: dict[str, float] = {}
+    for r in ok:
+        for currency, value in r["value_sum"].items():
+            value_sum[currency] = value_sum.get(currency, 0.0) + value
+    return {
+        "files": len(results), "rows": sum(r["rows"] for r in ok), "partitions": sum(r["partitions"] for r in ok),
+        "quarantined": sum(r["quarantined"] for r in ok), "confidential": sum(r["confidential"] for r in ok),
+        "unchanged": sum(1 for r in results if r["status"] == "unchanged"), "value_sum": value_sum, "errors": [],
+    }
+
+
+def make_task_runner(kind: str, address: str | None = None):
+    """'thread' (default: a thread pool) or 'dask' (prefect-dask; the scheduler at `address`, else a
+    temporary local cluster). InputError for another kind or a missing prefect-dask."""
+    if kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=max(2, min(8, (os.cpu_count() or 2) * 2)))
+    if kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise InputError("--task-runner dask", "needs the optional extra: pip install 'tradewatch[dask]'") from None
+        return DaskTaskRunner(address=address) if address else DaskTaskRunner()
+    raise InputError(f"--task-runner {kind}", "expected thread, dask or none")
+
+
+def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, force: bool = False,
+                    task_runner: str = "thread", dask_address: str | None = None,
+                    allowed_hosts: list[str] | None = None,
+                    on_event: Callable[..., None] | None = None, quiet: bool = False) -> dict:
+    """Run the `ingest` flow over `items` in this process (Prefect starts a temporary server when
+    PREFECT_API_URL is unset). Returns the flow's summary dict; raises TradewatchError when a file failed.
+    `quiet` keeps Prefect's console log lines off stderr."""
+    if dask_address and task_runner != "dask":
+        raise InputError(f"--dask-address {dask_address}", "only applies with --task-runner dask")
+    runner = make_task_runner(task_runner, dask_address)
+    token = uuid.uuid4().hex
+    if on_event is not None:
+        _EVENT_SINKS[token] = on_event
+    payload = [{**asdict(item), "allowed_hosts": list(allowed_hosts or [])} for item in items]
+    quieted = _quiet_console() if quiet else []
+    try:
+        return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token)
+    finally:
+        _EVENT_SINKS.pop(token, None)
+        for handler, level in quieted:
+            handler.setLevel(level)
+
+
+def _quiet_console() -> list[tuple]:
+    """Raise Prefect's console handlers to CRITICAL (the CLI prints one line per failure itself); logs
+    still reach the Prefect API. Returns (handler, old level) pairs to restore."""
+    import logging
+
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    changed = []
+    for logger in (logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                                         if n.startswith("prefect"))):
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and not type(handler).__name__.startswith("APILog"):
+                changed.append((handler, handler.level))
+                handler.setLevel(logging.CRITICAL)
+    return changed

@@ -1,0 +1,115 @@
+"""CEPII BACI annual bilateral trade (BACI_HS??_Y????_V??????.csv: t,i,j,k,v,q) read into canonical rows inside DuckDB."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+from tradewatch.flows import countries
+from tradewatch.flows.errors import InputError
+from tradewatch.flows.sources.common import StageResult, read_header, sql_path, sql_text, stage_from_typed
+
+SOURCE = "baci"
+
+# t year, i exporter, j importer (numeric codes), k HS6 product, v value in thousands of USD, q quantity
+# in metric tonnes. Every column is mapped.
+COLUMNS = ("t", "i", "j", "k", "v", "q")
+COUNTRY_CODES_GLOB = "country_codes_V*.csv"
+_HEADER = re.compile(rb'^\s*"?t"?\s*,\s*"?i"?\s*,\s*"?j"?\s*,\s*"?k"?\s*,\s*"?v"?\s*,\s*"?q"?\s*$')
+
+
+def looks_like(path: Path, head: bytes) -> bool:
+    """True for a BACI data file (header t,i,j,k,v,q)."""
+    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
+    return bool(_HEADER.match(first))
+
+
+def is_reference_table(head: bytes) -> bool:
+    """True for BACI's own code tables (country_codes_V*.csv, product_codes_HS*_V*.csv), which hold no trade."""
+    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].strip().lower().replace(b'"', b"")
+    return first.startswith(b"country_code,") or first.startswith(b"code,description")
+
+
+def find_country_codes(path: Path) -> Path | None:
+    """The country_codes_V*.csv beside a BACI data file (the newest version when several), or None."""
+    candidates = sorted(Path(path).parent.glob(COUNTRY_CODES_GLOB))
+    return candidates[-1] if candidates else None
+
+
+def _country_cte(country_codes: Path | None) -> str:
+    """SQL for a relation m(num, a3): numeric code without leading zeros -> alpha-3, from BACI's own
+    table when given (its alpha-3 codes win), completed by UN M49."""
+    m49 = f"SELECT * FROM (VALUES {countries.m49_mapping_sql_values()}) v(num, a3)"
+    if country_codes is None:
+        return m49
+    header, _ = read_header(country_codes, str(country_codes))
+    lower = [h.strip().lower() for h in header]
+    code_col = next((h for h, name in zip(header, lower) if name == "country_code"), None)
+    iso_col = next((h for h, name in zip(header, lower) if name in ("country_iso3", "iso_3digit_alpha")), None)
+    if code_col is None or iso_col is None:
+        raise InputError(f"{country_codes} line 1", "expected columns country_code and country_iso3 "
+                         "(or iso_3digit_alpha), as in BACI's country_codes_V*.csv")
+    own = f"""SELECT CAST(TRY_CAST(trim("{code_col}") AS INTEGER) AS VARCHAR) AS num, upper(trim("{iso_col}")) AS a3
+              FROM read_csv({sql_path(country_codes)}, header = true, all_varchar = true)
+              WHERE TRY_CAST(trim("{code_col}") AS INTEGER) IS NOT NULL AND regexp_full_match(upper(trim("{iso_col}")), '[A-Z]{{3}}')"""
+    return f"""SELECT num, any_value(a3) AS a3 FROM ({own}) GROUP BY num
+               UNION ALL SELECT num, a3 FROM ({m49}) WHERE num NOT IN (SELECT num FROM ({own}))"""
+
+
+def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str = SOURCE,
+               scratch: Path, display_name: str | None = None, country_codes: Path | None = None) -> StageResult:
+    """Stage one BACI CSV: exports reported by i to j, freq 'A', value = v × 1000 USD, net_weight_kg =
+    q × 1000, product k padded to 6 digits (BACI drops leading zeros). Country codes come from
+    `country_codes` or the country_codes_V*.csv beside the file, else UN M49."""
+    where = display_name or str(path)
+    header, delimiter = read_header(path, where)
+    names = [h.strip().strip('"').lower() for h in header]
+    if names != list(COLUMNS):
+        raise InputError(f"{where} line 1", f"header {','.join(names)[:60]!r}; expected BACI's t,i,j,k,v,q")
+    codes = country_codes or find_country_codes(path)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {table}_typed AS
+        WITH m AS ({_country_cte(codes)}),
+        raw AS (
+            SELECT row_number() OVER () + 1 AS line, trim(column0) AS t, trim(column1) AS i, trim(column2) AS j,
+                   trim(column3) AS k, trim(column4) AS v, trim(column5) AS q
+            FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '"',
+                          strict_mode = false, null_padding = true,
+                          names = ['column0', 'column1', 'column2', 'column3', 'column4', 'column5'])
+        ), coded AS (
+            SELECT raw.*, r.a3 AS reporter_iso3, p.a3 AS partner_iso3,
+                   TRY_CAST(t AS INTEGER) AS year,
+                   CASE WHEN regexp_full_match(k, '[0-9]{{5,6}}') THEN lpad(k, 6, '0') END AS product,
+                   TRY_CAST(v AS DOUBLE) * 1000 AS value,
+                   TRY_CAST(CASE WHEN q IN ('', 'NA') THEN NULL ELSE q END AS DOUBLE) * 1000 AS net_weight_kg
+            FROM raw
+            LEFT JOIN m r ON r.num = CAST(TRY_CAST(raw.i AS INTEGER) AS VARCHAR)
+            LEFT JOIN m p ON p.num = CAST(TRY_CAST(raw.j AS INTEGER) AS VARCHAR)
+        ), checked AS (
+            SELECT *, CASE
+                 WHEN year IS NULL OR year NOT BETWEEN 1988 AND 2100 THEN 't ' || coalesce('"' || t || '"', 'empty') || ' is not a year'
+                 WHEN reporter_iso3 IS NULL THEN 'unknown exporter code i ' || coalesce(i, 'empty')
+                 WHEN partner_iso3 IS NULL THEN 'unknown importer code j ' || coalesce(j, 'empty')
+                 WHEN product IS NULL THEN 'k ' || coalesce('"' || k || '"', 'empty') || ' is not an HS6 code'
+                 WHEN value IS NULL THEN 'v ' || coalesce('"' || v || '"', 'empty') || ' is not a number'
+                 WHEN isnan(value) OR isinf(value) OR value < 0 THEN 'v ' || v || ' is not a finite non-negative number'
+                 WHEN net_weight_kg IS NULL AND q IS NOT NULL AND q NOT IN ('', 'NA') THEN 'q ' || q || ' is not a number'
+                 WHEN isnan(net_weight_kg) OR isinf(net_weight_kg) OR net_weight_kg < 0
+                      THEN 'q ' || q || ' is not a finite non-negative number'
+               END AS problem
+            FROM coded
+        )
+        -- The raw text is kept for refused rows only: a BACI year is ~10 million rows.
+        SELECT * EXCLUDE (t, i, j, k, v, q),
+               CASE WHEN problem IS NOT NULL THEN concat_ws(',', t, i, j, k, v, q) END AS raw
+        FROM checked
+    """)
+    canonical = f"""
+        SELECT {sql_text(source)} AS source, 'A' AS freq, make_date(year, 1, 1) AS period,
+               reporter_iso3, partner_iso3, 'export' AS flow, product AS product_code, 6 AS product_level,
+               value, 'USD' AS currency, net_weight_kg, NULL AS quantity, NULL AS quantity_unit
+        FROM {table}_typed WHERE problem IS NULL
+    """
+    return stage_from_typed(con, table=table, canonical_sql=canonical, where=where)

@@ -1,0 +1,148 @@
+"""ECB euro reference exchange rates (series EXR/M.USD.EUR.SP00.A, monthly averages, ECB data API CSV) into the fx_rates table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from tradewatch.flows import archive, warehouse
+from tradewatch.flows.errors import InputError
+from tradewatch.flows.sources.common import read_header, sql_path, sql_text
+
+SOURCE = "ecb"
+SERIES = "EXR/M.USD.EUR.SP00.A"
+SERIES_KEY = "EXR.M.USD.EUR.SP00.A"
+BASE, QUOTE = "EUR", "USD"
+DEFAULT_BASE_URL = "https://data-api.ecb.europa.eu/service"
+
+
+def series_url(base_url: str | None = None) -> str:
+    """CSV download URL of the monthly-average USD per EUR reference rate at the ECB data API."""
+    return f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/data/{SERIES}?format=csvdata"
+
+
+def looks_like(path: Path, head: bytes) -> bool:
+    """True for an ECB data API CSV (columns TIME_PERIOD and OBS_VALUE)."""
+    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].upper()
+    return b"TIME_PERIOD" in first and b"OBS_VALUE" in first
+
+
+@dataclass
+class RatesResult:
+    """What one ECB file load did: rates stored, months refused, the months covered, status."""
+
+    file: str
+    rows: int = 0
+    quarantined: int = 0
+    first_period: str | None = None
+    last_period: str | None = None
+    status: str = "ok"
+    load_id: int = -1
+
+
+def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str | None = None,
+               force: bool = False) -> RatesResult:
+    """Load an ECB CSV of EXR/M.USD.EUR.SP00.A into fx_rates (USD per EUR, period = first day of the
+    month), replacing the months it holds, in one transaction, and record the load. Observations that
+    are missing or not positive numbers are quarantined, never filled in. Raises InputError for a file
+    that is not this series."""
+    path = Path(path)
+    where = display_name or str(path)
+    header, delimiter = read_header(path, where)
+    upper = {h.strip().upper(): h for h in header}
+    for needed in ("TIME_PERIOD", "OBS_VALUE"):
+        if needed not in upper:
+            raise InputError(f"{where} line 1", f"missing column {needed}; expected the ECB data API CSV")
+    checksum = archive.sha256(path)
+    if not force and _already_loaded(con, checksum):
+        return RatesResult(file=where, status="unchanged")
+
+    def col(name: str) -> str:
+        return f'trim("{upper[name]}")' if name in upper else "NULL"
+
+    reader = (f"read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '\"', "
+              "strict_mode = false, null_padding = true)")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _ecb_typed AS
+        SELECT line, raw, period, rate, series,
+               CASE WHEN series IS NOT NULL AND series <> '{SERIES_KEY}'
+                         THEN 'series ' || series || ' is not {SERIES_KEY}'
+                    WHEN period IS NULL THEN 'TIME_PERIOD ' || coalesce('"' || period_text || '"', 'empty') || ' is not YYYY-MM'
+                    WHEN rate IS NULL THEN 'OBS_VALUE ' || coalesce('"' || value_text || '"', 'empty') || ' is not a number'
+                    WHEN isnan(rate) OR isinf(rate) OR rate <= 0 THEN 'OBS_VALUE ' || value_text || ' is not a positive rate'
+               END AS problem
+        FROM (
+            SELECT row_number() OVER () + 1 AS line, {col('TIME_PERIOD')} AS period_text, {col('OBS_VALUE')} AS value_text,
+                   CASE WHEN {col('KEY')} IS NOT NULL THEN {col('KEY')}
+                        WHEN {col('FREQ')} IS NOT NULL THEN concat_ws('.', 'EXR', {col('FREQ')}, {col('CURRENCY')},
+                             {col('CURRENCY_DENOM')}, {col('EXR_TYPE')}, {col('EXR_SUFFIX')}) END AS series,
+                   CAST(try_strptime({col('TIME_PERIOD')}, '%Y-%m') AS DATE) AS period,
+                   TRY_CAST({col('OBS_VALUE')} AS DOUBLE) AS rate,
+                   concat_ws(',', {col('TIME_PERIOD')}, {col('OBS_VALUE')}) AS raw
+            FROM {reader})""")
+    wrong_series = con.execute("SELECT line, series FROM _ecb_typed WHERE problem LIKE 'series %' LIMIT 1").fetchone()
+    if wrong_series:
+        con.execute("DROP TABLE _ecb_typed")
+        raise InputError(f"{where} line {wrong_series[0]}", f"series {wrong_series[1]}; expected {SERIES_KEY} (USD per EUR, monthly average)")
+    duplicate = con.execute("SELECT period FROM _ecb_typed WHERE problem IS NULL GROUP BY period HAVING count(*) > 1 LIMIT 1").fetchone()
+    if duplicate:
+        con.execute("DROP TABLE _ecb_typed")
+        raise InputError(where, f"month {duplicate[0]:%Y-%m} appears twice")
+    load_id = warehouse.next_load_id(con)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"""DELETE FROM fx_rates WHERE base = '{BASE}' AND quote = '{QUOTE}' AND source = '{SOURCE}'
+                        AND period IN (SELECT period FROM _ecb_typed WHERE problem IS NULL)""")
+        con.execute(f"""INSERT INTO fx_rates SELECT period, '{BASE}', '{QUOTE}', rate, '{SOURCE}', ?
+                        FROM _ecb_typed WHERE problem IS NULL""", [now])
+        con.execute(f"""INSERT INTO quarantine SELECT ?, {sql_text(where)}, line, problem, raw, ?
+                        FROM _ecb_typed WHERE problem IS NOT NULL""", [load_id, now])
+        stats = con.execute("""SELECT count_if(problem IS NULL), count_if(problem IS NOT NULL),
+                                      strftime(min(period) FILTER (WHERE problem IS NULL), '%Y-%m'),
+                                      strftime(max(period) FILTER (WHERE problem IS NULL), '%Y-%m')
+                               FROM _ecb_typed""").fetchone()
+        con.execute("""INSERT INTO loads VALUES (?, ?, 'M', NULL, NULL, ?, ?, ?, NULL, NULL, ?, ?, ?, 'ok', ?)""",
+                    [load_id, SOURCE, where, checksum, stats[0], stats[1], now,
+                     datetime.now(timezone.utc).replace(tzinfo=None), f"{SERIES} {stats[2]}..{stats[3]}"])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS _ecb_typed")
+    return RatesResult(file=where, rows=stats[0], quarantined=stats[1], first_period=stats[2], last_period=stats[3],
+                       load_id=load_id)
+
+
+def _already_loaded(con: duckdb.DuckDBPyConnection, checksum: str) -> bool:
+    row = con.execute("SELECT count(*) FROM loads WHERE source = ? AND checksum = ? AND status = 'ok'",
+                      [SOURCE, checksum]).fetchone()
+    return bool(row[0])
+
+
+def rates(con: duckdb.DuckDBPyConnection, base: str = BASE, quote: str = QUOTE) -> pl.DataFrame:
+    """Monthly rates as a polars frame: period (Date, first day of month), base, quote, rate (units of
+    `quote` per one `base`, e.g. USD per EUR), source. Empty (same columns) when none are loaded —
+    callers report cross-currency features unavailable then; no rate is ever made up."""
+    frame = con.sql(
+        f"""SELECT period, base, quote, rate, source FROM fx_rates
+            WHERE base = {sql_text(base)} AND quote = {sql_text(quote)} ORDER BY period"""
+    ).pl()
+    return frame
+
+
+def status_row(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """One summary line for `tradewatch status`: months, first/last period, when and from which file; None if empty."""
+    row = con.execute(f"""
+        SELECT count(*), strftime(min(period), '%Y-%m'), strftime(max(period), '%Y-%m'),
+               strftime(max(loaded_at), '%Y-%m-%d %H:%M:%S')
+        FROM fx_rates WHERE source = '{SOURCE}'""").fetchone()
+    if not row[0]:
+        return None
+    file = con.execute(f"SELECT arg_max(file, load_id) FROM loads WHERE source = '{SOURCE}' AND status = 'ok'").fetchone()[0]
+    return {"source": SOURCE, "series": SERIES, "rows": row[0], "first_period": row[1], "last_period": row[2],
+            "loaded_at": row[3], "file": file, "unit": f"{QUOTE} per {BASE}"}

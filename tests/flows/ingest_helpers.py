@@ -1,0 +1,40 @@
+"""Fixtures for the ingest tests: a private TRADEWATCH_HOME, the shared real data, a local HTTP server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fakeserver import FakeServer, Reply  # noqa: F401  (re-exported for the tests)
+
+SHARED_DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh TRADEWATCH_HOME with tiny retry delays and no API key in the environment."""
+    folder = tmp_path / "home"
+    folder.mkdir()
+    monkeypatch.setenv("TRADEWATCH_HOME", str(folder))
+    monkeypatch.setenv("TRADEWATCH_RETRY_BASE_DELAY_S", "0.01")
+    monkeypatch.setenv("TRADEWATCH_RETRY_MAX_DELAY_S", "0.05")
+    monkeypatch.setenv("TRADEWATCH_RETRY_ATTEMPTS", "4")
+    monkeypatch.setenv("TRADEWATCH_HTTP_TIMEOUT_S", "2")
+    monkeypatch.delenv("COMTRADE_API_KEY", raising=False)
+    return folder
+
+
+@pytest.fixture
+def server():
+    with FakeServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def comext_dir() -> Path:
+    folder = (SHARED_DATA / "comext").resolve()
+    if not folder.is_dir() or not any(folder.glob("full_v2_*.7z")):
+        pytest.skip(f"real Comext extract not found at {folder} (the shared/data folder beside the repo)")
+    return folder

@@ -1,0 +1,82 @@
+"""The Prefect `ingest` flow: download → parse (Parquet) → check → one load, against a local Eurostat stand-in."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ingest_helpers import FIXTURES, Reply, home, server  # noqa: F401  (fixtures)
+from tradewatch.flows import ingest, warehouse
+from tradewatch.flows.errors import TradewatchError
+
+pytestmark = pytest.mark.slow
+
+DAT = FIXTURES / "comext" / "full_202203.dat"
+
+
+def _seven_zip(tmp_path, month: str) -> bytes:
+    import py7zr
+
+    dat = tmp_path / f"full_{month}.dat"
+    dat.write_text(DAT.read_text().replace(",202203,", f",{month},"))
+    archive = tmp_path / f"full_v2_{month}.7z"
+    with py7zr.SevenZipFile(archive, "w") as zf:
+        zf.write(dat, dat.name)
+    return archive.read_bytes()
+
+
+@pytest.fixture
+def prefect_api(prefect_server, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    return prefect_server
+
+
+def test_flow_downloads_parses_and_loads_once(home, server, tmp_path, prefect_api):
+    from tradewatch.flows import prefect_flows
+
+    bodies = {m: _seven_zip(tmp_path, m) for m in ("202201", "202202", "202203")}
+    attempts = {"202202": 0}
+
+    def answer(path, query, headers):
+        month = query.get("file", "").rsplit("full_v2_", 1)[-1].removesuffix(".7z")
+        if month == "202202" and attempts["202202"] == 0:
+            attempts["202202"] += 1
+            return Reply(503, b"busy", {"Retry-After": "0"})
+        return Reply(200, bodies[month], {"ETag": f'"{month}"'}) if month in bodies else None
+
+    server.handle(answer)
+    events = []
+    items = ingest.plan_comext(["2022-01", "2022-02", "2022-03"], base_url=server.url)
+    summary = prefect_flows.run_ingest_flow(items, home / "w.duckdb", on_event=lambda kind, **info: events.append(kind))
+    assert summary["totals"]["rows"] == 18 and summary["totals"]["quarantined"] == 12
+    assert summary["totals"]["confidential"] == 6 and summary["totals"]["downloads"] == {"downloaded": 3}
+    assert events.count("loaded") == 3 and "download" in events
+    assert list((home / "cache" / "parsed").glob("*/canonical.parquet"))
+    with warehouse.opened(home / "w.duckdb", read_only=True) as con:
+        assert con.execute("SELECT count(DISTINCT period) FROM trade_flows").fetchone()[0] == 3
+    again = prefect_flows.run_ingest_flow(items, home / "w.duckdb")
+    assert again["totals"]["unchanged"] == 3 and again["totals"]["downloads"] == {"unchanged": 3}
+
+
+def test_flow_failure_loads_nothing(home, server, tmp_path, prefect_api):
+    from tradewatch.flows import prefect_flows
+
+    good = _seven_zip(tmp_path, "202201")
+    server.handle(lambda path, query, headers: Reply(200, good) if "202201" in query.get("file", "")
+                  else Reply(200, b"<html>maintenance</html>", {"Content-Type": "text/html"}))
+    items = ingest.plan_comext(["2022-01", "2022-02"], base_url=server.url)
+    with pytest.raises(TradewatchError, match="1 of 2 file.*HTML page"):
+        prefect_flows.run_ingest_flow(items, home / "w.duckdb")
+    with warehouse.opened(home / "w.duckdb") as con:
+        assert warehouse.row_count(con) == 0
+
+
+def test_dask_runner_from_local_files(home, tmp_path, prefect_api):
+    pytest.importorskip("prefect_dask")
+    from tradewatch.flows import prefect_flows
+
+    shutil.copy(DAT, tmp_path / "full_202203.dat")
+    items = ingest.plan_comext(["2022-03"], source_dir=tmp_path)
+    summary = prefect_flows.run_ingest_flow(items, home / "w.duckdb", task_runner="dask")
+    assert summary["totals"]["rows"] == 6
