@@ -99,11 +99,6 @@ def already_loaded(con: duckdb.DuckDBPyConnection, file: str, checksum: str) -> 
     return newer == 0
 
 
-def _record_partitions(con: duckdb.DuckDBPyConnection, load_id: int, staged: str) -> None:
-    con.execute(f"""INSERT INTO load_partitions
-                    SELECT DISTINCT ?, source, freq, period, reporter_iso3 FROM {staged}""", [load_id])
-
-
 def load_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -133,9 +128,8 @@ def load_file(
         confidential = _confidential_rows(con, staged.table)
         loaded = warehouse.replace_partitions(
             con, staged.table, file=where, checksum=checksum, source=label,
-            quarantine_table=staged.quarantine_table, load_id=load_id,
+            quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
         )
-        _record_partitions(con, load_id, staged.table)
         return _with_details(loaded, staged.reasons, confidential)
     finally:
         for suffix in ("", "_quarantine", "_typed"):
@@ -305,7 +299,6 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
         loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
                                               source=parsed.source, quarantine_table=f"{table}_quarantine",
                                               load_id=load_id)
-        _record_partitions(con, load_id, table)
         return _with_details(loaded, parsed.reasons, parsed.confidential)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {table}")

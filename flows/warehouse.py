@@ -254,31 +254,33 @@ def next_load_id(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT nextval('load_ids')").fetchall()[0][0])
 
 
-def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str) -> None:
-    """Declared checks on staged canonical rows; raises InputError naming `where` and the first problem."""
-    key = ", ".join(schema.TRADE_FLOWS_KEY)
-    problems = [
-        (f"SELECT {key}, count(*) AS n FROM {staged} GROUP BY ALL HAVING count(*) > 1 LIMIT 1",
-         lambda r: f"duplicate key {'/'.join(str(x) for x in r[:-1])} appears {r[-1]} times"),
-        (f"SELECT product_code, value FROM {staged} WHERE value < 0 OR isnan(value) OR isinf(value) LIMIT 1",
-         lambda r: f"value {r[1]} for product {r[0]} is not a finite non-negative number"),
-        (f"SELECT freq FROM {staged} WHERE freq NOT IN {schema.FREQS} LIMIT 1",
-         lambda r: f"freq {r[0]!r} is not one of {', '.join(schema.FREQS)}"),
-        (f"SELECT flow FROM {staged} WHERE flow NOT IN {schema.FLOWS} LIMIT 1",
-         lambda r: f"flow {r[0]!r} is not one of {', '.join(schema.FLOWS)}"),
-        (f"SELECT currency FROM {staged} WHERE currency NOT IN {schema.CURRENCIES} LIMIT 1",
-         lambda r: f"currency {r[0]!r} is not one of {', '.join(schema.CURRENCIES)}"),
-        (f"SELECT product_level, product_code FROM {staged} WHERE product_level NOT IN {schema.PRODUCT_LEVELS}"
-         " OR length(product_code) <> product_level LIMIT 1",
-         lambda r: f"product code {r[1]!r} does not have {r[0]} digits"),
-        (f"SELECT reporter_iso3, partner_iso3 FROM {staged} WHERE length(reporter_iso3) <> 3 OR length(partner_iso3) <> 3 LIMIT 1",
-         lambda r: f"country codes {r[0]!r}/{r[1]!r} are not alpha-3"),
+def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str, *, key_unique: bool = False) -> None:
+    """Declared checks on staged canonical rows (one scan for the row rules, one GROUP BY for the key
+    unless the reader guarantees it with `key_unique`); raises InputError naming `where` and the first problem."""
+    rules = [
+        ("value < 0 OR isnan(value) OR isinf(value)", "product_code || ' ' || value",
+         "value {} is not a finite non-negative number (product, value)"),
+        (f"freq NOT IN {schema.FREQS}", "freq", f"freq {{}} is not one of {', '.join(schema.FREQS)}"),
+        (f"flow NOT IN {schema.FLOWS}", "flow", f"flow {{}} is not one of {', '.join(schema.FLOWS)}"),
+        (f"currency NOT IN {schema.CURRENCIES}", "currency",
+         f"currency {{}} is not one of {', '.join(schema.CURRENCIES)}"),
+        (f"product_level NOT IN {schema.PRODUCT_LEVELS} OR length(product_code) <> product_level",
+         "'''' || product_code || ''' for level ' || product_level", "product code {} does not have the digits of its level"),
+        ("length(reporter_iso3) <> 3 OR length(partner_iso3) <> 3", "reporter_iso3 || '/' || partner_iso3",
+         "country codes {} are not alpha-3"),
     ]
-    for sql, describe in problems:
-        found = con.execute(sql).fetchall()
-        row = found[0] if found else None
-        if row is not None:
-            raise InputError(where, describe(row))
+    select = ", ".join(f"any_value({example}) FILTER (WHERE {condition})" for condition, example, _ in rules)
+    found = con.execute(f"SELECT {select} FROM {staged}").fetchall()[0]
+    for (_, _, message), example in zip(rules, found):
+        if example is not None:
+            raise InputError(where, message.format(repr(example)))
+    if key_unique:
+        return
+    key = ", ".join(schema.TRADE_FLOWS_KEY)
+    duplicate = con.execute(f"SELECT {key}, count(*) FROM {staged} GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchall()
+    if duplicate:
+        row = duplicate[0]
+        raise InputError(where, f"duplicate key {'/'.join(str(x) for x in row[:-1])} appears {row[-1]} times")
 
 
 def replace_partitions(
@@ -290,62 +292,68 @@ def replace_partitions(
     source: str,
     quarantine_table: str | None = None,
     load_id: int | None = None,
+    key_unique: bool = False,
 ) -> LoadResult:
     """Replace, in one transaction, every (source, freq, period, reporter) partition present in the
     staged table `staged` (canonical columns) with its rows, and record one `loads` row per
-    (source, freq, period). Declared checks run first; a failure changes nothing and records a failed load."""
+    (source, freq, period) and one `load_partitions` row per partition. Declared checks run first
+    (`key_unique`: the reader guarantees unique keys); a failure changes nothing and records a failed load."""
     load_id = load_id if load_id is not None else next_load_id(con)
     started = _now()
     result = LoadResult(load_id=load_id, file=file, source=source)
     try:
-        check_staged(con, staged, file)
+        check_staged(con, staged, file, key_unique=key_unique)
     except InputError as exc:
         _record_failure(con, load_id, source, file, checksum, started, str(exc))
         raise
     part_cols = ", ".join(schema.PARTITION_KEY)
     match = " AND ".join(f"t.{c} = p.{c}" for c in schema.PARTITION_KEY)
     columns = ", ".join(schema.COLUMN_NAMES)
+    # One pass over the staged rows gives the per-period statistics for `loads` and the partitions.
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _partitions AS
+                    SELECT {part_cols}, currency, count(*) AS rows, sum(value) AS value_sum
+                    FROM {staged} GROUP BY ALL""")
+    quarantined = 0
+    if quarantine_table:
+        quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _partitions AS SELECT DISTINCT {part_cols} FROM {staged}")
         con.execute(f"DELETE FROM trade_flows t USING _partitions p WHERE {match}")
         con.execute(f"INSERT INTO trade_flows ({columns}) SELECT {columns} FROM {staged}")
-        quarantined = 0
         if quarantine_table:
-            quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
             con.execute(
                 f"INSERT INTO quarantine SELECT ?, file, line, reason, raw, ? FROM {quarantine_table}",
                 [load_id, started],
             )
         finished = _now()
         con.execute(
-            f"""INSERT INTO loads
-                SELECT ?, source, freq, period, count(DISTINCT reporter_iso3), ?, ?, count(*), sum(value),
+            """INSERT INTO loads
+                SELECT ?, source, freq, period, count(DISTINCT reporter_iso3), ?, ?, sum(rows), sum(value_sum),
                        string_agg(DISTINCT currency, ','), ?, ?, ?, 'ok', NULL
-                FROM {staged} GROUP BY source, freq, period ORDER BY period""",
+                FROM _partitions GROUP BY source, freq, period ORDER BY period""",
             [load_id, file, checksum, quarantined, started, finished],
         )
-        if con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] == 0:
+        con.execute("INSERT INTO load_partitions SELECT DISTINCT ?, source, freq, period, reporter_iso3 FROM _partitions",
+                    [load_id])
+        if con.execute("SELECT count(*) FROM _partitions").fetchall()[0][0] == 0:
             con.execute(
                 "INSERT INTO loads VALUES (?, ?, NULL, NULL, 0, ?, ?, 0, 0, NULL, ?, ?, ?, 'empty', ?)",
                 [load_id, source, file, checksum, quarantined, started, finished, "no rows to load"],
             )
-        con.execute("DROP TABLE _partitions")
         con.execute("COMMIT")
     except Exception as exc:
         con.execute("ROLLBACK")
         _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
         raise
-    stats = con.execute(
-        f"SELECT currency, count(*), sum(value) FROM {staged} GROUP BY currency"
-    ).fetchall()
-    result.rows = sum(r[1] for r in stats)
+    stats = con.execute("SELECT currency, sum(rows), sum(value_sum) FROM _partitions GROUP BY currency").fetchall()
+    result.rows = int(sum(r[1] for r in stats))
     result.value_sum = {r[0]: float(r[2]) for r in stats}
-    result.partitions = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {part_cols} FROM {staged})").fetchall()[0][0]
-    result.periods = [
-        r[0] for r in con.execute(f"SELECT DISTINCT strftime(period, '%Y-%m') p FROM {staged} ORDER BY p").fetchall()
-    ]
+    result.partitions = con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT {part_cols} FROM _partitions)").fetchall()[0][0]
+    result.periods = [r[0] for r in con.execute(
+        "SELECT DISTINCT strftime(period, '%Y-%m') p FROM _partitions ORDER BY p").fetchall()]
     result.quarantined = quarantined
+    con.execute("DROP TABLE _partitions")
     return result
 
 

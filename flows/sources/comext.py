@@ -98,9 +98,15 @@ def stage(con: duckdb.DuckDBPyConnection, dat_path: Path, *, table: str, source:
             con.execute(f"DROP TABLE {table}_redo")
         con.execute(f"DELETE FROM {table} WHERE problem IS NOT NULL")
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    # Rows are grouped by the raw codes; the canonical key is unique too unless two raw country codes
+    # map to one alpha-3 code (GR and EL are both Greece).
+    merged = con.execute(f"""SELECT count(*) FROM (
+            SELECT reporter_iso3, partner_iso3 FROM (
+                SELECT DISTINCT raw_reporter, raw_partner, reporter_iso3, partner_iso3 FROM {table})
+            GROUP BY ALL HAVING count(*) > 1)""").fetchall()[0][0]
     reasons = summarise_quarantine(con, f"{table}_quarantine")
     return StageResult(table=table, quarantine_table=f"{table}_quarantine", rows=rows,
-                       quarantined=sum(reasons.values()), reasons=reasons)
+                       quarantined=sum(reasons.values()), reasons=reasons, key_unique=merged == 0)
 
 
 class _ComextSql:

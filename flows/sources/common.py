@@ -23,6 +23,9 @@ class StageResult:
     rows: int
     quarantined: int
     reasons: dict[str, int]
+    # True when the reader itself guarantees one row per canonical key (it grouped by the key), so the
+    # warehouse can skip its own duplicate-key scan — the costliest declared check on a large month.
+    key_unique: bool = False
 
 
 def sql_path(path: Path | str) -> str:

@@ -1,0 +1,199 @@
+"""Built-in evaluation: ranking quality on the synthetic world's answer key against two analyst baselines, and the placebo in time."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from tradewatch.detect import baselines, engine, features
+from tradewatch.detect.config import DetectParams
+from tradewatch.flows import settings, warehouse
+
+METRIC_NAMES = ("average_precision", "precision_at_10", "precision_at_25", "precision_at_50", "recall_at_50")
+
+# The goals of issue 4, checked by `tradewatch evaluate` and the tests.
+GOALS = {"average_precision": 0.9, "margin_over_best_baseline": 0.2, "precision_at_25": 0.9, "placebo_ratio": 0.1}
+
+RouteKey = tuple[str, str, str, str]  # origin, transit, target, HS-6 product (HS 2022)
+
+
+def ranking_metrics(ranked: list[RouteKey], positives: set[RouteKey]) -> dict[str, float]:
+    """Precision at 10/25/50 (missing ranks count as misses), recall at 50 and average precision (the
+    mean over all positives of the precision at each positive's rank; unranked positives add 0)."""
+    if not positives:
+        raise ValueError("the answer key has no routes")
+    hits, total = 0, 0.0
+    seen: set[RouteKey] = set()
+    for rank, key in enumerate(ranked, start=1):
+        if key in positives and key not in seen:
+            hits += 1
+            total += hits / rank
+        seen.add(key)
+
+    def found(k: int) -> int:
+        return len(set(ranked[:k]) & positives)
+
+    return {
+        "average_precision": round(total / len(positives), 4),
+        "precision_at_10": round(found(10) / 10, 4),
+        "precision_at_25": round(found(25) / 25, 4),
+        "precision_at_50": round(found(50) / 50, 4),
+        "recall_at_50": round(found(50) / len(positives), 4),
+    }
+
+
+def answer_routes(answer_key: dict) -> set[RouteKey]:
+    """The planted routes of an answer key as (origin, transit, target, product) keys."""
+    return {(r["origin_iso3"], r["transit_iso3"], r["target_iso3"], r["product_code"]) for r in answer_key["routes"]}
+
+
+def tradewatch_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
+    """The HS-6 routes tradewatch flags (the answer key's level), best first; nothing is stored."""
+    result = engine.run_detection(con, params, store=False)
+    six = result.flagged.filter(pl.col("product_level") == 6)
+    return [tuple(row) for row in six.select("origin_iso3", "transit_iso3", "target_iso3", "product_code").iter_rows()]
+
+
+def evaluate_synthetic_warehouse(con: duckdb.DuckDBPyConnection, answer_key: dict,
+                                 params: DetectParams | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of tradewatch and of the two baselines on a warehouse holding the synthetic world whose
+    answer key is `answer_key`."""
+    params = params or DetectParams(event=answer_key.get("event", "2022-03"))
+    positives = answer_routes(answer_key)
+    return {
+        "tradewatch": ranking_metrics(tradewatch_ranking(con, params), positives),
+        "baseline_growth": ranking_metrics(baselines.plain_growth_ranking(con, params), positives),
+        "baseline_ec_rule": ranking_metrics(baselines.ec_rule_ranking(con, params), positives),
+    }
+
+
+def placebo(con: duckdb.DuckDBPyConnection, params: DetectParams | None = None, *, shift_months: int = 12) -> dict:
+    """Detection at the true event and with the event moved `shift_months` earlier (same baseline and
+    recent window lengths, the recent window ending before the true event). Returns event,
+    placebo_event, flags_event, flags_placebo, ratio (flags_placebo / flags_event; None when the true
+    event flags nothing) and the notes of both runs."""
+    params = params or DetectParams()
+    true_run = engine.run_detection(con, params, store=False)
+    true_windows = true_run.windows
+    recent_length = features.months_between(features.parse_month(true_windows["recent_start"]),
+                                             features.parse_month(true_windows["recent_end"]))
+    event = features.parse_month(params.event)
+    placebo_event = features.add_months(event, -shift_months)
+    # Same recent length as the true run, but never reaching the true event.
+    as_of = min(features.add_months(placebo_event, recent_length - 1), features.add_months(event, -1))
+    placebo_params = params.replace(event=features.month_text(placebo_event), as_of=features.month_text(as_of),
+                                    recent_months=recent_length)
+    placebo_run = engine.run_detection(con, placebo_params, store=False)
+    flags_event, flags_placebo = true_run.flagged.height, placebo_run.flagged.height
+    return {
+        "event": params.event,
+        "placebo_event": placebo_params.event,
+        "flags_event": flags_event,
+        "flags_placebo": flags_placebo,
+        "ratio": round(flags_placebo / flags_event, 4) if flags_event else None,
+        "notes": [f"event: {n}" for n in true_run.notes] + [f"placebo: {n}" for n in placebo_run.notes],
+    }
+
+
+@dataclass
+class SyntheticWorld:
+    """A warehouse seeded with the demo world in a scratch folder, and its answer key."""
+
+    folder: Path
+    db: Path
+    answer_key: dict
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def seed_synthetic_world(seed: int | None = None, scale: float = 1.0, *, progress=None) -> SyntheticWorld:
+    """Write the demo world and load it, through the real loaders, into a new warehouse in a scratch
+    folder under TRADEWATCH_HOME/tmp (never the user's warehouse). The caller removes it."""
+    from tradewatch.detect import demo
+
+    seed = demo.DEFAULT_SEED if seed is None else seed
+    root = settings.home() / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="evaluate-", dir=root))
+    db = folder / "synthetic.duckdb"
+    try:
+        con = warehouse.connect(db)
+        try:
+            demo.seed_warehouse(con, folder / "world", seed=seed, scale=scale, progress=progress)
+        finally:
+            con.close()
+        answer_key = demo.read_answer_key(folder / "world")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return SyntheticWorld(folder, db, answer_key)
+
+
+def evaluate(db: Path | str | None = None, *, seed: int | None = None, scale: float = 1.0,
+             params: DetectParams | None = None, shift_months: int = 12, say=lambda message: None) -> dict:
+    """The whole evaluation: the synthetic world (seeded into a scratch warehouse) ranked by tradewatch
+    and both baselines against its answer key, and the placebo in time on the warehouse at `db` (the
+    synthetic one when that warehouse holds no trade data, with a note). Returns
+    {"synthetic": {method: metrics}, "placebo": {...}, "goals": {...}, "notes": [...]}."""
+    params = params or DetectParams()
+    warehouse.resolve_db_path(db)  # a bad --db fails now, not after seeding the world
+    notes: list[str] = []
+    say("Seeding the synthetic demo world into a scratch warehouse …")
+    world = seed_synthetic_world(seed, scale)
+    try:
+        con = warehouse.connect(world.db)
+        try:
+            synthetic = evaluate_synthetic_warehouse(
+                con, world.answer_key, params.replace(event=world.answer_key.get("event", params.event)))
+            user_con = warehouse.connect(db) if _has_data(db) else None
+            if user_con is None:
+                notes.append("the warehouse holds no trade data: the placebo ran on the synthetic world")
+                placebo_result = placebo(con, params, shift_months=shift_months)
+            else:
+                try:
+                    say("Placebo in time on the warehouse's data …")
+                    placebo_result = placebo(user_con, params, shift_months=shift_months)
+                finally:
+                    user_con.close()
+        finally:
+            con.close()
+    finally:
+        world.remove()
+    notes += placebo_result.pop("notes")
+    return {"synthetic": synthetic, "placebo": placebo_result, "goals": check_goals(synthetic, placebo_result),
+            "notes": notes}
+
+
+def _has_data(db: Path | str | None) -> bool:
+    path = warehouse.resolve_db_path(db)
+    if not path.exists():
+        return False
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'trade_flows'").fetchall()
+        return tables[0][0] > 0 and con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0] > 0
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
+
+
+def check_goals(synthetic: dict, placebo_result: dict) -> dict[str, bool]:
+    """Whether each goal of issue 4 is met."""
+    ours = synthetic["tradewatch"]
+    best_baseline = max(synthetic["baseline_growth"]["average_precision"],
+                        synthetic["baseline_ec_rule"]["average_precision"])
+    ratio = placebo_result.get("ratio")
+    return {
+        "average_precision_at_least_0.9": ours["average_precision"] >= GOALS["average_precision"],
+        "average_precision_0.2_above_best_baseline":
+            ours["average_precision"] - best_baseline >= GOALS["margin_over_best_baseline"],
+        "precision_at_25_at_least_0.9": ours["precision_at_25"] >= GOALS["precision_at_25"],
+        "placebo_flags_at_most_10_percent": ratio is not None and ratio <= GOALS["placebo_ratio"],
+    }

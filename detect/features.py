@@ -1,0 +1,812 @@
+"""Route features: windows, the monthly aggregation pushed down to DuckDB, and per-route evidence assembled in polars (lazy)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+
+import duckdb
+import polars as pl
+
+from tradewatch.detect import products
+from tradewatch.detect.config import DetectParams
+from tradewatch.flows.errors import TradewatchError
+
+# The EU as one origin when params.eu_rollup: Comtrade's code for the European Union (M49 97).
+EU_CODE = "EUR"
+
+# Every feature a route can carry, with the sentence the run prints when the data cannot support it.
+FEATURES: dict[str, str] = {
+    "growth_log": "origin→transit smoothed log growth, recent vs seasonally matched baseline",
+    "excess_value": "origin→transit recent excess over what the controls predict, whole recent window",
+    "control_growth_log": "origin's exports of the product to control partners, smoothed log growth",
+    "did_log": "origin→transit growth minus control growth (difference-in-differences)",
+    "target_change": "origin→target fractional change",
+    "target_base": "origin→target monthly baseline value",
+    "russia_share": "target's share of the origin's baseline exports of the product",
+    "co_target_change": "origin→co-target fractional change",
+    "onward_growth_log": "transit→target smoothed log growth",
+    "onward_cover": "share of the origin→transit rise matched by the transit→target rise",
+    "mirror_gap_log": "log of origin-reported exports over transit-reported imports (CIF/FOB adjusted)",
+    "unit_value_change_log": "origin→transit log change of value per kg",
+    "substitution_ratio": "origin→transit excess per month over the origin→target fall per month",
+    "persistence": "share of recent months above the baseline band",
+    "spike_share": "largest month's share of the recent excess",
+    "product_risk": "CHPL tier or user-list weight",
+}
+
+
+# --- months and windows ------------------------------------------------------------------------------
+
+def parse_month(text: str) -> date:
+    year, month = str(text)[:7].split("-")
+    return date(int(year), int(month), 1)
+
+
+def add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def months_between(first: date, last: date) -> int:
+    """Number of months from `first` to `last`, both included."""
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def month_text(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+@dataclass
+class Windows:
+    """The baseline and recent windows of a run (first days of months, ends included)."""
+
+    event: date
+    baseline_start: date
+    baseline_end: date
+    recent_start: date
+    recent_end: date
+    data_start: date
+    data_end: date
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline_count(self) -> int:
+        return months_between(self.baseline_start, self.baseline_end)
+
+    @property
+    def recent_count(self) -> int:
+        return months_between(self.recent_start, self.recent_end)
+
+    def baseline_label(self) -> str:
+        """'2020–21' for whole calendar years, else 'Mar 2020–Feb 2022', for reasons."""
+        first, last = self.baseline_start, self.baseline_end
+        if first.month == 1 and last.month == 12:
+            return str(first.year) if first.year == last.year else f"{first.year}–{str(last.year)[-2:]}"
+        return f"{first:%b %Y}–{last:%b %Y}"
+
+
+def compute_windows(params: DetectParams, data_start: date, data_end: date) -> Windows:
+    """Baseline (the `baseline_months` before the event, cut at the data's first month) and recent window
+    (`recent_months` ending at as_of or the data's last month, never before the event). Raises
+    TradewatchError when the data cannot hold both windows."""
+    event = parse_month(params.event)
+    recent_end = parse_month(params.as_of) if params.as_of else data_end
+    notes: list[str] = []
+    if recent_end < event:
+        raise TradewatchError(
+            f"the data ends {month_text(recent_end)}, before the event {params.event}: nothing to compare after it; "
+            "choose an earlier --event"
+        )
+    if recent_end > data_end:
+        notes.append(f"as_of {month_text(recent_end)} is after the last month in the data ({month_text(data_end)})")
+    recent_start = max(event, add_months(recent_end, -(params.recent_months - 1)))
+    if months_between(recent_start, recent_end) < params.recent_months:
+        notes.append(f"recent window shortened to {months_between(recent_start, recent_end)} months "
+                     f"({month_text(recent_start)}–{month_text(recent_end)}): it starts at the event")
+    baseline_end = add_months(event, -1)
+    baseline_start = add_months(event, -params.baseline_months)
+    if baseline_end < data_start:
+        raise TradewatchError(
+            f"the data starts {month_text(data_start)}, not before the event {params.event}: no baseline to compare "
+            "with; choose a later --event"
+        )
+    if baseline_start < data_start:
+        baseline_start = data_start
+        notes.append(f"baseline shortened to {months_between(baseline_start, baseline_end)} months: "
+                     f"data starts {month_text(data_start)}")
+    windows = Windows(event, baseline_start, baseline_end, recent_start, recent_end, data_start, data_end, notes)
+    matched = {d.month for d in _month_range(baseline_start, baseline_end)}
+    unmatched = sorted({d.month for d in _month_range(recent_start, recent_end)} - matched)
+    if unmatched:
+        notes.append(f"{len(unmatched)} calendar month(s) of the recent window have no baseline counterpart; "
+                     "they are compared with the whole-baseline average")
+    return windows
+
+
+def _month_range(first: date, last: date) -> list[date]:
+    return [add_months(first, i) for i in range(months_between(first, last))]
+
+
+# --- what the warehouse holds -----------------------------------------------------------------------
+
+@dataclass
+class Inventory:
+    """Which (source, currency) each reporter and flow is read from, and the months it covers."""
+
+    coverage: pl.DataFrame  # reporter, flow, source, currency, period (chosen source only)
+    data_start: date
+    data_end: date
+    picks_needed: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def take_inventory(con: duckdb.DuckDBPyConnection, params: DetectParams) -> Inventory:
+    """One pass over trade_flows: months each reporter and flow reports at HS-6/CN8, one source per
+    reporter and flow (params.source_priority, then most rows). Raises TradewatchError when the
+    warehouse has no usable monthly rows or no coalition exports to a target."""
+    settle(con)
+    frame = con.sql(
+        """SELECT reporter_iso3 AS reporter, flow, source, currency, period, count(*) AS n
+           FROM trade_flows WHERE freq = 'M' AND product_level IN (6, 8) GROUP BY ALL"""
+    ).pl()
+    if frame.height == 0:
+        total = scalar(con, "SELECT count(*) FROM trade_flows")
+        if total == 0:
+            raise TradewatchError("the warehouse holds no trade data; run `tradewatch ingest …` or `tradewatch detect` "
+                                  "on an empty warehouse to seed the demo world")
+        raise TradewatchError(f"the warehouse holds {total:,} rows but none monthly at HS-6 or CN8 level; "
+                              "detection needs monthly product-level data")
+    targets = list(params.targets)
+    has_target = scalar(con,
+        f"""SELECT count(*) FROM (SELECT 1 FROM trade_flows WHERE freq = 'M' AND product_level IN (6, 8)
+            AND ((flow = 'export' AND reporter_iso3 IN ({_sql_list(params.origins)}) AND partner_iso3 IN ({_sql_list(targets)}))
+              OR (flow = 'import' AND reporter_iso3 IN ({_sql_list(targets)}) AND partner_iso3 IN ({_sql_list(params.origins)})))
+            LIMIT 1)"""
+    )
+    if not has_target:
+        raise TradewatchError(
+            f"no flows from a coalition origin to {', '.join(targets)} in the warehouse: nothing can be diverted; "
+            "load exports of coalition reporters (e.g. Comext) first"
+        )
+    priority = {name: i for i, name in enumerate(params.source_priority)}
+    totals = (
+        frame.group_by("reporter", "flow", "source", "currency").agg(pl.col("n").sum())
+        .with_columns(pl.col("source").replace_strict(priority, default=len(priority)).alias("rank"))
+        .sort(["reporter", "flow", "rank", "n", "source", "currency"], descending=[False, False, False, True, False, False])
+    )
+    chosen = totals.unique(["reporter", "flow"], keep="first", maintain_order=True)
+    notes = []
+    dropped = totals.height - chosen.height
+    if dropped:
+        notes.append(f"{dropped} reporter/flow/source combinations skipped: each reporter is read from one source "
+                     f"(priority {', '.join(params.source_priority)})")
+    coverage = frame.join(chosen.select("reporter", "flow", "source", "currency"),
+                          on=["reporter", "flow", "source", "currency"]).select(
+        "reporter", "flow", "source", "currency", "period").sort("reporter", "flow", "period")
+    return Inventory(coverage, frame["period"].min(), frame["period"].max(), picks_needed=dropped > 0, notes=notes)
+
+
+def settle(con: duckdb.DuckDBPyConnection) -> None:
+    """Finish any result a caller left half-read (DuckDB 2 refuses new relations until it is consumed)."""
+    con.execute("SELECT 1").fetchall()
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, parameters: list | None = None):
+    """First value of a query's first row; the result is read to the end so the connection is free again."""
+    rows = con.execute(sql, parameters or []).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _sql_list(values) -> str:
+    values = list(values)
+    if not values:
+        return "NULL"
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+# --- weights that turn monthly values into seasonally matched averages --------------------------------
+
+def window_weights(coverage: pl.DataFrame, windows: Windows, *, seasonal: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per reporter, flow and covered month: `bw` and `rw` such that Σ value·bw is the seasonally matched
+    baseline monthly average and Σ value·rw the recent monthly average (months a reporter did not
+    report are left out, not counted as zero). Returns (weights, counts) where counts has n_base and
+    n_recent per reporter and flow."""
+    by_key: dict[tuple[str, str], list[date]] = defaultdict(list)
+    for reporter, flow, period in coverage.select("reporter", "flow", "period").unique().sort(
+            "reporter", "flow", "period").iter_rows():
+        by_key[(reporter, flow)].append(period)
+    rows = []
+    counts = []
+    for (reporter, flow), periods in by_key.items():
+        base = [p for p in periods if windows.baseline_start <= p <= windows.baseline_end]
+        recent = [p for p in periods if windows.recent_start <= p <= windows.recent_end]
+        counts.append((reporter, flow, len(base), len(recent)))
+        if not base or not recent:
+            continue
+        weight: dict[date, float] = defaultdict(float)
+        by_month: dict[int, list[date]] = defaultdict(list)
+        for p in base:
+            by_month[p.month].append(p)
+        for m in recent:
+            matched = by_month.get(m.month) if seasonal else None
+            matched = matched or base
+            for b in matched:
+                weight[b] += 1.0 / (len(recent) * len(matched))
+        for p in base:
+            rows.append((reporter, flow, p, weight.get(p, 0.0), 0.0, True, False))
+        for p in recent:
+            rows.append((reporter, flow, p, 0.0, 1.0 / len(recent), False, True))
+    schema = {"reporter": pl.String, "flow": pl.String, "period": pl.Date, "bw": pl.Float64, "rw": pl.Float64,
+              "in_base": pl.Boolean, "in_recent": pl.Boolean}
+    weights = pl.DataFrame(rows, schema=schema, orient="row")
+    count_frame = pl.DataFrame(counts, schema={"reporter": pl.String, "flow": pl.String, "n_base": pl.Int32,
+                                               "n_recent": pl.Int32}, orient="row")
+    return weights, count_frame
+
+
+# --- reading trade rows in DuckDB ----------------------------------------------------------------------
+
+WEIGHTS = "tw_detect_weights"
+MAPPED = "tw_detect_mapped"
+
+
+class RowSource:
+    """The trade rows detection reads, as SQL over trade_flows: monthly, HS-6 (CN8 cut to six digits), one
+    source per reporter and flow, only the flows routes need. Months before the HS 2022 revision of codes
+    that changed come from the small TEMP table MAPPED instead, already carrying their HS 2022 codes."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, params: DetectParams, inventory: Inventory,
+                 first: date, last: date) -> None:
+        self.con, self.params, self.first, self.last = con, params, first, last
+        self.revision = parse_month(params.hs_revision)
+        self.old_codes = sorted(products.hs2017_to_hs2022())
+        self.pick_join = ""
+        if inventory.picks_needed:
+            picks = inventory.coverage.select("reporter", "flow", "source", "currency").unique()
+            con.register("tw_detect_picks_arrow", picks.to_arrow())
+            con.execute("CREATE OR REPLACE TEMP TABLE tw_detect_picks AS SELECT * FROM tw_detect_picks_arrow")
+            con.unregister("tw_detect_picks_arrow")
+            self.pick_join = ("JOIN tw_detect_picks p ON p.reporter = t.reporter_iso3 AND p.flow = t.flow "
+                              "AND p.source = t.source AND p.currency = t.currency")
+        self.mapped_rows = self._map_hs2017()
+
+    def _filters(self) -> str:
+        origins = _sql_list(self.params.origins)
+        sanctioned = _sql_list(list(self.params.targets) + list(self.params.co_targets))
+        return f"""t.freq = 'M' AND t.product_level IN (6, 8) AND t.reporter_iso3 <> t.partner_iso3
+          AND ((t.flow = 'export' AND (t.reporter_iso3 IN ({origins}) OR t.partner_iso3 IN ({sanctioned})))
+            OR (t.flow = 'import' AND (t.partner_iso3 IN ({origins}) OR t.reporter_iso3 IN ({sanctioned}))))"""
+
+    def sql(self, first: date | None = None, last: date | None = None) -> str:
+        """SELECT of (reporter, partner, flow, hs6, period, currency, value, kg, kgv) rows in [first, last];
+        kgv is the value of rows that carry a weight. With params.eu_rollup, EU members' exports also
+        appear once more under the reporter EU_CODE."""
+        first, last = first or self.first, last or self.last
+        old = _sql_list(self.old_codes)
+        rows = f"""
+            SELECT t.reporter_iso3 AS reporter, t.partner_iso3 AS partner, t.flow, left(t.product_code, 6) AS hs6,
+                   t.period, t.currency, t.value, t.net_weight_kg AS kg,
+                   CASE WHEN t.net_weight_kg > 0 THEN t.value END AS kgv
+            FROM trade_flows t {self.pick_join}
+            WHERE {self._filters()} AND t.period BETWEEN DATE '{first}' AND DATE '{last}'
+              AND NOT (t.period < DATE '{self.revision}' AND left(t.product_code, 6) IN ({old}))"""
+        if self.mapped_rows:
+            rows += f"""
+            UNION ALL
+            SELECT reporter, partner, flow, hs6, period, currency, value, kg, kgv FROM {MAPPED}
+            WHERE period BETWEEN DATE '{first}' AND DATE '{last}'"""
+        if not self.params.eu_rollup:
+            return rows
+        from tradewatch.detect.config import country_groups
+
+        eu = _sql_list(country_groups()["eu27"])
+        return f"""
+            WITH r AS ({rows})
+            SELECT * FROM r
+            UNION ALL
+            SELECT '{EU_CODE}', partner, flow, hs6, period, currency, value, kg, kgv FROM r
+            WHERE flow = 'export' AND reporter IN ({eu}) AND partner NOT IN ({eu})"""
+
+    def _map_hs2017(self) -> int:
+        """TEMP table MAPPED: rows before the revision whose HS 2017 code changed, under their HS 2022
+        codes. A code split in several parts is shared out by the same route's mix of the new codes after
+        the revision, else the reporter's mix, else equally. Returns the number of rows written."""
+        con, pairs = self.con, products.correlation()
+        con.execute(f"DROP TABLE IF EXISTS {MAPPED}")
+        if not pairs or self.first >= self.revision:
+            return 0
+        values = ", ".join(f"('{old}', '{new}')" for old, new in pairs)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE tw_detect_corr AS SELECT * FROM (VALUES {values}) v(hs2017, hs2022)")
+        involved = _sql_list(sorted({code for pair in pairs for code in pair}))
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {MAPPED} AS
+            WITH raw AS (
+                SELECT t.reporter_iso3 AS reporter, t.partner_iso3 AS partner, t.flow, left(t.product_code, 6) AS hs6,
+                       t.period, t.currency, sum(t.value) AS value, sum(t.net_weight_kg) AS kg,
+                       sum(CASE WHEN t.net_weight_kg > 0 THEN t.value END) AS kgv
+                FROM trade_flows t {self.pick_join}
+                WHERE {self._filters()} AND t.period BETWEEN $first AND $last
+                  AND left(t.product_code, 6) IN ({involved})
+                GROUP BY ALL
+            ), post AS (
+                SELECT m.reporter, m.partner, m.flow, c.hs2017, c.hs2022, sum(m.value) AS value
+                FROM raw m JOIN tw_detect_corr c ON m.hs6 = c.hs2022
+                WHERE m.period >= $revision GROUP BY ALL
+            ), route_share AS (
+                SELECT reporter, partner, flow, hs2017, hs2022,
+                       value / nullif(sum(value) OVER (PARTITION BY reporter, partner, flow, hs2017), 0) AS share
+                FROM post
+            ), reporter_share AS (
+                SELECT reporter, flow, hs2017, hs2022,
+                       sum(value) / nullif(sum(sum(value)) OVER (PARTITION BY reporter, flow, hs2017), 0) AS share
+                FROM post GROUP BY reporter, flow, hs2017, hs2022
+            ), route_total AS (
+                SELECT reporter, partner, flow, hs2017, sum(share) AS total FROM route_share GROUP BY ALL
+            ), reporter_total AS (
+                SELECT reporter, flow, hs2017, sum(share) AS total FROM reporter_share GROUP BY ALL
+            ), targets AS (
+                SELECT hs2017, hs2022, count(*) OVER (PARTITION BY hs2017) AS parts FROM tw_detect_corr
+            )
+            SELECT m.reporter, m.partner, m.flow, c.hs2022 AS hs6, m.period, m.currency,
+                   m.value * w.weight AS value, m.kg * w.weight AS kg, m.kgv * w.weight AS kgv
+            FROM raw m
+            JOIN targets c ON m.hs6 = c.hs2017
+            LEFT JOIN route_total rt ON rt.reporter = m.reporter AND rt.partner = m.partner AND rt.flow = m.flow
+                                    AND rt.hs2017 = c.hs2017
+            LEFT JOIN route_share rs ON rs.reporter = m.reporter AND rs.partner = m.partner AND rs.flow = m.flow
+                                    AND rs.hs2017 = c.hs2017 AND rs.hs2022 = c.hs2022
+            LEFT JOIN reporter_total pt ON pt.reporter = m.reporter AND pt.flow = m.flow AND pt.hs2017 = c.hs2017
+            LEFT JOIN reporter_share ps ON ps.reporter = m.reporter AND ps.flow = m.flow AND ps.hs2017 = c.hs2017
+                                       AND ps.hs2022 = c.hs2022,
+            LATERAL (SELECT CASE WHEN c.parts = 1 THEN 1.0
+                                 WHEN rt.total > 0 THEN coalesce(rs.share, 0)
+                                 WHEN pt.total > 0 THEN coalesce(ps.share, 0)
+                                 ELSE 1.0 / c.parts END AS weight) w
+            WHERE m.period < $revision AND w.weight > 0
+        """, {"first": self.first, "last": self.last, "revision": self.revision})
+        return int(scalar(con, f"SELECT count(*) FROM {MAPPED}"))
+
+
+def register_weights(con: duckdb.DuckDBPyConnection, weights: pl.DataFrame) -> None:
+    con.register("tw_detect_weights_arrow", weights.to_arrow())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {WEIGHTS} AS SELECT * FROM tw_detect_weights_arrow")
+    con.unregister("tw_detect_weights_arrow")
+
+
+def drop_temp(con: duckdb.DuckDBPyConnection) -> None:
+    for table in (MAPPED, WEIGHTS, "tw_detect_picks", "tw_detect_corr", "tw_detect_keys"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def series_stats(source: RowSource) -> pl.DataFrame:
+    """One pass over the rows: additive window statistics per HS-6 series (reporter, partner, flow,
+    product, currency): `base` and `recent` monthly averages (Σ value × weight), the same over rows with
+    a weight for unit values (base_kg, base_kgv, recent_kg, recent_kgv), and how many rows fall before
+    and after the HS 2022 revision (rows_before, rows_after)."""
+    # Rounded so that DuckDB's parallel summation order cannot change a later ranking.
+    return source.con.sql(f"""
+        SELECT m.reporter, m.partner, m.flow, m.hs6 AS product, m.currency,
+               round(sum(m.value * w.bw), 4) AS base, round(sum(m.value * w.rw), 4) AS recent,
+               round(sum(m.kg * w.bw), 4) AS base_kg, round(sum(m.kgv * w.bw), 4) AS base_kgv,
+               round(sum(m.kg * w.rw), 4) AS recent_kg, round(sum(m.kgv * w.rw), 4) AS recent_kgv,
+               count(*) FILTER (WHERE m.period < DATE '{source.revision}') AS rows_before,
+               count(*) FILTER (WHERE m.period >= DATE '{source.revision}') AS rows_after
+        FROM ({source.sql()}) m
+        JOIN {WEIGHTS} w ON w.reporter = m.reporter AND w.flow = m.flow AND w.period = m.period
+        GROUP BY ALL
+    """).pl().with_columns(pl.lit(6, pl.Int8).alias("level"))
+
+
+def codes_new_at_revision(six: pl.DataFrame, params: DetectParams, windows: Windows) -> set[str]:
+    """HS-6 codes (after the HS 2017 mapping) with rows after the HS 2022 revision but none before it,
+    when the baseline reaches back before the revision: their baseline would be a false zero (a code
+    split the correlation table does not know, or a predecessor code missing from the data)."""
+    revision = parse_month(params.hs_revision)
+    if not windows.baseline_start < revision <= windows.recent_end:
+        return set()
+    counts = six.group_by("product").agg(pl.col("rows_before").sum(), pl.col("rows_after").sum())
+    return set(counts.filter((pl.col("rows_before") == 0) & (pl.col("rows_after") > 0))["product"].to_list())
+
+
+def with_headings(six: pl.DataFrame, exclude: set[str] = frozenset()) -> pl.DataFrame:
+    """HS-6 series statistics plus their HS-4 roll-ups (sums; codes in `exclude` left out)."""
+    four = (six.lazy().filter(~pl.col("product").is_in(sorted(exclude)))
+            .with_columns(pl.col("product").str.slice(0, 4))
+            .group_by("reporter", "partner", "flow", "product", "currency")
+            .agg(pl.col("base", "recent", "base_kg", "base_kgv", "recent_kg", "recent_kgv", "rows_before",
+                        "rows_after").sum())
+            .with_columns(pl.lit(4, pl.Int8).alias("level")).collect())
+    return pl.concat([six, four.select(six.columns)])
+
+
+def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothing: float) -> pl.DataFrame:
+    """Month-by-month shape of the series in `keys` (reporter, partner, flow, product, level, base) over
+    the recent window: months_above (months above the baseline band, 1.25 × the seasonally matched
+    baseline + smoothing/2) and spike_share (the largest month's share of the positive recent excess).
+    Only for the few series that could be flagged, and only recent months, so this pass stays small."""
+    con = source.con
+    empty = pl.DataFrame(schema={"reporter": pl.String, "partner": pl.String, "flow": pl.String,
+                                 "product": pl.String, "level": pl.Int8, "months_above": pl.Int64,
+                                 "spike_share": pl.Float64})
+    if keys.height == 0:
+        return empty
+    con.register("tw_detect_keys_arrow", keys.select("reporter", "partner", "flow", "product", "level", "base").to_arrow())
+    con.execute("CREATE OR REPLACE TEMP TABLE tw_detect_keys AS SELECT * FROM tw_detect_keys_arrow")
+    con.unregister("tw_detect_keys_arrow")
+    frame = con.sql(f"""
+        WITH recent AS ({source.sql(windows.recent_start, windows.recent_end)}),
+        monthly AS (
+            -- Two equi-joins (HS-6 keys on the code, HS-4 keys on its heading) so both are hash joins.
+            SELECT k.reporter, k.partner, k.flow, k.product, k.level, any_value(k.base) AS base, m.period,
+                   sum(m.value) AS v
+            FROM recent m JOIN tw_detect_keys k
+              ON k.level = 6 AND k.reporter = m.reporter AND k.partner = m.partner AND k.flow = m.flow
+             AND k.product = m.hs6
+            GROUP BY k.reporter, k.partner, k.flow, k.product, k.level, m.period
+            UNION ALL
+            SELECT k.reporter, k.partner, k.flow, k.product, k.level, any_value(k.base) AS base, m.period,
+                   sum(m.value) AS v
+            FROM recent m JOIN tw_detect_keys k
+              ON k.level = 4 AND k.reporter = m.reporter AND k.partner = m.partner AND k.flow = m.flow
+             AND k.product = left(m.hs6, 4)
+            GROUP BY k.reporter, k.partner, k.flow, k.product, k.level, m.period
+        )
+        SELECT reporter, partner, flow, product, level,
+               count(*) FILTER (WHERE v > 1.25 * base + {smoothing / 2}) AS months_above,
+               max(greatest(v - base, 0)) / nullif(sum(greatest(v - base, 0)), 0) AS spike_share
+        FROM monthly GROUP BY ALL
+    """).pl()
+    con.execute("DROP TABLE tw_detect_keys")
+    return pl.concat([empty, frame.cast(empty.schema)], how="vertical")
+
+
+# --- fx -----------------------------------------------------------------------------------------------
+
+def fx_window_rates(con: duckdb.DuckDBPyConnection, windows: Windows) -> tuple[float, float] | None:
+    """Average USD per EUR over the baseline and the recent window from table fx_rates (period, rate; with
+    base/quote columns only EUR→USD rows, or USD→EUR inverted), or None when the table is missing or
+    does not cover every month of both windows: cross-currency features are then unavailable, never
+    computed with a made-up rate."""
+    columns = {row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'fx_rates'").fetchall()}
+    if not {"period", "rate"} <= columns:
+        return None
+    if {"base", "quote"} <= columns:
+        rate = ("CASE WHEN upper(base) = 'EUR' AND upper(quote) = 'USD' THEN rate "
+                "WHEN upper(base) = 'USD' AND upper(quote) = 'EUR' AND rate > 0 THEN 1 / rate END")
+    else:
+        rate = "rate"
+    try:
+        rows = con.execute(f"""
+            SELECT coalesce(TRY_CAST(period AS DATE), TRY_CAST(CAST(period AS VARCHAR) || '-01' AS DATE)) AS p,
+                   avg(CAST({rate} AS DOUBLE)) FROM fx_rates GROUP BY p
+        """).fetchall()
+    except duckdb.Error:
+        return None
+    rates = {date(p.year, p.month, 1): r for p, r in rows if p is not None and r is not None and r > 0}
+    out = []
+    for first, last in ((windows.baseline_start, windows.baseline_end), (windows.recent_start, windows.recent_end)):
+        months = _month_range(first, last)
+        if any(m not in rates for m in months):
+            return None
+        out.append(sum(rates[m] for m in months) / len(months))
+    return out[0], out[1]
+
+
+# --- routes -------------------------------------------------------------------------------------------
+
+@dataclass
+class RouteFrame:
+    """All candidate routes with their features (null = unavailable for that route) and what the data
+    could not support at all (feature -> reason)."""
+
+    routes: pl.DataFrame
+    unavailable: dict[str, str]
+    notes: list[str]
+    windows: Windows
+
+
+def _valid_partner() -> pl.Expr:
+    # Aggregates and confidential partners are not places goods can pass through: Comext's Q?Q codes,
+    # Comtrade's X?? areas (bunkers, free zones, "nes"), the world, the EU; Ceuta, Melilla and Northern
+    # Ireland (XCX, XLX, XIX) belong to coalition members. Kosovo (XKX) is a country.
+    code = pl.col("partner")
+    return (code.str.len_chars() == 3) & ~code.str.starts_with("Q") & \
+        ~(code.str.starts_with("X") & (code != "XKX")) & ~code.is_in(["WLD", EU_CODE, "EUU"])
+
+
+def _log_growth(recent: pl.Expr, base: pl.Expr, smoothing: float) -> pl.Expr:
+    return ((recent + smoothing) / (base + smoothing)).log()
+
+
+def build_routes(con: duckdb.DuckDBPyConnection, params: DetectParams, *, windows: Windows | None = None,
+                 inventory: Inventory | None = None, keep_temp: bool = False) -> RouteFrame:
+    """Every candidate route origin→transit→target for each product (HS-6 and the HS-4 roll-up) with
+    its features. Raises TradewatchError when the warehouse cannot support detection."""
+    inventory = inventory or take_inventory(con, params)
+    windows = windows or compute_windows(params, inventory.data_start, inventory.data_end)
+    notes = list(windows.notes) + list(inventory.notes)
+    coverage = inventory.coverage
+    if params.eu_rollup:
+        from tradewatch.detect.config import country_groups
+
+        eu = list(country_groups()["eu27"])
+        extra = (coverage.filter(pl.col("reporter").is_in(eu) & (pl.col("flow") == "export"))
+                 .with_columns(pl.lit(EU_CODE).alias("reporter")).unique())
+        coverage = pl.concat([coverage, extra]).unique(maintain_order=True)
+    weights, counts = window_weights(coverage, windows)
+    if weights.height == 0:
+        raise TradewatchError(
+            f"no reporter has data in both the baseline ({month_text(windows.baseline_start)}–"
+            f"{month_text(windows.baseline_end)}) and the recent window ({month_text(windows.recent_start)}–"
+            f"{month_text(windows.recent_end)})"
+        )
+    register_weights(con, weights)
+    try:
+        source = RowSource(con, params, inventory, windows.baseline_start, windows.recent_end)
+        six = series_stats(source)
+        new_codes = codes_new_at_revision(six, params, windows)
+        if new_codes:
+            shown = ", ".join(sorted(new_codes)[:5]) + ("…" if len(new_codes) > 5 else "")
+            notes.append(f"{len(new_codes)} HS-6 code(s) first appear at the HS 2022 revision ({params.hs_revision}) "
+                         f"with no HS 2017 predecessor in the data ({shown}): their routes are not scored and they "
+                         "are left out of HS-4 roll-ups")
+        stats = with_headings(six, new_codes) if 4 in params.product_levels else six
+        routes, unavailable, more_notes = _assemble(con, params, windows, stats, counts)
+        routes = routes.with_columns(comparable=~((pl.col("level") == 6) & pl.col("product").is_in(sorted(new_codes))))
+        routes = _add_shape(source, params, routes, counts, windows)
+    finally:
+        if not keep_temp:
+            drop_temp(con)
+    return RouteFrame(routes, unavailable, notes + more_notes, windows)
+
+
+def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
+              counts: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str], list[str]]:
+    """Series statistics -> one row per candidate route (origin, transit, target, product, level) with
+    every leg joined and every feature computed (null where that route's data cannot support it), the
+    features no route could have (name -> reason) and notes."""
+    c = params.smoothing
+    origins = list(params.origins) + ([EU_CODE] if params.eu_rollup else [])
+    targets = list(params.targets)
+    co_targets = list(params.co_targets)
+    controls = [code for code in params.controls if code not in origins and code not in targets + co_targets]
+    # Declared controls are the comparison group of the difference-in-differences: a country cannot be
+    # both the yardstick and the suspect, so controls are not transit candidates either.
+    excluded = set(origins) | set(targets) | set(co_targets) | set(controls)
+    notes: list[str] = []
+    unavailable: dict[str, str] = {}
+
+    both = counts.filter((pl.col("n_base") > 0) & (pl.col("n_recent") > 0))
+    exporters = set(both.filter(pl.col("flow") == "export")["reporter"].to_list())
+    importers = set(both.filter(pl.col("flow") == "import")["reporter"].to_list())
+    export_stats = stats.lazy().filter(pl.col("flow") == "export").drop("flow")
+    import_stats = stats.lazy().filter(pl.col("flow") == "import").drop("flow")
+
+    # Legs as the exporter reports them, and as the importer reports them (CIF, brought to FOB).
+    reported = export_stats.rename({"reporter": "exporter", "partner": "importer"})
+    mirrored = import_stats.rename({"reporter": "importer", "partner": "exporter"}).with_columns(
+        (pl.col("base", "recent", "base_kgv", "recent_kgv") / params.cif_fob))
+
+    # --- candidate o→t legs -------------------------------------------------------------------------
+    leg_cols = ["exporter", "importer", "product", "level", "currency", "base", "recent", "base_kg", "base_kgv",
+                "recent_kg", "recent_kgv"]
+    from_reports = reported.filter(pl.col("exporter").is_in(origins) & pl.col("exporter").is_in(exporters)).select(
+        leg_cols).with_columns(pl.lit("exports").alias("basis"))
+    silent = [o for o in origins if o not in exporters]
+    from_mirror = mirrored.filter(pl.col("exporter").is_in(silent) & pl.col("importer").is_in(importers)).select(
+        leg_cols).with_columns(pl.lit("mirror").alias("basis"))
+    legs = pl.concat([from_reports, from_mirror]).rename({"importer": "partner"}).filter(
+        _valid_partner() & ~pl.col("partner").is_in(list(excluded))
+    ).rename({"partner": "importer"}).filter((pl.col("base") > 0) | (pl.col("recent") > 0))
+    if from_mirror.select(pl.len()).collect().item() > 0:
+        notes.append(f"origins that do not report ({', '.join(sorted(set(silent) & _present(stats, 'partner')))}) are "
+                     "read from their partners' import reports, CIF/FOB adjusted")
+
+    routes = legs.rename({"exporter": "origin_iso3", "importer": "transit_iso3"}).join(
+        pl.LazyFrame({"target_iso3": targets}), how="cross")
+
+    # --- origin→target (substitution), co-targets, controls, the origin's total ----------------------
+    def pair_leg(exporter_col: str, importer_col: str, prefix: str) -> pl.LazyFrame:
+        rep = reported.select("exporter", "importer", "product", "level",
+                              pl.col("base").alias(f"{prefix}_base"), pl.col("recent").alias(f"{prefix}_recent"))
+        return rep.rename({"exporter": exporter_col, "importer": importer_col})
+
+    def group_leg(partners: list[str], prefix: str) -> pl.LazyFrame:
+        return (reported.filter(pl.col("importer").is_in(partners))
+                .group_by("exporter", "product", "level")
+                .agg(pl.col("base").sum().alias(f"{prefix}_base"), pl.col("recent").sum().alias(f"{prefix}_recent"))
+                .rename({"exporter": "origin_iso3"}))
+
+    routes = routes.join(pair_leg("origin_iso3", "target_iso3", "target"),
+                         on=["origin_iso3", "target_iso3", "product", "level"], how="left")
+    routes = routes.join(group_leg(co_targets, "co"), on=["origin_iso3", "product", "level"], how="left")
+    routes = routes.join(group_leg(controls, "control"), on=["origin_iso3", "product", "level"], how="left")
+    routes = routes.join(
+        reported.group_by("exporter", "product", "level").agg(pl.col("base").sum().alias("origin_total_base"))
+        .rename({"exporter": "origin_iso3"}), on=["origin_iso3", "product", "level"], how="left")
+    # The target leg from the target's own import reports when the origin does not report.
+    mirror_target = mirrored.select("exporter", "importer", "product", "level",
+                                    pl.col("base").alias("target_base_m"), pl.col("recent").alias("target_recent_m")
+                                    ).rename({"exporter": "origin_iso3", "importer": "target_iso3"})
+    routes = routes.join(mirror_target, on=["origin_iso3", "target_iso3", "product", "level"], how="left")
+
+    # Which origins report to control partners at all: without any, the control feature is unavailable.
+    control_reporters = set(
+        stats.filter((pl.col("flow") == "export") & pl.col("partner").is_in(controls))["reporter"].unique().to_list())
+    target_importers = [r for r in targets if r in importers]
+
+    # --- onward leg t→r: the transit's own export report, else the target's import report ------------
+    onward_reported = reported.select("exporter", "importer", "product", "level",
+                                      pl.col("base").alias("onward_base_x"), pl.col("recent").alias("onward_recent_x"),
+                                      pl.col("currency").alias("onward_currency_x"))
+    onward_mirror = mirrored.select("exporter", "importer", "product", "level",
+                                    pl.col("base").alias("onward_base_m"), pl.col("recent").alias("onward_recent_m"),
+                                    pl.col("currency").alias("onward_currency_m"))
+    routes = routes.join(onward_reported.rename({"exporter": "transit_iso3", "importer": "target_iso3"}),
+                         on=["transit_iso3", "target_iso3", "product", "level"], how="left")
+    routes = routes.join(onward_mirror.rename({"exporter": "transit_iso3", "importer": "target_iso3"}),
+                         on=["transit_iso3", "target_iso3", "product", "level"], how="left")
+    # --- mirror of the o→t leg: the transit's import report -----------------------------------------
+    routes = routes.join(
+        mirrored.select("exporter", "importer", "product", "level", pl.col("recent").alias("mirror_recent"),
+                        pl.col("currency").alias("mirror_currency"))
+        .rename({"exporter": "origin_iso3", "importer": "transit_iso3"}),
+        on=["origin_iso3", "transit_iso3", "product", "level"], how="left")
+
+    fx = fx_window_rates(con, windows)
+    usd = lambda cur, window: (pl.when(cur == "EUR").then(pl.lit(fx[window] if fx else None, pl.Float64))  # noqa: E731
+                               .when(cur == "USD").then(pl.lit(1.0)).otherwise(pl.lit(None, pl.Float64)))
+
+    origin_reports = pl.col("origin_iso3").is_in(list(exporters))
+    transit_exports = pl.col("transit_iso3").is_in(list(exporters))
+    transit_imports = pl.col("transit_iso3").is_in(list(importers))
+    target_imports = pl.col("target_iso3").is_in(target_importers)
+
+    routes = routes.with_columns(
+        target_base=pl.when(origin_reports).then(pl.col("target_base").fill_null(0.0))
+        .when(target_imports).then(pl.col("target_base_m").fill_null(0.0)),
+        target_recent=pl.when(origin_reports).then(pl.col("target_recent").fill_null(0.0))
+        .when(target_imports).then(pl.col("target_recent_m").fill_null(0.0)),
+        co_base=pl.when(origin_reports & pl.lit(bool(co_targets))).then(pl.col("co_base").fill_null(0.0)),
+        co_recent=pl.when(origin_reports & pl.lit(bool(co_targets))).then(pl.col("co_recent").fill_null(0.0)),
+        control_base=pl.when(pl.col("origin_iso3").is_in(list(control_reporters))).then(pl.col("control_base").fill_null(0.0)),
+        control_recent=pl.when(pl.col("origin_iso3").is_in(list(control_reporters))).then(pl.col("control_recent").fill_null(0.0)),
+        onward_base=pl.when(transit_exports).then(pl.col("onward_base_x").fill_null(0.0))
+        .when(target_imports).then(pl.col("onward_base_m").fill_null(0.0)),
+        onward_recent=pl.when(transit_exports).then(pl.col("onward_recent_x").fill_null(0.0))
+        .when(target_imports).then(pl.col("onward_recent_m").fill_null(0.0)),
+        onward_currency=pl.when(transit_exports).then(pl.col("onward_currency_x"))
+        .when(target_imports).then(pl.col("onward_currency_m")),
+        mirror_recent=pl.when(origin_reports & (pl.col("basis") == "exports") & transit_imports)
+        .then(pl.col("mirror_recent").fill_null(0.0)),
+    ).with_columns(pl.col("onward_currency").fill_null(pl.col("mirror_currency")))
+
+    # Onward currency falls back to the transit's currency in any report, else USD (Comtrade) for display only.
+    routes = routes.with_columns(
+        growth_log=_log_growth(pl.col("recent"), pl.col("base"), c),
+        control_growth_log=_log_growth(pl.col("control_recent"), pl.col("control_base"), c),
+        target_change=pl.when(pl.col("target_base") > 0).then(pl.col("target_recent") / pl.col("target_base") - 1),
+        target_drop_log=-_log_growth(pl.col("target_recent"), pl.col("target_base"), c),
+        russia_share=pl.when(pl.col("origin_total_base") > 0).then(
+            pl.col("target_base") / pl.col("origin_total_base")),
+        co_target_change=pl.when(pl.col("co_base") > 0).then(pl.col("co_recent") / pl.col("co_base") - 1),
+        onward_growth_log=_log_growth(pl.col("onward_recent"), pl.col("onward_base"), c),
+        unit_value_change_log=pl.when((pl.col("base_kg") > 0) & (pl.col("recent_kg") > 0) & (pl.col("base_kgv") > 0)
+                                      & (pl.col("recent_kgv") > 0))
+        .then(((pl.col("recent_kgv") / pl.col("recent_kg")) / (pl.col("base_kgv") / pl.col("base_kg"))).log()),
+    ).with_columns(
+        did_log=pl.col("growth_log") - pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0),
+                                                          pl.lit(params.control_floor)),
+        expected=pl.col("base") * pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0),
+                                                    pl.lit(params.control_floor)).exp(),
+    ).with_columns(
+        excess_value=(pl.col("recent") - pl.col("expected")) * windows.recent_count,
+        substitution_ratio=pl.when(pl.col("target_base") > pl.col("target_recent")).then(
+            (pl.col("recent") - pl.col("expected")).clip(lower_bound=0.0)
+            / (pl.col("target_base") - pl.col("target_recent"))),
+        onward_cover=pl.when(pl.col("onward_currency").is_not_null() & (pl.col("recent") > pl.col("base"))).then(
+            ((pl.col("onward_recent") * usd(pl.col("onward_currency"), 1)
+              - pl.col("onward_base") * usd(pl.col("onward_currency"), 0))
+             / (pl.col("recent") * usd(pl.col("currency"), 1) - pl.col("base") * usd(pl.col("currency"), 0)))
+            .clip(-1.0, 2.0)),
+        mirror_gap_log=pl.when((pl.col("mirror_recent") > 0) & (pl.col("recent") > 0)).then(
+            ((pl.col("recent") * usd(pl.col("currency"), 1))
+             / (pl.col("mirror_recent") * usd(pl.col("mirror_currency"), 1))).log()),
+    )
+    routes = routes.with_columns(
+        route_id=pl.concat_str(["origin_iso3", "transit_iso3", "target_iso3", "product",
+                                pl.col("level").cast(pl.String)], separator="|"),
+    ).collect()
+
+    # --- what the data could not support -------------------------------------------------------------
+    def none_available(column: str) -> bool:
+        return routes.height > 0 and routes[column].null_count() == routes.height
+
+    if not control_reporters:
+        unavailable["control_growth_log"] = ("no origin reports exports to any control partner "
+                                             f"({', '.join(controls[:6])}…): product-wide booms cannot be netted out")
+        unavailable["did_log"] = "needs control-partner exports"
+    if none_available("onward_growth_log"):
+        unavailable["onward_growth_log"] = (f"no transit reports exports to {'/'.join(targets)} and "
+                                            f"{'/'.join(targets)} reports no imports in both windows")
+    if none_available("onward_cover"):
+        if "onward_growth_log" in unavailable:
+            unavailable["onward_cover"] = "needs the onward transit→target leg"
+        elif fx is None:
+            unavailable["onward_cover"] = "legs are in different currencies and the warehouse has no fx_rates table covering both windows"
+        else:
+            unavailable["onward_cover"] = "no route with a rise on the origin→transit leg has an onward leg"
+    if none_available("mirror_gap_log"):
+        if not importers - set(targets):
+            unavailable["mirror_gap_log"] = "no transit reports its imports, so there is no mirror to compare"
+        elif fx is None:
+            unavailable["mirror_gap_log"] = "mirror legs are in another currency and there is no fx_rates table"
+        else:
+            unavailable["mirror_gap_log"] = "no route has both an export and a mirror import report"
+    if none_available("unit_value_change_log"):
+        unavailable["unit_value_change_log"] = "no quantities (net_weight_kg) in the loaded data"
+    if none_available("target_change"):
+        unavailable["target_change"] = "no origin→target flows in the baseline"
+    if none_available("co_target_change") and co_targets:
+        unavailable["co_target_change"] = f"no origin→{'/'.join(co_targets)} flows in the baseline"
+    return routes, unavailable, notes
+
+
+def _present(stats: pl.DataFrame, column: str) -> set[str]:
+    return set(stats[column].unique().to_list())
+
+
+def screen(params: DetectParams) -> pl.Expr:
+    """Routes worth the month-by-month look: a material rise net of controls. Only these can be flagged."""
+    return (pl.col("excess_value") >= 0.5 * params.min_excess) & (pl.col("did_log") > 0)
+
+
+def _add_shape(source: RowSource, params: DetectParams, routes: pl.DataFrame,
+               counts: pl.DataFrame, windows: Windows) -> pl.DataFrame:
+    """Join persistence and spike_share of the o→t leg onto the screened routes; the others get null
+    (not computed: they cannot be flagged)."""
+    screened = routes.filter(screen(params))
+    mirror = pl.col("basis") == "mirror"
+    keys = screened.select(
+        reporter=pl.when(mirror).then(pl.col("transit_iso3")).otherwise(pl.col("origin_iso3")),
+        partner=pl.when(mirror).then(pl.col("origin_iso3")).otherwise(pl.col("transit_iso3")),
+        flow=pl.when(mirror).then(pl.lit("import")).otherwise(pl.lit("export")),
+        product=pl.col("product"), level=pl.col("level"),
+        base=pl.col("base") * pl.when(mirror).then(pl.lit(params.cif_fob)).otherwise(pl.lit(1.0)),
+    ).unique(["reporter", "partner", "flow", "product", "level"], maintain_order=True)
+    shape = shape_stats(source, keys, windows, params.smoothing).join(
+        counts, on=["reporter", "flow"], how="left").with_columns(
+        persistence=pl.col("months_above") / pl.col("n_recent")).select(
+        "reporter", "partner", "flow", "product", "level", "persistence", "spike_share")
+    return routes.with_columns(
+        _reporter=pl.when(mirror).then(pl.col("transit_iso3")).otherwise(pl.col("origin_iso3")),
+        _partner=pl.when(mirror).then(pl.col("origin_iso3")).otherwise(pl.col("transit_iso3")),
+        _flow=pl.when(mirror).then(pl.lit("import")).otherwise(pl.lit("export")),
+    ).join(shape.rename({"reporter": "_reporter", "partner": "_partner", "flow": "_flow"}),
+           on=["_reporter", "_partner", "_flow", "product", "level"], how="left").drop("_reporter", "_partner", "_flow")
+
+
+def origin_legs(con: duckdb.DuckDBPyConnection, params: DetectParams, windows: Windows | None = None, *,
+                seasonal: bool = True, inventory: Inventory | None = None) -> tuple[pl.DataFrame, Windows]:
+    """Only the origin→transit legs at HS-6 as the origins report them (origin_iso3, transit_iso3,
+    product, currency, base, recent monthly averages), for the analysts' baseline rules. `seasonal`
+    False averages the baseline months plainly."""
+    inventory = inventory or take_inventory(con, params)
+    windows = windows or compute_windows(params, inventory.data_start, inventory.data_end)
+    weights, _counts = window_weights(inventory.coverage, windows, seasonal=seasonal)
+    register_weights(con, weights)
+    try:
+        stats = series_stats(RowSource(con, params, inventory, windows.baseline_start, windows.recent_end))
+    finally:
+        drop_temp(con)
+    excluded = set(params.origins) | set(params.targets) | set(params.co_targets) | set(params.controls)
+    legs = (stats.lazy().filter((pl.col("flow") == "export") & pl.col("reporter").is_in(list(params.origins)))
+            .filter(_valid_partner() & ~pl.col("partner").is_in(sorted(excluded)))
+            .filter((pl.col("base") > 0) | (pl.col("recent") > 0))
+            .select(origin_iso3="reporter", transit_iso3="partner", product="product", currency="currency",
+                    base="base", recent="recent")
+            .sort("origin_iso3", "transit_iso3", "product").collect())
+    return legs, windows
