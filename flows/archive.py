@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 from pathlib import Path, PurePosixPath
 
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.errors import InputError, TradewatchError
 
 # A real monthly Comext file expands to about 400 MB; 8 GB leaves room for growth and stops bombs.
+# $TRADEWATCH_MAX_EXPANDED_BYTES overrides it.
 MAX_EXPANDED_BYTES = 8 * 1024**3
+
+
+def max_expanded_bytes() -> int:
+    """The decompression limit in bytes: $TRADEWATCH_MAX_EXPANDED_BYTES (a whole number > 0), else MAX_EXPANDED_BYTES."""
+    text = os.environ.get("TRADEWATCH_MAX_EXPANDED_BYTES", "").strip()
+    if not text:
+        return MAX_EXPANDED_BYTES
+    if not text.isdigit() or int(text) <= 0:
+        raise TradewatchError(f"TRADEWATCH_MAX_EXPANDED_BYTES={text!r}: expected a whole number of bytes > 0")
+    return int(text)
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -21,14 +34,17 @@ def sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def extract_single_member(archive: Path, dest_dir: Path, *, max_bytes: int = MAX_EXPANDED_BYTES) -> Path:
+def extract_single_member(archive: Path, dest_dir: Path, *, max_bytes: int | None = None) -> Path:
     """Extract the one file inside the 7z `archive` into `dest_dir` and return its path.
     Refuses archives that are not 7z, are encrypted or truncated, hold several files, hold a member
-    path that is absolute or climbs out with '..', or would expand past `max_bytes`."""
+    path that is absolute or climbs out with '..', or would expand past `max_bytes` (default
+    max_expanded_bytes()). A full disk while extracting is a TradewatchError, not the archive's fault."""
     import py7zr
     from py7zr.exceptions import Bad7zFile, PasswordRequired
 
+    max_bytes = max_expanded_bytes() if max_bytes is None else max_bytes
     where = str(archive)
+    target: Path | None = None
     try:
         with open(archive, "rb") as handle:
             magic = handle.read(6)
@@ -62,6 +78,13 @@ def extract_single_member(archive: Path, dest_dir: Path, *, max_bytes: int = MAX
             return target
     except InputError:
         raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise InputError(where, f"archive is damaged or truncated (OSError: {str(exc)[:80]})") from None
+        if target is not None:
+            target.unlink(missing_ok=True)
+        hint = "; free space there and run again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise TradewatchError(f"{where}: cannot extract into {dest_dir}: {exc.strerror}{hint}") from None
     except PasswordRequired:
         raise InputError(where, "archive is encrypted; expected an unencrypted Comext bulk file") from None
     except (Bad7zFile, EOFError, OSError, ValueError, KeyError, IndexError) as exc:

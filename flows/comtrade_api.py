@@ -274,8 +274,13 @@ def fetch_unit(client: ComtradeClient, request: Request, cache: Path | None = No
     keys = ("period", "reporterCode", "flowCode", "partnerCode", "partner2Code", "cmdCode", "customsCode", "motCode")
     records.sort(key=lambda r: tuple(str(r.get(k, "")) for k in keys))
     tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(json.dumps({"count": len(records), "data": records,
-                               "request": request.describe(), "endpoint": "keyed" if client.keyed else "preview"},
-                              separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, dest)
+    try:
+        tmp.write_text(json.dumps({"count": len(records), "data": records,
+                                   "request": request.describe(), "endpoint": "keyed" if client.keyed else "preview"},
+                                  separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        # Never leave a half-written answer where the loader could take it for the whole one.
+        tmp.unlink(missing_ok=True)
+        raise ComtradeError(f"{request.describe()}: cannot write {dest}: {exc.strerror or type(exc).__name__}") from None
     return dest

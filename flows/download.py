@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import json
 import os
@@ -139,6 +140,14 @@ def read_meta(dest: Path) -> dict:
         return {}
 
 
+def forget(dest: Path) -> None:
+    """Remove a cached file, its partial download and its metadata, so the next fetch downloads it afresh
+    (for a copy whose content proved unreadable)."""
+    dest = Path(dest)
+    for path in (dest, dest.with_name(dest.name + ".part"), _meta_path(dest)):
+        path.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -175,8 +184,12 @@ def fetch(
     policy = policy or policy_from_env()
     secrets = [*secrets, *(headers or {}).values()] if headers else list(secrets)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     check_host(url, allowed_hosts)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"{redact(url, secrets)}: cannot create the download cache folder {dest.parent}: "
+                            f"{exc.strerror or type(exc).__name__}") from None
     own_client = client is None
     if own_client:
         client = httpx.Client(timeout=policy.timeout_s, follow_redirects=False)
@@ -199,6 +212,11 @@ def fetch(
                 last_problem = redact(f"connection failed ({type(exc).__name__})", secrets)
             except DownloadError as exc:
                 raise DownloadError(redact(str(exc), secrets), transient=exc.transient) from None
+            except OSError as exc:
+                where = exc.filename or dest
+                hint = "; free space there and run again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+                raise DownloadError(f"{shown}: cannot write the download cache at {where}: "
+                                    f"{exc.strerror or type(exc).__name__}{hint}") from None
             else:
                 return outcome
             if attempt + 1 >= policy.attempts:
@@ -247,7 +265,13 @@ def _attempt(client, url, dest: Path, headers, conditional, policy, expect, prog
                 if redirects > 5:
                     raise DownloadError(f"{shown}: more than 5 redirects")
                 target = str(response.url.join(location))
-                check_host(target, allowed_hosts)
+                try:
+                    check_host(target, allowed_hosts)
+                except DownloadError as exc:
+                    raise DownloadError(f"{shown}: redirected to {exc}") from None
+                if urlsplit(target).hostname != urlsplit(url).hostname:
+                    # Credentials (the Comtrade key) are for the host they were given for, not for where it redirects.
+                    request_headers = {k: v for k, v in request_headers.items() if k not in headers}
                 continue
             status = response.status_code
             if status == 304 and have_copy:
@@ -291,6 +315,15 @@ def _attempt(client, url, dest: Path, headers, conditional, policy, expect, prog
                             progress(received, expected_total)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise _Retry(f"body cut short: connection dropped after {received:,} bytes ({type(exc).__name__})") from None
+            except OSError:
+                # A full disk (or any write failure): drop the partial copy so it is never taken for data and
+                # the space comes back; the next run starts this file over.
+                part.unlink(missing_ok=True)
+                try:
+                    _write_meta(dest, {**meta, "partial_url": None})
+                except OSError:
+                    pass
+                raise
             if expected_total is not None and received < expected_total:
                 raise _Retry(f"body cut short: got {received:,} of {expected_total:,} bytes")
             if received == 0:

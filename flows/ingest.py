@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -15,9 +17,12 @@ import duckdb
 from tradewatch.flows import archive, schema, settings, warehouse
 from tradewatch.flows.errors import InputError, TradewatchError
 from tradewatch.flows.sources import registry
+from tradewatch.flows.sources.common import sql_path, sql_text
 
 # Bump when a reader's output changes, so Parquet parsed by an older reader is not reused.
-PARSER_VERSION = "3"
+# 4: readers refuse files whose rows do not match their lines (a quote left open), non-UTF-8 text and
+# files cut short, which version 3 could have parsed into partial Parquet.
+PARSER_VERSION = "4"
 
 
 @dataclass
@@ -49,6 +54,12 @@ def recognise(path: Path) -> ModuleType:
     stripped = head.lstrip(b"\xef\xbb\xbf").lstrip()[:200].lower()
     if stripped.startswith((b"<!doctype", b"<html")):
         raise InputError(str(path), "an HTML page, not data (an error page saved instead of the file?)")
+    if b"\x00" in head[:4096]:
+        raise InputError(str(path), "binary data (or UTF-16 text), not a recognised trade-data file; expected a Comext "
+                         ".7z, or UTF-8 CSV/JSON")
+    if stripped.startswith((b"{", b"[")):
+        snippet = " ".join(head[:120].decode("utf-8", "replace").split())
+        raise InputError(str(path), f"JSON without trade records (an error answer saved instead of data?): {snippet!r}")
     first = head.split(b"\n", 1)[0][:80].decode("utf-8", "replace").strip()
     raise InputError(str(path), f"not a recognised trade-data file (first line {first!r}); expected Comext .7z/.dat, "
                      "Comtrade CSV/JSON or BACI CSV")
@@ -111,7 +122,8 @@ def load_file(
     """Load one source file into the open (writable) warehouse, staging it inside DuckDB. Returns an
     IngestResult; status 'unchanged' when the same content was loaded before (unless `force`).
     `reader_options` go to the source reader (BACI: country_codes=Path). Raises InputError for a file
-    that cannot be read as a whole; row-level problems go to quarantine."""
+    that cannot be read as a whole, or none of whose rows can (row-level problems go to quarantine), and
+    TradewatchError when the warehouse cannot be written (a full disk): nothing of the file is stored then."""
     path = Path(path)
     module = recognise(path)
     where = display_name or str(path)
@@ -121,20 +133,45 @@ def load_file(
         return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
     load_id = warehouse.next_load_id(con)
     table = f"stage_{load_id}"
-    scratch = Path(tempfile.mkdtemp(prefix="extract-", dir=_scratch_root()))
+    scratch = _new_scratch()
     try:
         staged = module.stage_file(con, path, table=table, source=label, scratch=scratch, display_name=where,
                                    **(reader_options or {}))
+        _refuse_unreadable(con, staged, where)
         confidential = _confidential_rows(con, staged.table)
-        loaded = warehouse.replace_partitions(
-            con, staged.table, file=where, checksum=checksum, source=label,
-            quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
-        )
+        with _writing(where):
+            loaded = warehouse.replace_partitions(
+                con, staged.table, file=where, checksum=checksum, source=label,
+                quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
+            )
         return _with_details(loaded, staged.reasons, confidential)
     finally:
         for suffix in ("", "_quarantine", "_typed"):
             con.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
         archive.remove_tree(scratch)
+
+
+@contextmanager
+def _writing(where: str):
+    """A DuckDB error while replacing partitions (a full disk, …) becomes one line: replace_partitions has
+    rolled its transaction back, so nothing of the file is stored and the old partitions stay."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        text = " ".join(str(exc).split())[:200]
+        hint = "; free space there and run again" if "no space left" in text.lower() else ""
+        raise TradewatchError(f"{where}: the warehouse could not be written, nothing from this file was stored "
+                              f"({text}){hint}") from None
+
+
+def _refuse_unreadable(con: duckdb.DuckDBPyConnection, staged, where: str) -> None:
+    # As check_parsed does for the pipeline: a file none of whose rows can be read is the wrong file or a
+    # broken one; loading it as "empty" would mark its checksum loaded and hide it from the next run.
+    if staged.rows == 0 and staged.quarantined > 0:
+        line, reason = con.execute(
+            f"SELECT line, reason FROM {staged.quarantine_table} ORDER BY line LIMIT 1").fetchone()
+        raise InputError(f"{where} line {line}" if line is not None else where,
+                         f"no row could be read ({staged.quarantined:,} refused); the first: {reason}")
 
 
 def _confidential_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -151,7 +188,27 @@ def _with_details(loaded: warehouse.LoadResult, reasons: dict[str, int], confide
 def _scratch_root() -> Path:
     root = settings.cache_dir() / "extract"
     root.mkdir(parents=True, exist_ok=True)
+    # A process killed mid-load never reaches its cleanup; its scratch (a whole extracted month, ~400 MB)
+    # would stay for good. Scratch folders carry their process id: remove those whose process is gone.
+    for stale in root.glob("extract-*-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            archive.remove_tree(stale)
     return root
+
+
+def _new_scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"extract-{os.getpid()}-", dir=_scratch_root()))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but not ours to signal
+    return True
 
 
 def load_files(
@@ -243,22 +300,24 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
         except (ValueError, TypeError):
             pass
     folder.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="extract-", dir=_scratch_root()))
+    scratch = _new_scratch()
     spill = scratch / "spill"
     spill.mkdir()
     con = duckdb.connect()
     try:
         # A real Comext month is ~400 MB of text: bound memory and let DuckDB spill to the cache disk.
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute(f"SET temp_directory = '{spill}'")
+        # Paths under TRADEWATCH_HOME are configuration: quoted as literals, never spliced raw.
+        con.execute(f"SET memory_limit = {sql_text(memory_limit)}")
+        con.execute(f"SET temp_directory = {sql_path(spill)}")
         staged = module.stage_file(con, path, table="parsed", source=label, scratch=scratch, display_name=where,
                                    **(reader_options or {}))
         confidential = _confidential_rows(con, staged.table)
         canonical = folder / "canonical.parquet"
         quarantine = folder / "quarantine.parquet"
         columns = ", ".join(schema.COLUMN_NAMES)
-        con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO '{canonical}' (FORMAT parquet)")
-        con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO '{quarantine}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO {sql_path(canonical)} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO {sql_path(quarantine)} "
+                    "(FORMAT parquet)")
         parsed = ParsedFile(file=where, path=str(path), source=label, checksum=checksum, canonical=str(canonical),
                             quarantine=str(quarantine), rows=staged.rows, quarantined=staged.quarantined,
                             confidential=confidential, reasons=dict(staged.reasons))
@@ -280,7 +339,7 @@ def check_parsed(parsed: ParsedFile) -> ParsedFile:
                          "implausible for this source; first reasons: " + "; ".join(list(parsed.reasons)[:2]))
     con = duckdb.connect()
     try:
-        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet('{parsed.canonical}')")
+        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
         warehouse.check_staged(con, "staged", parsed.file)
     finally:
         con.close()
@@ -294,11 +353,12 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
     load_id = warehouse.next_load_id(con)
     table = f"stage_{load_id}"
     try:
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM read_parquet('{parsed.canonical}')")
-        con.execute(f"CREATE TEMP TABLE {table}_quarantine AS SELECT * FROM read_parquet('{parsed.quarantine}')")
-        loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
-                                              source=parsed.source, quarantine_table=f"{table}_quarantine",
-                                              load_id=load_id)
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
+        con.execute(f"CREATE TEMP TABLE {table}_quarantine AS SELECT * FROM read_parquet({sql_path(parsed.quarantine)})")
+        with _writing(parsed.file):
+            loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
+                                                  source=parsed.source, quarantine_table=f"{table}_quarantine",
+                                                  load_id=load_id)
         return _with_details(loaded, parsed.reasons, parsed.confidential)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -446,6 +506,7 @@ def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False,
     try:
         for item in items:
             name = item.display_name or item.local or item.url or item.period
+            got = None
             try:
                 emit("download", item=item, name=name)
                 got = download_fetch(item, allowed_hosts=allowed_hosts,
@@ -457,6 +518,13 @@ def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False,
                 summary.results.append(result)
                 emit("loaded", name=name, result=result)
             except TradewatchError as exc:
+                if isinstance(exc, InputError) and got is not None and item.url and item.request is None \
+                        and got["status"] != "local":
+                    # A body cut short without a Content-Length looks complete until it is read; forget the
+                    # cached copy, or the next run's conditional request (304) would keep the broken file.
+                    from tradewatch.flows import download
+
+                    download.forget(Path(got["path"]))
                 summary.errors.append(str(exc))
                 emit("failed", name=name, error=str(exc))
                 if not keep_going:
@@ -524,7 +592,11 @@ def ingest_ecb(db: Path | str | None, *, file: Path | None = None, base_url: str
     else:
         url = ecb.series_url(base_url)
         dest = settings.cache_dir() / "ecb" / "EXR_M.USD.EUR.SP00.A.csv"
-        got = download.fetch(url, dest, expect=lambda head: None if ecb.looks_like(dest, head)
+        # As for the other sources, a --base-url the user named is an allowed host (https unless loopback).
+        from urllib.parse import urlsplit
+
+        allowed = [urlsplit(base_url).hostname or ""] if base_url else []
+        got = download.fetch(url, dest, allowed_hosts=allowed, expect=lambda head: None if ecb.looks_like(dest, head)
                              else f"expected ECB CSV with TIME_PERIOD and OBS_VALUE, got {head[:40]!r}")
         path, status, display = got.path, got.status, url
     with warehouse.opened(db) as con:

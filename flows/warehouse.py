@@ -139,6 +139,28 @@ def resolve_db_path(db: Path | str | None) -> Path:
     return path
 
 
+def lock_wait_s() -> float:
+    """Seconds to wait for another writer: $TRADEWATCH_LOCK_WAIT_S (a number ≥ 0), default 30."""
+    import os
+
+    text = os.environ.get("TRADEWATCH_LOCK_WAIT_S", "").strip()
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise TradewatchError(f"TRADEWATCH_LOCK_WAIT_S={text!r}: expected a number of seconds ≥ 0")
+    return value
+
+
+def _tell_stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text and ("conflicting" in text or "could not set" in text or "resource temporarily" in text)
@@ -148,12 +170,15 @@ def connect(
     db: Path | str | None = None,
     *,
     read_only: bool = False,
-    wait_s: float = 30.0,
+    wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse. Writable connections create and migrate it. While another process writes,
-    wait up to `wait_s` seconds (calling `on_wait` once with a message), then raise WarehouseBusy.
-    A read-only open of a missing warehouse raises TradewatchError."""
+    wait up to `wait_s` seconds (default $TRADEWATCH_LOCK_WAIT_S, else 30), calling `on_wait` once with a
+    message (default: the message on stderr, so every command says why it pauses), then raise
+    WarehouseBusy. A read-only open of a missing warehouse raises TradewatchError."""
+    wait_s = lock_wait_s() if wait_s is None else wait_s
+    on_wait = on_wait or _tell_stderr
     path = resolve_db_path(db)
     if read_only and not path.exists():
         raise TradewatchError(f"{path}: no warehouse here yet; run `tradewatch detect` or `tradewatch ingest` first")

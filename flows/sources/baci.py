@@ -9,7 +9,8 @@ import duckdb
 
 from tradewatch.flows import countries
 from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import StageResult, read_header, sql_path, sql_text, stage_from_typed
+from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
+                                             stage_from_typed)
 
 SOURCE = "baci"
 
@@ -69,6 +70,12 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
     if names != list(COLUMNS):
         raise InputError(f"{where} line 1", f"header {','.join(names)[:60]!r}; expected BACI's t,i,j,k,v,q")
     codes = country_codes or find_country_codes(path)
+    with reading(path, where):
+        return _stage(con, path, table=table, source=source, where=where, codes=codes, delimiter=delimiter)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str, where: str, codes: Path | None,
+           delimiter: str) -> StageResult:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {table}_typed AS
         WITH m AS ({_country_cte(codes)}),
@@ -106,6 +113,8 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
                CASE WHEN problem IS NOT NULL THEN concat_ws(',', t, i, j, k, v, q) END AS raw
         FROM checked
     """)
+    records = con.execute(f"SELECT count(*) FROM {table}_typed").fetchone()[0]
+    check_complete(path, where, records, len(COLUMNS), delimiter)
     canonical = f"""
         SELECT {sql_text(source)} AS source, 'A' AS freq, make_date(year, 1, 1) AS period,
                reporter_iso3, partner_iso3, 'export' AS flow, product AS product_code, 6 AS product_level,

@@ -9,7 +9,8 @@ import duckdb
 
 from tradewatch.flows import countries, schema
 from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import StageResult, read_header, sql_path, sql_text, summarise_quarantine
+from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
+                                             summarise_quarantine)
 
 SOURCE = "comext"
 
@@ -75,13 +76,22 @@ def stage(con: duckdb.DuckDBPyConnection, dat_path: Path, *, table: str, source:
     if unknown:
         raise InputError(f"{where} line 1", f"unexpected column(s) {', '.join(unknown[:5])}; expected the 18 Comext columns")
     if len(set(upper)) != len(upper):
-        raise InputError(f"{where} line 1", "a column name appears twice")
+        twice = sorted({h for h in upper if upper.count(h) > 1})
+        raise InputError(f"{where} line 1", f"column {', '.join(twice)} appears twice; expected each Comext column once")
     sql = _ComextSql(header, upper, delimiter, dat_path, source)
+    with reading(dat_path, where):
+        return _stage(con, sql, dat_path, table=table, where=where, columns=len(header), delimiter=delimiter)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, table: str, where: str,
+           columns: int, delimiter: str) -> StageResult:
     # Fast path: one read, grouped on the source's own key columns; code checks run on the totals.
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql.staged(sql.rows())}")
-    repeated, key_problems, bad_rows = con.execute(
-        f"SELECT count_if(repeated), count_if(problem IS NOT NULL), coalesce(sum(bad_rows), 0) FROM {table}"
+    repeated, key_problems, bad_rows, records = con.execute(
+        f"""SELECT count_if(repeated), count_if(problem IS NOT NULL), coalesce(sum(bad_rows), 0),
+                   coalesce(sum(source_rows), 0) FROM {table}"""
     ).fetchone()
+    check_complete(dat_path, where, records, columns, delimiter)
     if repeated:
         _raise_repeated_row(con, sql, where)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")

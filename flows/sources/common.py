@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from tradewatch.flows import schema
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.errors import InputError, TradewatchError
 
 
 @dataclass
@@ -55,7 +58,8 @@ def read_header(path: Path, where: str, max_bytes: int = 1 << 16) -> tuple[list[
         raise InputError(where, "an HTML/XML page, not data (an error page from the server?)")
     if stripped.startswith((b"{", b"[")):
         raise InputError(where, "JSON, not comma-separated data (an error body from the server?)")
-    first = stripped.split(b"\n", 1)[0].rstrip(b"\r")
+    # A lone \r ends a line too (old Mac exports), as it does for DuckDB's reader.
+    first = re.split(rb"\r\n|\r|\n", stripped, maxsplit=1)[0]
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError:
@@ -65,7 +69,10 @@ def read_header(path: Path, where: str, max_bytes: int = 1 << 16) -> tuple[list[
         delimiter = ";"
     elif text.count("\t") > text.count(","):
         delimiter = "\t"
-    columns = next(csv.reader(io.StringIO(text), delimiter=delimiter))
+    try:
+        columns = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    except csv.Error as exc:
+        raise InputError(f"{where} line 1", f"header cannot be split into columns ({exc})") from None
     if len(columns) < 2:
         raise InputError(f"{where} line 1", f"header {text[:60]!r} has fewer than two columns")
     return columns, delimiter
@@ -96,3 +103,114 @@ def summarise_quarantine(con: duckdb.DuckDBPyConnection, quarantine_table: str) 
                 FROM {quarantine_table} GROUP BY kind ORDER BY count(*) DESC, kind"""
         ).fetchall()
     )
+
+
+# ------------------------------------------------------------------------------ reading whole files safely
+
+OPEN_QUOTE = ("a double quote opened on this line is never closed, so the lines after it would be read as one "
+              "value; expected balanced double quotes")
+
+
+@contextmanager
+def reading(path: Path, where: str) -> Iterator[None]:
+    """Inside this block a DuckDB error met while reading `path` becomes one InputError naming `where` and,
+    when it can be found, the line: text that is not UTF-8, a quote never closed, a row the CSV reader
+    cannot split. Running out of memory or disk becomes a TradewatchError (the file is not to blame)."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise read_error(exc, path, where) from None
+
+
+def read_error(exc: duckdb.Error, path: Path, where: str) -> TradewatchError:
+    """The one-line error for a DuckDB error met while reading `path` (shown as `where`)."""
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, duckdb.OutOfMemoryException) or "no space left" in lower or "out of memory" in lower:
+        return TradewatchError(f"{where}: ran out of memory or disk space while reading ({_gist(text)}); "
+                               "free space under TRADEWATCH_HOME and try again")
+    if re.search(r"invalid unicode|not utf-?8|valid utf-?8", lower):
+        line = first_non_utf8_line(path)
+        return InputError(f"{where} line {line}" if line else where,
+                          "is not UTF-8 text (Latin-1 or another encoding?); expected UTF-8: save the file as UTF-8")
+    line = open_quote_line(path)
+    if line:
+        return InputError(f"{where} line {line}", OPEN_QUOTE)
+    found = re.search(r"\bline:?\s*(\d+)", text, re.IGNORECASE)
+    return InputError(f"{where} line {found.group(1)}" if found else where,
+                      f"cannot be read as delimited text ({_gist(text)})")
+
+
+def _gist(text: str) -> str:
+    """The first line of a DuckDB message without its error-class prefix or the (scratch) path it names."""
+    first = text.strip().splitlines()[0] if text.strip() else "no detail"
+    first = re.sub(r"^[A-Za-z ]*Error:\s*", "", first)
+    first = re.sub(r'"[^"]*[/\\][^"]*"', "the file", first)
+    return " ".join(first.split())[:160]
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    # Universal newlines: \n, \r\n and a lone \r all end a line, as for DuckDB's reader.
+    with open(path, encoding="utf-8", errors="replace", newline=None) as handle:
+        yield from handle
+
+
+def first_non_utf8_line(path: Path) -> int | None:
+    """1-based number of the first line of `path` that is not valid UTF-8, or None."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def open_quote_line(path: Path) -> int | None:
+    """1-based number of the first line that ends inside a double-quoted value (an odd count of quotes
+    leaves the value open into the next line), or None. Our sources never put line breaks in values."""
+    inside, opened = False, 0
+    for number, line in enumerate(_text_lines(path), start=1):
+        if line.count('"') % 2:
+            inside = not inside
+            if inside:
+                opened = number
+        if inside and line.endswith("\n"):
+            return opened
+    return opened if inside else None
+
+
+def _newlines(path: Path, chunk: int = 1 << 23) -> tuple[int, bytes]:
+    """(count of b'\\n', last byte) of a file, streamed."""
+    count, last = 0, b""
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count, last
+
+
+def check_complete(path: Path, where: str, records: int, columns: int, delimiter: str = ",") -> None:
+    """Refuse a delimited file (header + `records` rows as DuckDB read them) whose rows do not match its
+    lines, which is how a quote left open swallows the lines after it without an error, or whose last line
+    is cut short without a line break (a truncated file). Costs one streamed count of line breaks."""
+    newlines, last = _newlines(path)
+    lines = newlines + (1 if last not in (b"\n", b"") else 0)
+    if lines != records + 1:
+        # DuckDB skips empty lines and accepts a lone \r as a line break: count lines as it does.
+        lines = sum(1 for line in _text_lines(path) if line.rstrip("\n"))
+        if lines != records + 1:
+            line = open_quote_line(path)
+            if line:
+                raise InputError(f"{where} line {line}", OPEN_QUOTE)
+            raise InputError(where, f"{records:,} rows were read but the file has {max(lines - 1, 0):,} non-empty "
+                             "lines after the header; expected one row per line")
+    if records and last not in (b"\n", b"\r"):
+        with open(path, "rb") as handle:
+            size = handle.seek(0, io.SEEK_END)
+            handle.seek(max(0, size - (1 << 16)))
+            tail = handle.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n").rsplit(b"\n", 1)[-1]
+        fields = len(next(csv.reader([tail.decode("utf-8", "replace")], delimiter=delimiter), []))
+        if fields < columns:
+            raise InputError(f"{where} line {lines}", f"has {fields} of {columns} fields and the file ends without a "
+                             "line break: the file looks truncated (a download cut short?)")

@@ -8,7 +8,8 @@ import duckdb
 
 from tradewatch.flows import countries
 from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import StageResult, read_header, sql_path, sql_text, stage_from_typed
+from tradewatch.flows.sources.common import (StageResult, check_complete, read_error, read_header, reading, sql_path,
+                                             sql_text, stage_from_typed)
 
 SOURCE = "comtrade"
 
@@ -65,12 +66,16 @@ def _csv_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tup
 
 def _json_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str]]:
     """A SELECT giving line (the 1-based record number) + the mapped columns of a Comtrade JSON file."""
-    doc = f"SELECT CAST(content AS JSON) AS j FROM read_text({sql_path(path)})"
+    # DuckDB's JSON parser refuses a byte order mark, which Windows tools put before saved answers.
+    doc = (f"SELECT CAST(CASE WHEN starts_with(content, chr(65279)) THEN substr(content, 2) ELSE content END AS JSON) "
+           f"AS j FROM read_text({sql_path(path)})")
     try:
         kind, error, message, data_kind = con.execute(f"""
             SELECT json_type(j), j->>'error', coalesce(j->>'message', j->>'Message'),
                    json_type(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END) FROM ({doc})""").fetchone()
     except duckdb.Error as exc:
+        if "utf-8" in str(exc).lower():
+            raise read_error(exc, path, where) from None
         raise InputError(where, f"not valid JSON ({str(exc).splitlines()[0][:120]})") from None
     if data_kind != "ARRAY":
         detail = error or message
@@ -104,6 +109,11 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
     total row is used when present, otherwise the rows of one breakdown are summed, so nothing is
     counted twice; each HS level is stored with its product_level. Unreadable rows go to quarantine."""
     where = display_name or str(path)
+    with reading(path, where):
+        return _stage(con, path, table=table, source=source, where=where)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str, where: str) -> StageResult:
     if _is_json(path):
         relation, present = _json_relation(con, path, where)
         unit = "record"
@@ -183,6 +193,10 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
                    OVER (PARTITION BY reporter_iso3, partner_iso3, flow, product, year, month) AS chosen
         FROM numbered
     """)
+    if unit == "line":
+        header, delimiter = read_header(path, where)
+        records = con.execute(f"SELECT count(*) FROM {table}_typed").fetchone()[0]
+        check_complete(path, where, records, len(header), delimiter)
     canonical = f"""
         SELECT {sql_text(source)} AS source, CASE WHEN month IS NULL THEN 'A' ELSE 'M' END AS freq,
                make_date(year, coalesce(month, 1), 1) AS period, reporter_iso3, partner_iso3, flow,

@@ -10,8 +10,8 @@ import duckdb
 import polars as pl
 
 from tradewatch.flows import archive, warehouse
-from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import read_header, sql_path, sql_text
+from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.sources.common import check_complete, read_header, reading, sql_path, sql_text
 
 SOURCE = "ecb"
 SERIES = "EXR/M.USD.EUR.SP00.A"
@@ -66,6 +66,29 @@ def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str 
 
     reader = (f"read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '\"', "
               "strict_mode = false, null_padding = true)")
+    with reading(path, where):
+        _stage(con, reader, col, where)
+        records, good = con.execute("SELECT count(*), count_if(problem IS NULL) FROM _ecb_typed").fetchone()
+        check_complete(path, where, records, len(header), delimiter)
+    wrong_series = con.execute("SELECT line, series FROM _ecb_typed WHERE problem LIKE 'series %' LIMIT 1").fetchone()
+    if wrong_series:
+        con.execute("DROP TABLE _ecb_typed")
+        raise InputError(f"{where} line {wrong_series[0]}", f"series {wrong_series[1]}; expected {SERIES_KEY} (USD per EUR, monthly average)")
+    if not good:
+        first = con.execute("SELECT line, problem FROM _ecb_typed WHERE problem IS NOT NULL ORDER BY line LIMIT 1").fetchone()
+        con.execute("DROP TABLE _ecb_typed")
+        if first is None:
+            raise InputError(where, "holds a header but no observations; expected monthly rows of the ECB data API CSV")
+        raise InputError(f"{where} line {first[0]}", f"no observation could be read ({records:,} refused; first: {first[1]})")
+    duplicate = con.execute("""SELECT period, min(line), max(line) FROM _ecb_typed WHERE problem IS NULL
+                               GROUP BY period HAVING count(*) > 1 ORDER BY 2 LIMIT 1""").fetchone()
+    if duplicate:
+        con.execute("DROP TABLE _ecb_typed")
+        raise InputError(f"{where} line {duplicate[2]}", f"month {duplicate[0]:%Y-%m} appears twice (first at line {duplicate[1]})")
+    return _store(con, path, where=where, checksum=checksum)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, reader: str, col, where: str) -> None:
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _ecb_typed AS
         SELECT line, raw, period, rate, series,
                CASE WHEN series IS NOT NULL AND series <> '{SERIES_KEY}'
@@ -83,14 +106,9 @@ def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str 
                    TRY_CAST({col('OBS_VALUE')} AS DOUBLE) AS rate,
                    concat_ws(',', {col('TIME_PERIOD')}, {col('OBS_VALUE')}) AS raw
             FROM {reader})""")
-    wrong_series = con.execute("SELECT line, series FROM _ecb_typed WHERE problem LIKE 'series %' LIMIT 1").fetchone()
-    if wrong_series:
-        con.execute("DROP TABLE _ecb_typed")
-        raise InputError(f"{where} line {wrong_series[0]}", f"series {wrong_series[1]}; expected {SERIES_KEY} (USD per EUR, monthly average)")
-    duplicate = con.execute("SELECT period FROM _ecb_typed WHERE problem IS NULL GROUP BY period HAVING count(*) > 1 LIMIT 1").fetchone()
-    if duplicate:
-        con.execute("DROP TABLE _ecb_typed")
-        raise InputError(where, f"month {duplicate[0]:%Y-%m} appears twice")
+
+
+def _store(con: duckdb.DuckDBPyConnection, path: Path, *, where: str, checksum: str) -> RatesResult:
     load_id = warehouse.next_load_id(con)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     con.execute("BEGIN TRANSACTION")
@@ -109,8 +127,12 @@ def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str 
                     [load_id, SOURCE, where, checksum, stats[0], stats[1], now,
                      datetime.now(timezone.utc).replace(tzinfo=None), f"{SERIES} {stats[2]}..{stats[3]}"])
         con.execute("COMMIT")
-    except Exception:
+    except Exception as exc:
         con.execute("ROLLBACK")
+        if isinstance(exc, duckdb.Error):
+            text = " ".join(str(exc).split())[:200]
+            raise TradewatchError(f"{where}: the warehouse could not be written, no rate from this file was stored "
+                                  f"({text})") from None
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS _ecb_typed")
