@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tradewatch.flows.sources.common import sql_path
 from tradewatch.flows.errors import InputError, TradewatchError
 from tradewatch.flows.pipeline_config import PipelineConfig, check_cron, load_config, source_months
 
@@ -132,7 +133,7 @@ def _apply_scope(parsed, reporters: list[str], products: list[str]):
         if not target.exists():
             partial = target.with_name(".part-" + target.name)
             con.execute(f"COPY (SELECT * FROM read_parquet($source) WHERE {' AND '.join(conditions)}) "
-                        f"TO '{partial.as_posix()}' (FORMAT parquet)",
+                        f"TO {sql_path(partial.as_posix())} (FORMAT parquet)",
                         {"source": parsed.canonical, "reporters": reporters, "products": products})
             os.replace(partial, target)
         rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(target)]).fetchone()[0]

@@ -367,7 +367,10 @@ def replace_partitions(
             )
         con.execute("COMMIT")
     except Exception as exc:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # a dead connection has rolled back already; keep the original error in front
         _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
         raise
     stats = con.execute("SELECT currency, sum(rows), sum(value_sum) FROM _partitions GROUP BY currency").fetchall()
