@@ -277,6 +277,19 @@ def parsed_dir() -> Path:
     return settings.cache_dir() / "parsed"
 
 
+def parse_downloaded(got: dict, *, display_name: str | None = None) -> ParsedFile:
+    """parse_file for what download_fetch returned. When the file cannot be read, a conditionally
+    downloaded copy is forgotten, or the next run's conditional request (304) would keep the broken file."""
+    try:
+        return parse_file(got["path"], display_name=display_name)
+    except InputError:
+        if got.get("sha256") and got.get("status") != "local":
+            from tradewatch.flows import download
+
+            download.forget(Path(got["path"]))
+        raise
+
+
 def parse_file(path: Path | str, *, display_name: str | None = None, source_label: str | None = None,
                reader_options: dict | None = None, memory_limit: str = "1GB") -> ParsedFile:
     """Read one source file (recognised by content) into canonical rows and quarantine rows, written as

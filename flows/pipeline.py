@@ -62,7 +62,7 @@ def parse_month(download: dict, reporters: list[str], products: list[str]) -> di
 
     from tradewatch.flows import ingest
 
-    parsed = ingest.check_parsed(ingest.parse_file(download["path"], display_name=download["display_name"]))
+    parsed = ingest.check_parsed(ingest.parse_downloaded(download, display_name=download["display_name"]))
     if reporters or products:
         parsed = _apply_scope(parsed, reporters, products)
     return {**asdict(parsed), "period": download["period"]}

@@ -53,7 +53,7 @@ def download_task(item: dict, token: str | None = None) -> dict:
 def parse_task(downloaded: dict, token: str | None = None) -> dict:
     """Read one cached file into canonical Parquet + quarantine Parquet; returns the ParsedFile as a dict."""
     _emit(token, "parse", name=downloaded["display_name"])
-    parsed = ingest.parse_file(downloaded["path"], display_name=downloaded["display_name"])
+    parsed = ingest.parse_downloaded(downloaded, display_name=downloaded["display_name"])
     return asdict(parsed)
 
 

@@ -126,3 +126,20 @@ def test_secret_header_never_appears_in_errors(home, server, monkeypatch):
         download.fetch(f"{server.url}/f", home / "f.bin", headers={"Ocp-Apim-Subscription-Key": secret}, policy=FAST)
     assert secret not in str(caught.value) and "***" in str(caught.value)
     assert server.requests[0].headers.get("Ocp-Apim-Subscription-Key") == secret
+
+
+def test_unreadable_download_is_forgotten_so_the_next_run_fetches_it_again(home, server):
+    from tradewatch.flows import ingest
+    from tradewatch.flows.errors import InputError
+
+    broken = b"7z\xbc\xaf\x27\x1c" + b"\x00" * 200  # a 7z signature and nothing readable behind it
+    server.route("/full_v2_202203.7z", Reply(200, broken, {"ETag": '"v1"'}))
+    dest = home / "cache" / "comext" / "full_v2_202203.7z"
+    got = download.fetch(f"{server.url}/full_v2_202203.7z", dest, policy=FAST)
+    fetched = {"path": str(got.path), "status": got.status, "sha256": got.sha256}
+    with pytest.raises(InputError):
+        ingest.parse_downloaded(fetched, display_name="full_v2_202203.7z")
+    assert not dest.exists() and download.read_meta(dest) == {}
+    again = download.fetch(f"{server.url}/full_v2_202203.7z", dest, policy=FAST)
+    assert again.status == "downloaded"
+    assert "If-None-Match" not in server.requests[-1].headers
