@@ -87,3 +87,23 @@ def prefect_server(tmp_path_factory):
         except Exception:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(autouse=True)
+def no_logging_to_closed_streams():
+    """Prefect's console log handler binds to whatever sys.stderr is when logging is first set up; inside
+    typer's CliRunner that is a capture buffer closed after the command. Point such handlers back at the
+    real stderr after each test, so a later test's log line does not print a 'Logging error' traceback."""
+    import logging
+    import sys
+
+    yield
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.stream = sys.__stderr__
+                console = getattr(handler, "console", None)  # Prefect's handler prints through rich
+                if console is not None:
+                    console.file = sys.__stderr__
