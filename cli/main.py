@@ -28,6 +28,24 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+def _one_line_usage_error(error) -> None:
+    """Typer draws option and usage errors as a multi-line panel; tradewatch promises one line that names
+    the option and what was expected, like its own errors."""
+    import click
+
+    message = " ".join(error.format_message().split())
+    where = getattr(getattr(error, "ctx", None), "command_path", None)
+    hint = f" (see `{where} --help`)" if where else ""
+    click.echo(f"error: {message}{hint}", err=True)
+
+
+# typer looks this function up on its module at the moment it reports an error, so replacing it here
+# changes how every command reports bad options, under the console script and typer's test runner alike.
+import typer.rich_utils  # noqa: E402
+
+typer.rich_utils.rich_format_error = _one_line_usage_error
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

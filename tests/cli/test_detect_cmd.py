@@ -70,6 +70,9 @@ def test_csv_and_top(seeded_db):
     (["--event", "March"], "expected a month as YYYY-MM"),
     (["--db", "/nonexistent/dir/x.duckdb"], "/nonexistent/dir does not exist"),
     (["--config", "/nonexistent/c.toml"], "--config"),
+    (["--top", "0"], "'--top'"),
+    (["--format", "xml"], "'--format'"),
+    (["--no-such-option"], "--no-such-option"),
 ])
 def test_bad_options_fail_with_one_line(args, expected):
     result = runner.invoke(app, ["detect", *args])
