@@ -143,6 +143,7 @@ def load_file(
             loaded = warehouse.replace_partitions(
                 con, staged.table, file=where, checksum=checksum, source=label,
                 quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
+                by_product=getattr(module, "REPLACE_BY_PRODUCT", False),
             )
         return _with_details(loaded, staged.reasons, confidential)
     finally:
@@ -268,6 +269,7 @@ class ParsedFile:
     quarantined: int
     confidential: int
     reasons: dict[str, int]
+    by_product: bool = False  # replace only the products the file holds (see warehouse.replace_partitions)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -333,7 +335,8 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
                     "(FORMAT parquet)")
         parsed = ParsedFile(file=where, path=str(path), source=label, checksum=checksum, canonical=str(canonical),
                             quarantine=str(quarantine), rows=staged.rows, quarantined=staged.quarantined,
-                            confidential=confidential, reasons=dict(staged.reasons))
+                            confidential=confidential, reasons=dict(staged.reasons),
+                            by_product=getattr(module, "REPLACE_BY_PRODUCT", False))
         manifest.write_text(parsed.to_json())
         return parsed
     finally:
@@ -371,7 +374,7 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
         with _writing(parsed.file):
             loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
                                                   source=parsed.source, quarantine_table=f"{table}_quarantine",
-                                                  load_id=load_id)
+                                                  load_id=load_id, by_product=parsed.by_product)
         return _with_details(loaded, parsed.reasons, parsed.confidential)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {table}")

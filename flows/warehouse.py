@@ -318,11 +318,15 @@ def replace_partitions(
     quarantine_table: str | None = None,
     load_id: int | None = None,
     key_unique: bool = False,
+    by_product: bool = False,
 ) -> LoadResult:
     """Replace, in one transaction, every (source, freq, period, reporter) partition present in the
     staged table `staged` (canonical columns) with its rows, and record one `loads` row per
     (source, freq, period) and one `load_partitions` row per partition. Declared checks run first
-    (`key_unique`: the reader guarantees unique keys); a failure changes nothing and records a failed load."""
+    (`key_unique`: the reader guarantees unique keys); a failure changes nothing and records a failed load.
+    With `by_product`, only the (partition, product_code) pairs the staged rows hold are replaced, so a file
+    that covers some products of a reporter-month (a Comtrade query for a product list) does not delete the
+    products an earlier file loaded."""
     load_id = load_id if load_id is not None else next_load_id(con)
     started = _now()
     result = LoadResult(load_id=load_id, file=file, source=source)
@@ -343,7 +347,11 @@ def replace_partitions(
         quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"DELETE FROM trade_flows t USING _partitions p WHERE {match}")
+        if by_product:
+            con.execute(f"""DELETE FROM trade_flows t USING (SELECT DISTINCT {part_cols}, product_code FROM {staged}) p
+                            WHERE {match} AND t.product_code = p.product_code""")
+        else:
+            con.execute(f"DELETE FROM trade_flows t USING _partitions p WHERE {match}")
         con.execute(f"INSERT INTO trade_flows ({columns}) SELECT {columns} FROM {staged}")
         if quarantine_table:
             con.execute(

@@ -12,6 +12,9 @@ from tradewatch.flows.sources.common import (StageResult, check_complete, read_e
                                              sql_text, stage_from_typed)
 
 SOURCE = "comtrade"
+# Comtrade data arrives per query, usually for a list of products: a file replaces the products it holds
+# within each reporter-month, not the whole reporter-month (warehouse.replace_partitions by_product).
+REPLACE_BY_PRODUCT = True
 
 # Columns the reader maps; everything else in a Comtrade file is a description or flag of these
 # (reporterDesc, cmdDesc, isQtyEstimated, isLeaf, …) or a value we do not use (cifvalue, fobvalue:

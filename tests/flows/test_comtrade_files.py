@@ -77,3 +77,32 @@ def test_json_error_body_is_one_clear_error(home, tmp_path):
     with pytest.raises(InputError, match="Invalid cmdCode"):
         ingest.load_file(con, path)
     assert warehouse.row_count(con) == 0
+
+
+def _comtrade_csv(path, product: str, value: float, partner: str = "643") -> None:
+    header = ("freqCode,refYear,refMonth,period,reporterCode,reporterISO,flowCode,partnerCode,partnerISO,"
+              "partner2Code,cmdCode,aggrLevel,customsCode,motCode,qty,qtyUnitAbbr,netWgt,primaryValue")
+    row = f"M,2022,1,202201,398,KAZ,X,{partner},RUS,0,{product},6,C00,0,,,,{value}"
+    path.write_text(header + "\n" + row + "\n")
+
+
+def test_a_query_for_other_products_keeps_the_products_loaded_before(home, tmp_path):
+    """Comtrade arrives per product list: fetching 851762 after 854231 for the same reporter-month must not
+    delete 854231; a revised 854231 replaces only 854231."""
+    con = warehouse.connect(home / "w.duckdb")
+    first, second, revised = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    _comtrade_csv(first, "854231", 100.0)
+    _comtrade_csv(second, "851762", 200.0)
+    _comtrade_csv(revised, "854231", 150.0)
+    for path in (first, second):
+        ingest.load_file(con, path)
+    assert con.execute("SELECT product_code, value FROM trade_flows ORDER BY 1").fetchall() == [
+        ("851762", 200.0), ("854231", 100.0)]
+    ingest.load_file(con, revised)
+    assert con.execute("SELECT product_code, value FROM trade_flows ORDER BY 1").fetchall() == [
+        ("851762", 200.0), ("854231", 150.0)]
+    # The parse-to-Parquet path (Prefect flows, pipeline) does the same.
+    _comtrade_csv(revised, "854231", 175.0)
+    ingest.load_parsed(con, ingest.check_parsed(ingest.parse_file(revised)))
+    assert con.execute("SELECT product_code, value FROM trade_flows ORDER BY 1").fetchall() == [
+        ("851762", 200.0), ("854231", 175.0)]
