@@ -66,8 +66,6 @@ def detect(
     if format is Format.json:
         typer.echo(json.dumps([_json_row(r) for r in rows], indent=2, default=str, ensure_ascii=False))
     elif format is Format.csv:
-        import polars as pl
-
         columns = [c for c in OUTPUT_COLUMNS if c in run.flagged.columns]
         typer.echo(run.flagged.head(top).select(columns).write_csv(), nl=False)
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import duckdb
@@ -27,7 +26,6 @@ MAPPED = {"REPORTER", "PARTNER", "PRODUCT_NC", "FLOW", "PERIOD", "VALUE_EUR", "Q
 IGNORED = set(COLUMNS) - MAPPED
 REQUIRED = ("REPORTER", "PARTNER", "PRODUCT_NC", "FLOW", "PERIOD", "VALUE_EUR")
 
-FILE_NAME = re.compile(r"full(?:_v2)?_(\d{6})\.(7z|dat)$", re.IGNORECASE)
 SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 
 # Eurostat's bulk download facility; `{file}` is full_v2_YYYYMM.7z (YYYY52 for a whole year).
