@@ -46,20 +46,26 @@ def _is_json(path: Path) -> bool:
         return handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip().startswith((b"{", b"["))
 
 
+def _mapped_columns(names, expression) -> tuple[list[str], set[str]]:
+    """Select-list items giving every MAPPED column under its short name (matched case-insensitively among
+    `names`, read with `expression(original_name)`, NULL when absent), and the source names present."""
+    lower = {name.lower(): name for name in names}
+    select, present = [], set()
+    for source_name, short in MAPPED.items():
+        original = lower.get(source_name.lower())
+        if original is None:
+            select.append(f"NULL AS {short}")
+        else:
+            present.add(source_name)
+            select.append(f"{expression(original)} AS {short}")
+    return select, present
+
+
 def _csv_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str]]:
     """A SELECT giving line + the mapped columns (as VARCHAR, canonical short names) of a CSV file."""
     header, delimiter = read_header(path, where)
-    names = [h.strip() for h in header]
-    lower = {h.lower(): h for h in names}
-    select = []
-    present = set()
-    for source_name, short in MAPPED.items():
-        original = lower.get(source_name.lower())
-        if original is not None:
-            present.add(source_name)
-            select.append(f'trim("{original.replace(chr(34), chr(34) * 2)}") AS {short}')
-        else:
-            select.append(f"NULL AS {short}")
+    select, present = _mapped_columns([h.strip() for h in header],
+                                      lambda original: f'trim("{original.replace(chr(34), chr(34) * 2)}")')
     relation = f"""
         SELECT row_number() OVER () + 1 AS line, {', '.join(select)}
         FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}',
@@ -91,16 +97,7 @@ def _json_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tu
         SELECT row_number() OVER () AS line, r FROM (
             SELECT unnest(CAST(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END AS JSON[])) AS r FROM ({doc}))"""
     keys = {row[0] for row in con.execute(f"SELECT DISTINCT unnest(json_keys(r)) FROM ({records})").fetchall()}
-    lower = {k.lower(): k for k in keys}
-    select = []
-    present = set()
-    for source_name, short in MAPPED.items():
-        original = lower.get(source_name.lower())
-        if original is not None:
-            present.add(source_name)
-            select.append(f"trim(r->>{sql_text(original)}) AS {short}")
-        else:
-            select.append(f"NULL AS {short}")
+    select, present = _mapped_columns(keys, lambda original: f"trim(r->>{sql_text(original)})")
     return f"SELECT line, {', '.join(select)} FROM ({records})", present
 
 
