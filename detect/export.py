@@ -48,6 +48,16 @@ def to_csv_text(frame: pl.DataFrame) -> str:
     return frame.write_csv(datetime_format="%Y-%m-%dT%H:%M:%S%.6f", date_format="%Y-%m-%d")
 
 
+def output_path(out, expected: str = "a file path") -> Path:
+    """The path an `--out` option names; InputError when it is a folder or its folder does not exist."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise InputError(f"--out {out}", f"is a folder; expected {expected}")
+    if not path.parent.exists():
+        raise InputError(f"--out {out}", f"folder {path.parent} does not exist")
+    return path
+
+
 def write(frame: pl.DataFrame, format: str, out: Path | str | None = None) -> str | None:
     """Write `frame` (non-finite floats become null) as `format` to the file `out`, or return the text
     when `out` is None (CSV and JSON only). Parquet needs a file. Returns None when a file was written."""
@@ -59,11 +69,7 @@ def write(frame: pl.DataFrame, format: str, out: Path | str | None = None) -> st
         if format in BINARY_FORMATS:
             raise InputError(f"--format {format}", "writes a binary file; give --out FILE")
         return to_csv_text(frame) if format == "csv" else to_json_text(frame)
-    path = Path(out).expanduser()
-    if path.is_dir():
-        raise InputError(f"--out {out}", "is a folder; expected a file path")
-    if not path.parent.exists():
-        raise InputError(f"--out {out}", f"folder {path.parent} does not exist")
+    path = output_path(out)
     # Write beside the target and rename, so a failed write never leaves half a file under its name.
     partial = path.with_name(path.name + ".partial")
     try:

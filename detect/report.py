@@ -153,13 +153,13 @@ def write_report(
     written beside its target and renamed, so a failure leaves no partial report. Returns the path."""
     data = collect(con, run, top=top)
     text = render(data)
-    path = Path(out).expanduser() if out is not None else default_report_path(data.run["run_id"])
     if out is None:
+        path = default_report_path(data.run["run_id"])
         path.parent.mkdir(parents=True, exist_ok=True)
-    elif path.is_dir():
-        raise InputError(f"--out {out}", "is a folder; expected an .html file path")
-    elif not path.parent.exists():
-        raise InputError(f"--out {out}", f"folder {path.parent} does not exist")
+    else:
+        from tradewatch.detect.export import output_path
+
+        path = output_path(out, "an .html file path")
     partial = path.with_name(path.name + ".partial")
     try:
         partial.write_text(text, encoding="utf-8")
