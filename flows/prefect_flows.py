@@ -91,14 +91,15 @@ def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, t
     download_status: dict[str, int] = {}
     for stages in zip(downloads, parses, checks):
         # The first stage that failed holds the real reason; later stages only say "upstream failed".
-        for future in stages:
-            if not future.state.is_completed():
-                failures.append(_reason(future))
-                break
-        else:
-            checked.append(stages[-1].result())
-            status = stages[0].result()["status"]
-            download_status[status] = download_status.get(status, 0) + 1
+        # Ask each future for its result rather than its state: on Dask the state reported can lag behind
+        # a task that has finished, which once made a good file count as failed.
+        reason = next((r for r in map(_failure, stages) if r is not None), None)
+        if reason is not None:
+            failures.append(reason)
+            continue
+        checked.append(stages[-1].result())
+        status = stages[0].result()["status"]
+        download_status[status] = download_status.get(status, 0) + 1
     if failures:
         # Nothing is loaded when any file failed: the warehouse keeps a consistent set of months.
         raise TradewatchError(f"{len(failures)} of {len(items)} file(s) failed; nothing loaded. First: {failures[0]}")
@@ -108,13 +109,13 @@ def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, t
     return {"totals": totals, "files": results}
 
 
-def _reason(future) -> str:
+def _failure(future) -> str | None:
+    """The first line of the error a task future ended with (waiting for it), or None when it succeeded."""
     try:
         future.result()
     except Exception as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return text
-    return "unknown failure"
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
 
 
 def _totals(results: list[dict]) -> dict:

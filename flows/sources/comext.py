@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 
 from tradewatch.flows import countries, schema
 from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
+from tradewatch.flows.sources.common import (StageResult, check_complete, newline_count, read_header, reading, sql_path, sql_text,
                                              summarise_quarantine)
 
 SOURCE = "comext"
@@ -83,13 +84,17 @@ def stage(con: duckdb.DuckDBPyConnection, dat_path: Path, *, table: str, source:
 
 def _stage(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, table: str, where: str,
            columns: int, delimiter: str) -> StageResult:
-    # Fast path: one read, grouped on the source's own key columns; code checks run on the totals.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql.staged(sql.rows())}")
-    repeated, key_problems, bad_rows, records = con.execute(
-        f"""SELECT count_if(repeated), count_if(problem IS NOT NULL), coalesce(sum(bad_rows), 0),
-                   coalesce(sum(source_rows), 0) FROM {table}"""
-    ).fetchone()
-    check_complete(dat_path, where, records, columns, delimiter)
+    # Fast path: one read, grouped on the source's own key columns; code checks run on the totals. The
+    # file's line breaks are counted on a thread meanwhile, to reconcile them with the rows read.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counting = pool.submit(newline_count, dat_path)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql.staged(sql.rows())}")
+        repeated, key_problems, bad_rows, records = con.execute(
+            f"""SELECT count_if(repeated), count_if(problem IS NOT NULL), coalesce(sum(bad_rows), 0),
+                       coalesce(sum(source_rows), 0) FROM {table}"""
+        ).fetchone()
+        counted = counting.result()
+    check_complete(dat_path, where, records, columns, delimiter, counted=counted)
     if repeated:
         _raise_repeated_row(con, sql, where)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")
@@ -106,15 +111,16 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, t
             con.execute(f"DROP TABLE {table}_redo")
         con.execute(f"DELETE FROM {table} WHERE problem IS NOT NULL")
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    # Rows are grouped by the raw codes; the canonical key is unique too unless two raw country codes
-    # map to one alpha-3 code (GR and EL are both Greece).
-    merged = con.execute(f"""SELECT count(*) FROM (
-            SELECT reporter_iso3, partner_iso3 FROM (
-                SELECT DISTINCT raw_reporter, raw_partner, reporter_iso3, partner_iso3 FROM {table})
-            GROUP BY ALL HAVING count(*) > 1)""").fetchall()[0][0]
+    # Rows are grouped by the raw codes; the canonical key is unique too when no two raw country codes
+    # present map to one alpha-3 code (GR and EL are both Greece, gr is GR). Product, flow and period map
+    # one-to-one. When some codes do merge, the warehouse runs its own duplicate-key check.
+    reporters, reporter_codes, partners, partner_codes = con.execute(
+        f"""SELECT count(DISTINCT raw_reporter), count(DISTINCT reporter_iso3),
+                   count(DISTINCT raw_partner), count(DISTINCT partner_iso3) FROM {table}""").fetchone()
+    one_to_one = reporters == reporter_codes and partners == partner_codes
     reasons = summarise_quarantine(con, f"{table}_quarantine")
     return StageResult(table=table, quarantine_table=f"{table}_quarantine", rows=rows,
-                       quarantined=sum(reasons.values()), reasons=reasons, key_unique=merged == 0)
+                       quarantined=sum(reasons.values()), reasons=reasons, key_unique=one_to_one)
 
 
 class _ComextSql:
