@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,13 +116,19 @@ def _child_duckdb(dat: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started, "cpu_s": _cpu_s(), "rows": count}))
 
 
-def _child_duckdb_copy(dat: str, db: str) -> None:
-    """Context for the ratio: DuckDB copying every row of the .dat into a table of a fresh database file."""
+def _child_duckdb_floor(dat: str, db: str) -> None:
+    """The least any loader meeting the issue's storage rule must do: read the .dat, total the rows of each
+    key over statistical procedures, and store the totals in a table of a fresh database file (no code
+    mapping, no checks, no quarantine, no checksum, no load records)."""
     import duckdb
 
     started = time.perf_counter()
     con = duckdb.connect(db)
-    con.execute(f"CREATE TABLE rows AS SELECT * FROM read_csv({_sql_text(dat)}, header = true, all_varchar = true)")
+    con.execute(f"""CREATE TABLE totals AS
+        SELECT REPORTER, PARTNER, PRODUCT_NC, FLOW, PERIOD, sum(TRY_CAST(VALUE_EUR AS DOUBLE)) AS value,
+               sum(TRY_CAST(QUANTITY_KG AS DOUBLE)) AS net_weight_kg,
+               sum(TRY_CAST(QUANTITY_SUPPL_UNIT AS DOUBLE)) AS quantity, any_value(SUPPL_UNIT) AS quantity_unit
+        FROM read_csv({_sql_text(dat)}, header = true, all_varchar = true) GROUP BY ALL""")
     con.close()
     print(json.dumps({"seconds": time.perf_counter() - started}))
 
@@ -142,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="folder to keep the .dat and warehouse in")
     parser.add_argument("--child-ingest", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-duckdb", help=argparse.SUPPRESS)
-    parser.add_argument("--child-duckdb-copy", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time each contender this many times, alternating, and report the medians")
+    parser.add_argument("--child-duckdb-floor", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_ingest:
         _child_ingest(*args.child_ingest)
@@ -150,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_duckdb:
         _child_duckdb(args.child_duckdb)
         return 0
-    if args.child_duckdb_copy:
-        _child_duckdb_copy(*args.child_duckdb_copy)
+    if args.child_duckdb_floor:
+        _child_duckdb_floor(*args.child_duckdb_floor)
         return 0
     if args.rows < 1:
         parser.error("--rows must be at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     work = args.keep or Path(tempfile.mkdtemp(prefix="tradewatch-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     dat = work / "full_202203.dat"
@@ -163,28 +174,40 @@ def main(argv: list[str] | None = None) -> int:
     generate_s = time.perf_counter() - started
     home = work / "home"
     home.mkdir(exist_ok=True)
-    (home / "bench.duckdb").unlink(missing_ok=True)
-    ingest_out, peak_rss_mb = _run_child(["--child-ingest", str(dat), str(home)])
-    duckdb_out, _ = _run_child(["--child-duckdb", str(dat)])
-    copy_db = work / "copy.duckdb"
-    copy_db.unlink(missing_ok=True)
-    copy_out, _ = _run_child(["--child-duckdb-copy", str(dat), str(copy_db)])
-    copy_db.unlink(missing_ok=True)
+    floor_db = work / "floor.duckdb"
+    times: dict[str, list[float]] = {"tradewatch": [], "read": [], "floor": []}
+    peak_rss_mb = 0.0
+    for _ in range(args.repeat):
+        # The same order each round (tradewatch first, so ru_maxrss of the children is its peak), medians
+        # over the rounds: one slow round on a shared machine does not decide the ratio.
+        (home / "bench.duckdb").unlink(missing_ok=True)
+        ingest_out, peak = _run_child(["--child-ingest", str(dat), str(home)])
+        peak_rss_mb = max(peak_rss_mb, peak)
+        duckdb_out, _ = _run_child(["--child-duckdb", str(dat)])
+        floor_db.unlink(missing_ok=True)
+        floor_out, _ = _run_child(["--child-duckdb-floor", str(dat), str(floor_db)])
+        floor_db.unlink(missing_ok=True)
+        times["tradewatch"].append(ingest_out["seconds"])
+        times["read"].append(duckdb_out["seconds"])
+        times["floor"].append(floor_out["seconds"])
+    tradewatch_s, read_s, floor_s = (statistics.median(times[k]) for k in ("tradewatch", "read", "floor"))
     result = {
         "rows": rows,
         "dat_mb": round(dat.stat().st_size / 1e6, 1),
         "generate_s": round(generate_s, 2),
-        "tradewatch_s": round(ingest_out["seconds"], 3),
-        "duckdb_read_s": round(duckdb_out["seconds"], 3),
-        "ratio": round(ingest_out["seconds"] / duckdb_out["seconds"], 2),
+        "repeat": args.repeat,
+        "tradewatch_s": round(tradewatch_s, 3),
+        "duckdb_read_s": round(read_s, 3),
+        "ratio": round(tradewatch_s / read_s, 2),
+        "duckdb_floor_s": round(floor_s, 3),
+        "floor_ratio": round(floor_s / read_s, 2),
+        "ratio_to_floor": round(tradewatch_s / floor_s, 2),
         "tradewatch_cpu_s": round(ingest_out["cpu_s"], 2),
         "duckdb_read_cpu_s": round(duckdb_out["cpu_s"], 2),
-        "duckdb_copy_s": round(copy_out["seconds"], 3),
-        "ratio_to_copy": round(ingest_out["seconds"] / copy_out["seconds"], 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "rows_loaded": ingest_out["rows_loaded"],
         "quarantined": ingest_out["quarantined"],
-        "goal_met": ingest_out["seconds"] <= 2 * duckdb_out["seconds"] and peak_rss_mb < 2048,
+        "goal_met": tradewatch_s <= 2 * read_s and peak_rss_mb < 2048,
     }
     if args.keep is None:
         import shutil
