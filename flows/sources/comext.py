@@ -9,8 +9,8 @@ import duckdb
 
 from tradewatch.flows import countries, schema
 from tradewatch.flows.errors import InputError
-from tradewatch.flows.sources.common import (StageResult, check_complete, newline_count, read_header, reading, sql_path, sql_text,
-                                             summarise_quarantine)
+from tradewatch.flows.sources.common import (StageResult, check_complete, newline_count, read_header, reading,
+                                             sql_path, sql_text, summarise_quarantine)
 
 SOURCE = "comext"
 

@@ -180,8 +180,9 @@ def open_quote_line(path: Path) -> int | None:
     return opened if inside else None
 
 
-def _newlines(path: Path, chunk: int = 1 << 23) -> tuple[int, bytes]:
-    """(count of b'\\n', last byte) of a file, streamed."""
+def newline_count(path: Path, chunk: int = 1 << 23) -> tuple[int, bytes]:
+    """(count of b'\\n', last byte) of a file, streamed. For check_complete's `counted`, run it on a thread
+    while DuckDB reads the same file (DuckDB lets go of the GIL while it parses): it then adds no wall time."""
     count, last = 0, b""
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -190,19 +191,13 @@ def _newlines(path: Path, chunk: int = 1 << 23) -> tuple[int, bytes]:
     return count, last
 
 
-def newline_count(path: Path) -> tuple[int, bytes]:
-    """(count of b'\\n', last byte) of a file, for check_complete's `counted`: run it on a thread while DuckDB
-    reads the same file (DuckDB lets go of the GIL while it parses), so the count adds no wall time."""
-    return _newlines(path)
-
-
 def check_complete(path: Path, where: str, records: int, columns: int, delimiter: str = ",", *,
                    counted: tuple[int, bytes] | None = None) -> None:
     """Refuse a delimited file (header + `records` rows as DuckDB read them) whose rows do not match its
     lines, which is how a quote left open swallows the lines after it without an error, or whose last line
     is cut short without a line break (a truncated file). Costs one streamed count of line breaks, unless
     `counted` (from newline_count) is given."""
-    newlines, last = counted if counted is not None else _newlines(path)
+    newlines, last = counted if counted is not None else newline_count(path)
     lines = newlines + (1 if last not in (b"\n", b"") else 0)
     if lines != records + 1:
         # DuckDB skips empty lines and accepts a lone \r as a line break: count lines as it does.

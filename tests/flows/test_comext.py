@@ -87,6 +87,25 @@ def test_repeated_row_is_one_clear_error(home, tmp_path):
     assert warehouse.row_count(con) == 0
 
 
+@pytest.mark.parametrize("first, second", [("GR", "EL"), ("DE", "de")])
+def test_two_codes_for_one_reporter_are_a_duplicate_key_not_a_double_count(home, tmp_path, first, second):
+    # Rows are totalled per raw code; two raw codes of one country (Greece is GR and EL; case differs) land on
+    # one canonical key, which the warehouse must refuse rather than store twice.
+    bad = tmp_path / "full_202203.dat"
+    header = DAT.read_text().splitlines()[0]
+    bad.write_text(f"{header}\n{first},KZ,E,84713000,,,,,,,2,1,,202203,70,70,1,\n"
+                   f"{second},KZ,E,84713000,,,,,,,2,1,,202203,30,30,1,\n")
+    con = warehouse.connect(home / "w.duckdb")
+    with pytest.raises(InputError, match=r"duplicate key .*84713000 appears 2 times"):
+        ingest.load_file(con, bad)
+    assert warehouse.row_count(con) == 0
+
+
+def test_distinct_codes_of_distinct_countries_load_without_the_warehouse_key_scan(home, tmp_path):
+    staged = comext.stage(warehouse.connect(home / "w.duckdb"), DAT, table="stage_t")
+    assert staged.key_unique
+
+
 def test_annual_file_is_freq_a(home, tmp_path):
     annual_dat = tmp_path / "full_202152.dat"
     annual_dat.write_text(DAT.read_text().replace(",202203,", ",202152,"))
