@@ -160,7 +160,8 @@ def comtrade(
 @ingest_app.command("files")
 @one_line_errors
 def files(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Comext .7z/.dat, Comtrade CSV/JSON, BACI CSV.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Comext .7z/.dat, Comtrade CSV/JSON, BACI "
+                                                     "CSV or release zip (every year in it).")],
     db: DbOption = None,
     country_codes: Annotated[Optional[Path], typer.Option("--country-codes", help="BACI country_codes_V*.csv "
                                                                                   "(default: the one beside each BACI file).")] = None,
@@ -174,31 +175,57 @@ def files(
 @ingest_app.command("baci")
 @one_line_errors
 def baci(
-    paths: Annotated[list[Path], typer.Argument(help="BACI_HS??_Y????_V??????.csv files or their folder.")],
+    paths: Annotated[list[Path], typer.Argument(help="A BACI release zip (BACI_HS??_V??????.zip), its "
+                                                     "BACI_HS??_Y????_V??????.csv files, or their folder.")],
     db: DbOption = None,
     country_codes: Annotated[Optional[Path], typer.Option("--country-codes", help="BACI country_codes_V*.csv "
-                                                                                  "(default: the one beside each file).")] = None,
+                                                                                  "(default: the release's own, or the one beside each file).")] = None,
+    first: Annotated[Optional[str], typer.Option("--from", help="First year, YYYY, to load from a release zip.")] = None,
+    last: Annotated[Optional[str], typer.Option("--to", help="Last year, YYYY, to load from a release zip.")] = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Load CEPII BACI annual files (download them from CEPII first; no Prefect)."""
+    """Load CEPII BACI annual data: the release zip as downloaded from CEPII, or its CSV files (no Prefect)."""
     from tradewatch.flows import ingest
     from tradewatch.flows.errors import InputError
 
+    years = _years(first, last)
     for path in ingest.expand_paths(paths):
         if ingest.recognise(path).SOURCE != "baci":
-            raise InputError(str(path), "not a BACI file (header t,i,j,k,v,q); use `tradewatch ingest files` for other sources")
-    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json)
+            raise InputError(str(path), "not a BACI file (header t,i,j,k,v,q) or release zip; use `tradewatch ingest "
+                             "files` for other sources")
+    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json, years=years)
 
 
-def _load_local(paths, db, *, country_codes, force, as_json) -> None:
+def _years(first: str | None, last: str | None) -> tuple[int, int] | None:
+    """--from/--to as (first, last) years; either alone means an open end. None when neither is given."""
+    from tradewatch.flows.errors import InputError
+
+    if first is None and last is None:
+        return None
+    bounds = []
+    for value, option, default in ((first, "--from", 1900), (last, "--to", 9999)):
+        if value is None:
+            bounds.append(default)
+            continue
+        text = value.strip()
+        if not (len(text) == 4 and text.isdigit()):
+            raise InputError(f"{option} {value}", "expected a year YYYY")
+        bounds.append(int(text))
+    if bounds[0] > bounds[1]:
+        raise InputError(f"--from {first} --to {last}", "the first year is after the last")
+    return bounds[0], bounds[1]
+
+
+def _load_local(paths, db, *, country_codes, force, as_json, years=None) -> None:
     from tradewatch.flows import ingest
     from tradewatch.flows.errors import InputError
 
     if country_codes is not None and not country_codes.is_file():
         raise InputError(f"--country-codes {country_codes}", "no such file; expected BACI's country_codes_V*.csv")
     with _Progress() as progress:
-        summary = ingest.ingest_paths(db, paths, force=force, country_codes=country_codes, on_event=progress.event)
+        summary = ingest.ingest_paths(db, paths, force=force, country_codes=country_codes, years=years,
+                                      on_event=progress.event)
     _print_summary(summary.to_dict(), as_json=as_json)
 
 

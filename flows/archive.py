@@ -1,4 +1,5 @@
-"""Safe extraction of the single data member of a 7z archive (path, count and size guards) and file checksums."""
+"""Safe extraction of archive members — the single data member of a Comext 7z, chosen members of a zip (BACI
+releases) — with path, count and size guards; and file checksums."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import errno
 import hashlib
 import os
 import shutil
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tradewatch.flows.errors import InputError, TradewatchError
@@ -148,6 +151,70 @@ def _extract_bounded(zf, name: str, target: Path, max_bytes: int, where: str) ->
     if factory.writer is None:
         raise InputError(where, "archive member could not be extracted")
     return target.stat().st_size
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_zip(path: Path) -> bool:
+    """True when the file starts with the zip signature."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def zip_member_names(archive: Path) -> list[str]:
+    """Names of the files (not folders) in the zip `archive`; InputError when its directory cannot be read."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            return [info.filename for info in zf.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise InputError(str(archive), f"zip archive is damaged or truncated ({str(exc)[:80]})") from None
+
+
+def extract_zip_member(archive: Path, name: str, dest_dir: Path, *, max_bytes: int | None = None) -> tuple[Path, str]:
+    """Extract member `name` of the zip `archive` into `dest_dir` under its base name; returns (path, hex
+    SHA-256 of its content). Refuses an encrypted member, a member path that is absolute or climbs out with
+    '..', a member that expands past `max_bytes` (default max_expanded_bytes()), and a damaged archive (bad
+    CRC, cut short). A full disk is a TradewatchError, not the archive's fault. Nothing is left behind on error."""
+    max_bytes = max_expanded_bytes() if max_bytes is None else max_bytes
+    where = f"{archive}:{name}"
+    member = PurePosixPath(name.replace("\\", "/"))
+    if member.is_absolute() or ".." in member.parts or name.startswith(("/", "\\")):
+        raise InputError(where, "member path leaves the extraction folder; refused")
+    target = dest_dir / member.name
+    digest = hashlib.sha256()
+    written = 0
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.getinfo(name)
+            if info.flag_bits & 0x1:
+                raise InputError(where, "member is encrypted; expected an unencrypted BACI release")
+            if info.file_size > max_bytes:
+                raise InputError(where, f"member expands to {info.file_size:,} bytes, over the {max_bytes:,}-byte limit")
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as source, open(target, "wb") as out:
+                while block := source.read(1 << 20):
+                    written += len(block)
+                    if written > max_bytes:
+                        raise InputError(where, f"member expands past the {max_bytes:,}-byte limit; refused")
+                    digest.update(block)
+                    out.write(block)
+        return target, digest.hexdigest()
+    except InputError:
+        target.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            hint = "; free space there and run again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise TradewatchError(f"{where}: cannot extract into {dest_dir}: {exc.strerror}{hint}") from None
+        raise InputError(where, f"archive is damaged or truncated ({str(exc)[:80]})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
+        target.unlink(missing_ok=True)
+        raise InputError(where, f"archive is damaged or truncated ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
 def remove_tree(path: Path) -> None:

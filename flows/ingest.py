@@ -54,6 +54,14 @@ def recognise(path: Path) -> ModuleType:
     stripped = head.lstrip(b"\xef\xbb\xbf").lstrip()[:200].lower()
     if stripped.startswith((b"<!doctype", b"<html")):
         raise InputError(str(path), "an HTML page, not data (an error page saved instead of the file?)")
+    if head.startswith(archive.ZIP_MAGIC):
+        try:
+            archive.zip_member_names(path)
+        except InputError as exc:
+            raise InputError(str(path), f"not a recognised trade-data file: a zip archive that cannot be read "
+                             f"({exc.problem}); expected a BACI release zip, a Comext .7z or CSV/JSON") from None
+        raise InputError(str(path), "not a recognised trade-data file: a zip archive without BACI data files "
+                         "(BACI_HS??_Y????_V*.csv); unzip it and load the files inside")
     if b"\x00" in head[:4096]:
         raise InputError(str(path), "binary data (or UTF-16 text), not a recognised trade-data file; expected a Comext "
                          ".7z, or UTF-8 CSV/JSON")
@@ -62,7 +70,7 @@ def recognise(path: Path) -> ModuleType:
         raise InputError(str(path), f"JSON without trade records (an error answer saved instead of data?): {snippet!r}")
     first = head.split(b"\n", 1)[0][:80].decode("utf-8", "replace").strip()
     raise InputError(str(path), f"not a recognised trade-data file (first line {first!r}); expected Comext .7z/.dat, "
-                     "Comtrade CSV/JSON or BACI CSV")
+                     "Comtrade CSV/JSON, BACI CSV or a BACI release zip")
 
 
 def _head(path: Path) -> bytes:
@@ -127,10 +135,66 @@ def load_file(
     path = Path(path)
     module = recognise(path)
     where = display_name or str(path)
+    if module.SOURCE == "baci" and archive.is_zip(path):
+        raise InputError(where, "a BACI release zip holds one file per year; load it with load_release "
+                         "(`tradewatch ingest baci` or `ingest files`)")
     checksum = archive.sha256(path)
     label = source_label or module.SOURCE
     if not force and already_loaded(con, where, checksum):
         return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
+    return _stage_and_replace(con, module, path, where=where, checksum=checksum, label=label,
+                              reader_options=reader_options)
+
+
+def load_release(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    years: tuple[int, int] | None = None,
+    force: bool = False,
+    country_codes: Path | None = None,
+    progress: Callable[[str, IngestResult | None], None] | None = None,
+) -> list[IngestResult]:
+    """Load the yearly data files inside a BACI release zip (those of `years`, first and last included,
+    when given), one load per year named `zip:member`, each skipped when its content was loaded before
+    (unless `force`). Codes come from `country_codes`, else the release's own country_codes_V*.csv.
+    Members are extracted one at a time into scratch and removed after. `progress(name, result)` is called
+    before (result None) and after each year. Stops at the first year that cannot be read; years before it
+    stay loaded. InputError when no year of the release is in `years`."""
+    from tradewatch.flows.sources import baci
+
+    path = Path(path)
+    chosen = load_release_plan(path, years)
+    scratch = _new_scratch()
+    try:
+        codes = country_codes
+        if codes is None and (member := baci.release_country_codes(path)):
+            codes, _ = archive.extract_zip_member(path, member, scratch / "codes")
+        results = []
+        for year, member in chosen.items():
+            where = f"{path}:{member}"
+            if progress:
+                progress(where, None)
+            data, checksum = archive.extract_zip_member(path, member, scratch)
+            try:
+                if not force and already_loaded(con, where, checksum):
+                    result = IngestResult(load_id=-1, file=where, source=baci.SOURCE, status="unchanged")
+                else:
+                    result = _stage_and_replace(con, baci, data, where=where, checksum=checksum, label=baci.SOURCE,
+                                                reader_options={"country_codes": codes} if codes else None)
+            finally:
+                data.unlink(missing_ok=True)  # a BACI year is ~300 MB: free the disk before the next
+            results.append(result)
+            if progress:
+                progress(where, result)
+        return results
+    finally:
+        archive.remove_tree(scratch)
+
+
+def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path, *, where: str, checksum: str,
+                       label: str, reader_options: dict | None) -> IngestResult:
+    """Stage one readable file with its source module and replace its partitions (one transaction)."""
     load_id = warehouse.next_load_id(con)
     table = f"stage_{load_id}"
     scratch = _new_scratch()
@@ -551,19 +615,36 @@ def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False,
 
 
 def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: bool = False,
-                 country_codes: Path | None = None, on_event: EventFn | None = None) -> RunSummary:
+                 country_codes: Path | None = None, years: tuple[int, int] | None = None,
+                 on_event: EventFn | None = None) -> RunSummary:
     """`tradewatch ingest files`: load each file (folders expanded), recognised by content, in this
-    process (no Prefect). BACI files use `country_codes` when given. Stops at the first unreadable file;
-    loads before it stay committed."""
+    process (no Prefect). BACI files use `country_codes` when given; a BACI release zip loads each of its
+    years (those of `years` when given) as its own load. Stops at the first unreadable file; loads before
+    it stay committed."""
     files = expand_paths(paths)
+    releases = set()
     for path in files:
-        recognise(path)  # refuse a wrong file before loading any
+        module = recognise(path)  # refuse a wrong file before loading any
+        if module.SOURCE == "baci" and archive.is_zip(path):
+            load_release_plan(path, years)  # a release without the years asked for fails here too
+            releases.add(path)
     emit = on_event or (lambda kind, **info: None)
     summary = RunSummary()
     options = {"country_codes": Path(country_codes)} if country_codes else None
     con = warehouse.connect(db)
     try:
         for path in files:
+            if path in releases:
+                def progress(name: str, result: IngestResult | None) -> None:
+                    if result is None:
+                        emit("load", name=name)
+                    else:
+                        emit("loaded", name=name, result=result)
+
+                summary.results.extend(load_release(con, path, years=years, force=force,
+                                                    country_codes=Path(country_codes) if country_codes else None,
+                                                    progress=progress))
+                continue
             emit("load", name=str(path))
             module = recognise(path)
             result = load_file(con, path, force=force,
@@ -573,6 +654,19 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
     finally:
         con.close()
     return summary
+
+
+def load_release_plan(path: Path, years: tuple[int, int] | None = None) -> dict[int, str]:
+    """Year -> member of a BACI release zip that load_release would load; InputError when there are none."""
+    from tradewatch.flows.sources import baci
+
+    members = baci.release_years(path)
+    if not members:
+        raise InputError(str(path), "zip archive holds no BACI data file (BACI_HS??_Y????_V*.csv)")
+    chosen = {y: m for y, m in members.items() if years is None or years[0] <= y <= years[1]}
+    if not chosen:
+        raise InputError(str(path), f"holds the years {min(members)}–{max(members)}, none of {years[0]}–{years[1]}")
+    return chosen
 
 
 def comtrade_items(reporters: list[str], periods: list[str], *, freq: str, products: list[str] | None,

@@ -1,4 +1,5 @@
-"""CEPII BACI annual bilateral trade (BACI_HS??_Y????_V??????.csv: t,i,j,k,v,q) read into canonical rows inside DuckDB."""
+"""CEPII BACI annual bilateral trade (BACI_HS??_Y????_V??????.csv: t,i,j,k,v,q, alone or inside the release
+zip) read into canonical rows inside DuckDB."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from tradewatch.flows import countries
+from tradewatch.flows import archive, countries
 from tradewatch.flows.errors import InputError
 from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
                                              stage_from_typed)
@@ -21,10 +22,41 @@ COUNTRY_CODES_GLOB = "country_codes_V*.csv"
 _HEADER = re.compile(rb'^\s*"?t"?\s*,\s*"?i"?\s*,\s*"?j"?\s*,\s*"?k"?\s*,\s*"?v"?\s*,\s*"?q"?\s*$')
 
 
+# Inside a release zip (BACI_HS17_V202401.zip): one data file per year, the code tables, a readme.
+DATA_MEMBER = re.compile(r"(?:.*/)?BACI_HS\d\d_Y(\d{4})_V\w+\.csv", re.IGNORECASE)
+COUNTRY_CODES_MEMBER = re.compile(r"(?:.*/)?country_codes_V\w+\.csv", re.IGNORECASE)
+
+
 def looks_like(path: Path, head: bytes) -> bool:
-    """True for a BACI data file (header t,i,j,k,v,q)."""
+    """True for a BACI data file (header t,i,j,k,v,q) or a BACI release zip (holding BACI_HS??_Y????_V*.csv)."""
+    if head.startswith(archive.ZIP_MAGIC):
+        try:
+            return any(DATA_MEMBER.fullmatch(name) for name in archive.zip_member_names(path))
+        except InputError:
+            return False  # a zip that cannot be read is no BACI release; recognise() says what it is
     first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
     return bool(_HEADER.match(first))
+
+
+def release_years(path: Path) -> dict[int, str]:
+    """Year -> member name of the data files inside a BACI release zip (empty when it holds none);
+    InputError when the zip cannot be read, or holds two data files for one year."""
+    years: dict[int, str] = {}
+    for name in archive.zip_member_names(path):
+        found = DATA_MEMBER.fullmatch(name)
+        if found:
+            year = int(found.group(1))
+            if year in years:
+                raise InputError(str(path), f"holds two data files for {year} ({years[year]}, {name}); "
+                                 "expected one BACI release")
+            years[year] = name
+    return dict(sorted(years.items()))
+
+
+def release_country_codes(path: Path) -> str | None:
+    """Member name of the country_codes_V*.csv inside a BACI release zip (the last when several), or None."""
+    names = sorted(n for n in archive.zip_member_names(path) if COUNTRY_CODES_MEMBER.fullmatch(n))
+    return names[-1] if names else None
 
 
 def is_reference_table(head: bytes) -> bool:

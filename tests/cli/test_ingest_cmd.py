@@ -78,6 +78,26 @@ def test_ingest_files_mixed_sources_and_summary_table(home):
     assert {r["source"] for r in report["trade_flows"]} == {"comext", "comtrade", "baci"}
 
 
+def test_ingest_baci_release_zip_picks_years(home, tmp_path):
+    import zipfile
+
+    data = (FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv").read_text()
+    release = tmp_path / "BACI_HS17_V202401.zip"
+    with zipfile.ZipFile(release, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for year in (2020, 2021, 2022):
+            zf.writestr(f"BACI_HS17_Y{year}_V202401.csv", data.replace("\n2021,", f"\n{year},"))
+        zf.write(FIXTURES / "baci" / "country_codes_V202401.csv", "country_codes_V202401.csv")
+    db = str(home / "w.duckdb")
+    result = invoke("ingest", "baci", str(release), "--from", "2021", "--db", db, "--json")
+    assert result.exit_code == 0, result.output
+    files = [f["file"] for f in json.loads(result.stdout)["files"]]
+    assert files == [f"{release}:BACI_HS17_Y2021_V202401.csv", f"{release}:BACI_HS17_Y2022_V202401.csv"]
+    periods = [r["period"] for r in json.loads(invoke("status", "--db", db, "--json").stdout)["trade_flows"]]
+    assert periods == ["2021", "2022"]
+    line = one_line_error(invoke("ingest", "baci", str(release), "--to", "2019", "--db", db))
+    assert "holds the years 2020–2022, none of" in line
+
+
 def test_ingest_comext_from_local_eurostat_without_prefect(home):
     import py7zr
 
@@ -121,6 +141,8 @@ def test_ingest_comext_server_error_is_one_line(home):
     (["ingest", "baci", str(FIXTURES / "comtrade" / "breakdowns.csv")], "not a BACI file"),
     (["ingest", "files", str(FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv"), "--country-codes", "/nope.csv"], "--country-codes /nope.csv"),
     (["ingest", "ecb", "--file", "/nope.csv"], "--file /nope.csv"),
+    (["ingest", "baci", str(FIXTURES / "baci"), "--from", "22"], "--from 22: expected a year YYYY"),
+    (["ingest", "baci", str(FIXTURES / "baci"), "--from", "2023", "--to", "2022"], "the first year is after the last"),
 ])
 def test_bad_options_are_one_line_errors(home, args, needle):
     line = one_line_error(invoke(*args, "--db", str(home / "w.duckdb")))

@@ -1,8 +1,11 @@
-"""BACI annual CSV: thousands of USD and tonnes scaled, leading zeros restored, country codes through BACI's own table."""
+"""BACI annual CSV: thousands of USD and tonnes scaled, leading zeros restored, country codes through BACI's own
+table; the release zip as CEPII ships it, year by year."""
 
 from __future__ import annotations
 
 import shutil
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +48,109 @@ def test_baci_wrong_country_table_is_one_error(home, tmp_path):
     con = warehouse.connect(home / "w.duckdb")
     with pytest.raises(InputError, match="country_code"):
         ingest.load_file(con, FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv", reader_options={"country_codes": bad})
+
+
+# ------------------------------------------------------------------------------ a release zip as CEPII ships it
+
+# The release's own table knows a code UN M49 does not (999 here), so its use shows in the rows.
+RELEASE_CODES = (FIXTURES / "baci" / "country_codes_V202401.csv").read_text() + "999,Kosovo,XK,XKX\n"
+
+
+def _release(tmp_path: Path, *, years=(2021, 2022), extra: dict[str, bytes] | None = None) -> Path:
+    """A BACI release zip in CEPII's layout: one data file per year, the code tables and a readme."""
+    data = (FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv").read_text()
+    release = tmp_path / "BACI_HS17_V202401.zip"
+    with zipfile.ZipFile(release, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for year in years:
+            zf.writestr(f"BACI_HS17_Y{year}_V202401.csv", data.replace("\n2021,", f"\n{year},"))
+        zf.writestr("country_codes_V202401.csv", RELEASE_CODES)
+        zf.writestr("product_codes_HS17_V202401.csv", "code,description\n010121,Horses\n")
+        zf.writestr("Readme.txt", "BACI HS17 release V202401\n")
+        for name, content in (extra or {}).items():
+            zf.writestr(name, content)
+    return release
+
+
+def _flows(con) -> list[tuple]:
+    return con.execute("""SELECT year(period), reporter_iso3, partner_iso3, product_code, value, net_weight_kg
+                          FROM trade_flows ORDER BY ALL""").fetchall()
+
+
+def test_release_zip_loads_each_year_as_its_csv_would_and_reloads_unchanged(home, tmp_path):
+    release = _release(tmp_path)
+    summary = ingest.ingest_paths(home / "w.duckdb", [release])
+    assert [r.file for r in summary.results] == [f"{release}:BACI_HS17_Y2021_V202401.csv",
+                                                f"{release}:BACI_HS17_Y2022_V202401.csv"]
+    assert [(r.status, r.rows, r.quarantined) for r in summary.results] == [("ok", 7, 2), ("ok", 7, 2)]
+    # The same rows as the unzipped CSV read with the same country table.
+    codes = tmp_path / "codes.csv"
+    codes.write_text(RELEASE_CODES)
+    plain = ingest.ingest_paths(home / "plain.duckdb", [FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv"],
+                                country_codes=codes)
+    assert plain.results[0].rows == 7
+    con = warehouse.connect(home / "w.duckdb")
+    zipped = _flows(con)
+    con.close()
+    con = warehouse.connect(home / "plain.duckdb")
+    assert [r for r in zipped if r[0] == 2021] == _flows(con)
+    con.close()
+    assert sorted({r[0] for r in zipped}) == [2021, 2022]
+    assert (2022, "XKX", "RUS", "854231", 1000.0, 1000.0) in zipped  # code 999 through the release's table
+    again = ingest.ingest_paths(home / "w.duckdb", [release])
+    assert [r.status for r in again.results] == ["unchanged", "unchanged"]
+    # Every extracted member was removed: the scratch area holds nothing of this run.
+    leftovers = [p for p in (home / "cache" / "extract").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_release_years_pick_members_and_a_range_outside_fails_before_loading(home, tmp_path):
+    release = _release(tmp_path)
+    summary = ingest.ingest_paths(home / "w.duckdb", [release], years=(2022, 2030))
+    assert [r.file.rsplit(":", 1)[1] for r in summary.results] == ["BACI_HS17_Y2022_V202401.csv"]
+    with pytest.raises(InputError, match=r"holds the years 2021–2022, none of 2010–2012"):
+        ingest.ingest_paths(home / "w.duckdb", [release], years=(2010, 2012))
+    con = warehouse.connect(home / "w.duckdb")
+    assert [r[0] for r in con.execute("SELECT DISTINCT year(period) FROM trade_flows").fetchall()] == [2022]
+
+
+def test_zip_without_baci_data_and_damaged_zip_are_one_line_errors(home, tmp_path):
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("notes.csv", "a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"other\.zip: not a recognised trade-data file: a zip archive without BACI"):
+        ingest.ingest_paths(home / "w.duckdb", [other])
+    release = _release(tmp_path)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(release.read_bytes()[: release.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"cut\.zip: not a recognised trade-data file: a zip archive that cannot be read"):
+        ingest.ingest_paths(home / "w.duckdb", [cut])
+    assert not (home / "w.duckdb").exists() or warehouse.row_count(warehouse.connect(home / "w.duckdb")) == 0
+
+
+def test_damaged_year_stops_there_and_earlier_years_stay(home, tmp_path):
+    release = _release(tmp_path, years=(2021,), extra={"BACI_HS17_Y2022_V202401.csv": b"year,exporter\n2022,251\n"})
+    with pytest.raises(InputError, match=r"BACI_HS17_Y2022_V202401\.csv line 1: header 'year,exporter'"):
+        ingest.ingest_paths(home / "w.duckdb", [release])
+    con = warehouse.connect(home / "w.duckdb")
+    assert [r[0] for r in con.execute("SELECT DISTINCT year(period) FROM trade_flows").fetchall()] == [2021]
+
+
+def test_member_path_climbing_out_is_refused(home, tmp_path):
+    release = _release(tmp_path, years=(), extra={"../BACI_HS17_Y2021_V202401.csv": b"t,i,j,k,v,q\n"})
+    with pytest.raises(InputError, match=r"leaves the extraction folder"):
+        ingest.ingest_paths(home / "w.duckdb", [release])
+    assert not (tmp_path / "BACI_HS17_Y2021_V202401.csv").exists()
+    assert not (home / "cache" / "BACI_HS17_Y2021_V202401.csv").exists()
+
+
+def test_member_over_the_size_limit_is_refused(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRADEWATCH_MAX_EXPANDED_BYTES", "100")
+    with pytest.raises(InputError, match=r"over the 100-byte limit"):
+        ingest.ingest_paths(home / "w.duckdb", [_release(tmp_path)])
+
+
+def test_release_with_two_files_for_one_year_is_refused_before_loading(home, tmp_path):
+    release = _release(tmp_path, extra={"old/BACI_HS17_Y2021_V202301.csv": b"t,i,j,k,v,q\n"})
+    with pytest.raises(InputError, match=r"holds two data files for 2021"):
+        ingest.ingest_paths(home / "w.duckdb", [release])
+    assert warehouse.row_count(warehouse.connect(home / "w.duckdb")) == 0
