@@ -8,10 +8,10 @@ from pathlib import Path
 
 import duckdb
 
-from tradewatch.flows import archive, countries
+from tradewatch.flows import archive, countries, schema
 from tradewatch.flows.errors import InputError
 from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
-                                             stage_from_typed)
+                                             summarise_quarantine)
 
 SOURCE = "baci"
 
@@ -108,11 +108,41 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
 
 def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str, where: str, codes: Path | None,
            delimiter: str) -> StageResult:
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {table}_typed AS
+    # One table holds the canonical columns plus `problem`, `raw` and `line` (a BACI year is ~10 million rows:
+    # a second copy would cost a second of time and half a gigabyte). Numbering lines needs the whole file in
+    # order (a serial window), so the file is read with numbers only when some row must be quarantined.
+    def staged(numbered: bool) -> str:
+        return f"""CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT {schema.cast_sql()}, problem, raw, line FROM (
+                SELECT {sql_text(source)} AS source, 'A' AS freq, make_date(year, 1, 1) AS period,
+                       reporter_iso3, partner_iso3, 'export' AS flow, product AS product_code, 6 AS product_level,
+                       value, 'USD' AS currency, net_weight_kg, NULL AS quantity, NULL AS quantity_unit,
+                       problem, raw, line
+                FROM ({_typed_sql(path, codes, delimiter, numbered=numbered)}))"""
+
+    con.execute(staged(numbered=False))
+    records, problems = con.execute(f"SELECT count(*), count_if(problem IS NOT NULL) FROM {table}").fetchone()
+    check_complete(path, where, records, len(COLUMNS), delimiter)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")
+    if problems:
+        con.execute(staged(numbered=True))
+        con.execute(f"""INSERT INTO {table}_quarantine SELECT {sql_text(where)}, line, problem, raw FROM {table}
+                        WHERE problem IS NOT NULL ORDER BY line""")
+        con.execute(f"DELETE FROM {table} WHERE problem IS NOT NULL")
+    rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    reasons = summarise_quarantine(con, f"{table}_quarantine")
+    return StageResult(table=table, quarantine_table=f"{table}_quarantine", rows=rows,
+                       quarantined=sum(reasons.values()), reasons=reasons)
+
+
+def _typed_sql(path: Path, codes: Path | None, delimiter: str, *, numbered: bool) -> str:
+    """Every row of the file with its coded values, `problem` (NULL when it loads) and, for refused rows,
+    the raw text; `line` is the 1-based line number when `numbered`, else NULL."""
+    line = "row_number() OVER () + 1" if numbered else "NULL::BIGINT"
+    return f"""
         WITH m AS ({_country_cte(codes)}),
         raw AS (
-            SELECT row_number() OVER () + 1 AS line, trim(column0) AS t, trim(column1) AS i, trim(column2) AS j,
+            SELECT {line} AS line, trim(column0) AS t, trim(column1) AS i, trim(column2) AS j,
                    trim(column3) AS k, trim(column4) AS v, trim(column5) AS q
             FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '"',
                           strict_mode = false, null_padding = true,
@@ -144,13 +174,4 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: st
         SELECT * EXCLUDE (t, i, j, k, v, q),
                CASE WHEN problem IS NOT NULL THEN concat_ws(',', t, i, j, k, v, q) END AS raw
         FROM checked
-    """)
-    records = con.execute(f"SELECT count(*) FROM {table}_typed").fetchone()[0]
-    check_complete(path, where, records, len(COLUMNS), delimiter)
-    canonical = f"""
-        SELECT {sql_text(source)} AS source, 'A' AS freq, make_date(year, 1, 1) AS period,
-               reporter_iso3, partner_iso3, 'export' AS flow, product AS product_code, 6 AS product_level,
-               value, 'USD' AS currency, net_weight_kg, NULL AS quantity, NULL AS quantity_unit
-        FROM {table}_typed WHERE problem IS NULL
     """
-    return stage_from_typed(con, table=table, canonical_sql=canonical, where=where)
