@@ -160,8 +160,9 @@ def comtrade(
 @ingest_app.command("files")
 @one_line_errors
 def files(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Comext .7z/.dat, Comtrade CSV/JSON, BACI "
-                                                     "CSV or release zip (every year in it).")],
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Comext .7z/.dat, Comtrade CSV/JSON/bulk "
+                                                     "TSV, BACI CSV or release zip (every year in it); any of "
+                                                     "them may be gzipped.")],
     db: DbOption = None,
     country_codes: Annotated[Optional[Path], typer.Option("--country-codes", help="BACI country_codes_V*.csv "
                                                                                   "(default: the one beside each BACI file).")] = None,

@@ -1,9 +1,10 @@
 """Safe extraction of archive members — the single data member of a Comext 7z, chosen members of a zip (BACI
-releases) — with path, count and size guards; and file checksums."""
+releases), a gzip file's content (Comtrade bulk files) — with path, count and size guards; and file checksums."""
 
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import shutil
@@ -156,13 +157,17 @@ def _extract_bounded(zf, name: str, target: Path, max_bytes: int, where: str) ->
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def is_zip(path: Path) -> bool:
-    """True when the file starts with the zip signature."""
+def _starts_with(path: Path, magic: bytes) -> bool:
     try:
         with open(path, "rb") as handle:
-            return handle.read(4) == ZIP_MAGIC
+            return handle.read(len(magic)) == magic
     except OSError:
         return False
+
+
+def is_zip(path: Path) -> bool:
+    """True when the file starts with the zip signature."""
+    return _starts_with(path, ZIP_MAGIC)
 
 
 def zip_member_names(archive: Path) -> list[str]:
@@ -215,6 +220,54 @@ def extract_zip_member(archive: Path, name: str, dest_dir: Path, *, max_bytes: i
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
         target.unlink(missing_ok=True)
         raise InputError(where, f"archive is damaged or truncated ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """True when the file starts with the gzip signature (Comtrade's bulk files are .txt.gz)."""
+    return _starts_with(path, GZIP_MAGIC)
+
+
+def gunzip_head(path: Path, size: int = 1 << 16) -> bytes:
+    """The first `size` bytes of a gzip file's content; InputError when it cannot be decompressed."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read(size)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(str(path), f"gzip file is damaged or truncated ({str(exc)[:80]})") from None
+
+
+def gunzip_to(path: Path, dest_dir: Path, *, max_bytes: int | None = None) -> Path:
+    """Decompress the gzip file `path` into `dest_dir` (named after it without .gz) and return the new path.
+    Refuses content past `max_bytes` (default max_expanded_bytes()) and a damaged or truncated file; a full
+    disk is a TradewatchError. Nothing is left behind on error."""
+    max_bytes = max_expanded_bytes() if max_bytes is None else max_bytes
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name + ".out"
+    target = dest_dir / name
+    written = 0
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "rb") as source, open(target, "wb") as out:
+            while block := source.read(1 << 20):
+                written += len(block)
+                if written > max_bytes:
+                    raise InputError(str(path), f"expands past the {max_bytes:,}-byte limit; refused")
+                out.write(block)
+        return target
+    except InputError:
+        target.unlink(missing_ok=True)
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        target.unlink(missing_ok=True)
+        raise InputError(str(path), f"gzip file is damaged or truncated ({str(exc)[:80]})") from None
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            hint = "; free space there and run again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise TradewatchError(f"{path}: cannot decompress into {dest_dir}: {exc.strerror}{hint}") from None
+        raise InputError(str(path), f"gzip file is damaged or truncated ({str(exc)[:80]})") from None
 
 
 def remove_tree(path: Path) -> None:

@@ -39,8 +39,13 @@ class IngestResult(warehouse.LoadResult):
 
 
 def recognise(path: Path) -> ModuleType:
-    """The source module that reads `path`, judged by content (then by name). Raises InputError."""
+    """The source module that reads `path`, judged by content (then by name); a gzip file by the content
+    inside it. Raises InputError."""
     head = _head(path)
+    if head.startswith(archive.GZIP_MAGIC):
+        head = archive.gunzip_head(path)
+        if not head.strip():
+            raise InputError(str(path), "gzip file holds nothing; expected Comext, Comtrade or BACI data")
     for module in registry.SOURCES.values():
         if module.looks_like(path, head):
             return module
@@ -135,15 +140,19 @@ def load_file(
     path = Path(path)
     module = recognise(path)
     where = display_name or str(path)
-    if module.SOURCE == "baci" and archive.is_zip(path):
-        raise InputError(where, "a BACI release zip holds one file per year; load it with load_release "
-                         "(`tradewatch ingest baci` or `ingest files`)")
+    _refuse_release(module, path, where)
     checksum = archive.sha256(path)
     label = source_label or module.SOURCE
     if not force and already_loaded(con, where, checksum):
         return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
     return _stage_and_replace(con, module, path, where=where, checksum=checksum, label=label,
                               reader_options=reader_options)
+
+
+def _refuse_release(module: ModuleType, path: Path, where: str) -> None:
+    if module.SOURCE == "baci" and archive.is_zip(path):
+        raise InputError(where, "a BACI release zip holds one file per year; load it with load_release "
+                         "(`tradewatch ingest baci` or `ingest files`)")
 
 
 def load_release(
@@ -192,6 +201,16 @@ def load_release(
         archive.remove_tree(scratch)
 
 
+def _stage_source(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path, *, table: str, source: str,
+                  scratch: Path, where: str, reader_options: dict | None):
+    """module.stage_file on `path`, or on its content decompressed into `scratch` when it is a gzip file
+    (errors still name `where`, with line numbers of the content)."""
+    if archive.is_gzip(path):
+        path = archive.gunzip_to(path, scratch / "gunzip")
+    return module.stage_file(con, path, table=table, source=source, scratch=scratch, display_name=where,
+                             **(reader_options or {}))
+
+
 def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path, *, where: str, checksum: str,
                        label: str, reader_options: dict | None) -> IngestResult:
     """Stage one readable file with its source module and replace its partitions (one transaction)."""
@@ -199,8 +218,8 @@ def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path:
     table = f"stage_{load_id}"
     scratch = _new_scratch()
     try:
-        staged = module.stage_file(con, path, table=table, source=label, scratch=scratch, display_name=where,
-                                   **(reader_options or {}))
+        staged = _stage_source(con, module, path, table=table, source=label, scratch=scratch, where=where,
+                               reader_options=reader_options)
         _refuse_unreadable(con, staged, where)
         confidential = _confidential_rows(con, staged.table)
         with _writing(where):
@@ -364,6 +383,7 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
     path = Path(path)
     module = recognise(path)
     where = display_name or str(path)
+    _refuse_release(module, path, where)
     checksum = archive.sha256(path)
     label = source_label or module.SOURCE
     options = json.dumps({k: str(v) for k, v in sorted((reader_options or {}).items())})
@@ -388,8 +408,8 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
         # Paths under TRADEWATCH_HOME are configuration: quoted as literals, never spliced raw.
         con.execute(f"SET memory_limit = {sql_text(memory_limit)}")
         con.execute(f"SET temp_directory = {sql_path(spill)}")
-        staged = module.stage_file(con, path, table="parsed", source=label, scratch=scratch, display_name=where,
-                                   **(reader_options or {}))
+        staged = _stage_source(con, module, path, table="parsed", source=label, scratch=scratch, where=where,
+                               reader_options=reader_options)
         confidential = _confidential_rows(con, staged.table)
         canonical = folder / "canonical.parquet"
         quarantine = folder / "quarantine.parquet"
