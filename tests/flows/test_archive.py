@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import gzip
 
 import pytest
@@ -31,6 +32,28 @@ def test_comtrade_bulk_tsv_gz_loads_like_the_csv(home, tmp_path):
     assert _flows(home / "gz.duckdb") == _flows(home / "csv.duckdb") != []
     assert ingest.ingest_paths(home / "gz.duckdb", [bulk]).results[0].status == "unchanged"
     assert [p for p in (home / "cache" / "extract").rglob("*") if p.is_file()] == []
+
+
+BULK_HEADER = ("typeCode\tfreqCode\trefPeriodId\trefYear\trefMonth\tperiod\treporterCode\tflowCategory\tflowCode\t"
+               "partnerCode\tpartner2Code\tclassificationCode\tclassificationSearchCode\tisOriginalClassification\t"
+               "cmdCode\taggrLevel\tisLeaf\tcustomsCode\tmosCode\tmotCode\tqtyUnitCode\tqty\tisQtyEstimated\t"
+               "altQtyUnitCode\taltQty\tisAltQtyEstimated\tnetWgt\tisNetWgtEstimated\tgrossWgt\t"
+               "isGrossWgtEstimated\tcifvalue\tfobvalue\tprimaryValue\tlegacyEstimationFlag\tisReported\tisAggregate")
+
+
+def test_comtrade_bulk_layout_without_iso_columns(home, tmp_path):
+    # The bulk files carry numeric codes only (no reporterISO/partnerISO) and some columns the API lacks.
+    rows = ["C\tM\t20220301\t2022\t3\t202203\t398\tX\tX\t643\t0\tH6\tHS\t1\t854231\t6\t1\tC00\t0\t0\t8\t"
+            "5\t0\t-1\t0\t0\t5\t0\t5\t0\t0\t1500.5\t1500.5\t0\t1\t0",
+            "C\tM\t20220301\t2022\t3\t202203\t398\tX\tX\t643\t0\tH6\tHS\t1\t854231\t6\t1\tC00\t0\t1000\t8\t"
+            "2\t0\t-1\t0\t0\t2\t0\t2\t0\t0\t600\t600\t0\t1\t0"]
+    bulk = tmp_path / "C_M_398_202203_H6_O.txt.gz"
+    bulk.write_bytes(gzip.compress(("\n".join([BULK_HEADER, *rows]) + "\n").encode()))
+    result = ingest.ingest_paths(home / "w.duckdb", [bulk]).results[0]
+    assert (result.status, result.rows, result.quarantined) == ("ok", 1, 0)
+    # The all-modes total row (motCode 0) is kept; the mode-1000 breakdown is not added to it.
+    assert _flows(home / "w.duckdb") == [("comtrade", datetime.date(2022, 3, 1), "KAZ", "RUS", "export", "854231",
+                                          6, 1500.5, "USD", 5.0)]
 
 
 def test_comext_dat_gz_loads_like_the_dat(home, tmp_path):
