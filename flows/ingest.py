@@ -180,7 +180,7 @@ def load_release(
         if codes is None and (member := baci.release_country_codes(path)):
             codes, _ = archive.extract_zip_member(path, member, scratch / "codes")
         results = []
-        for year, member in chosen.items():
+        for member in chosen.values():
             where = f"{path}:{member}"
             if progress:
                 progress(where, None)
@@ -649,18 +649,19 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
             load_release_plan(path, years)  # a release without the years asked for fails here too
             releases.add(path)
     emit = on_event or (lambda kind, **info: None)
+
+    def progress(name: str, result: IngestResult | None) -> None:  # one year of a release
+        if result is None:
+            emit("load", name=name)
+        else:
+            emit("loaded", name=name, result=result)
+
     summary = RunSummary()
     options = {"country_codes": Path(country_codes)} if country_codes else None
     con = warehouse.connect(db)
     try:
         for path in files:
             if path in releases:
-                def progress(name: str, result: IngestResult | None) -> None:
-                    if result is None:
-                        emit("load", name=name)
-                    else:
-                        emit("loaded", name=name, result=result)
-
                 summary.results.extend(load_release(con, path, years=years, force=force,
                                                     country_codes=Path(country_codes) if country_codes else None,
                                                     progress=progress))
