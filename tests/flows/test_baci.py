@@ -154,3 +154,20 @@ def test_release_with_two_files_for_one_year_is_refused_before_loading(home, tmp
     with pytest.raises(InputError, match=r"holds two data files for 2021"):
         ingest.ingest_paths(home / "w.duckdb", [release])
     assert warehouse.row_count(warehouse.connect(home / "w.duckdb")) == 0
+
+
+def test_encrypted_member_is_refused(home, tmp_path):
+    release = tmp_path / "BACI_HS17_V202401.zip"
+    with zipfile.ZipFile(release, "w") as zf:
+        zf.writestr("BACI_HS17_Y2021_V202401.csv", (FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv").read_bytes())
+    # Set the "encrypted" flag a password-protected release carries, in the local and the central header
+    # (zipfile cannot write encrypted members itself).
+    raw = bytearray(release.read_bytes())
+    raw[6] |= 0x1
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 8] |= 0x1
+    release.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(release).getinfo("BACI_HS17_Y2021_V202401.csv").flag_bits & 0x1
+    with pytest.raises(InputError, match=r"BACI_HS17_Y2021_V202401\.csv: member is encrypted"):
+        ingest.ingest_paths(home / "w.duckdb", [release])
+    assert warehouse.row_count(warehouse.connect(home / "w.duckdb")) == 0
