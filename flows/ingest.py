@@ -138,21 +138,22 @@ def load_file(
     that cannot be read as a whole, or none of whose rows can (row-level problems go to quarantine), and
     TradewatchError when the warehouse cannot be written (a full disk): nothing of the file is stored then."""
     path = Path(path)
-    module = recognise(path)
-    where = display_name or str(path)
-    _refuse_release(module, path, where)
-    checksum = archive.sha256(path)
-    label = source_label or module.SOURCE
+    module, where, checksum, label = _identify(path, display_name, source_label)
     if not force and already_loaded(con, where, checksum):
         return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
     return _stage_and_replace(con, module, path, where=where, checksum=checksum, label=label,
                               reader_options=reader_options)
 
 
-def _refuse_release(module: ModuleType, path: Path, where: str) -> None:
+def _identify(path: Path, display_name: str | None, source_label: str | None) -> tuple[ModuleType, str, str, str]:
+    """(reader module, name shown in messages, SHA-256, source label) of one loadable file; a BACI release
+    zip is refused here (it holds one file per year: load_release reads it)."""
+    module = recognise(path)
+    where = display_name or str(path)
     if module.SOURCE == "baci" and archive.is_zip(path):
         raise InputError(where, "a BACI release zip holds one file per year; load it with load_release "
                          "(`tradewatch ingest baci` or `ingest files`)")
+    return module, where, archive.sha256(path), source_label or module.SOURCE
 
 
 def load_release(
@@ -381,11 +382,7 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
     Parquet under the cache (reused when the same content was parsed before by this reader version).
     Uses its own in-memory DuckDB, so several files can be parsed at once. Raises InputError."""
     path = Path(path)
-    module = recognise(path)
-    where = display_name or str(path)
-    _refuse_release(module, path, where)
-    checksum = archive.sha256(path)
-    label = source_label or module.SOURCE
+    module, where, checksum, label = _identify(path, display_name, source_label)
     options = json.dumps({k: str(v) for k, v in sorted((reader_options or {}).items())})
     variant = hashlib.sha256(options.encode()).hexdigest()[:8] if reader_options else "plain"
     folder = parsed_dir() / f"{label}-{checksum[:32]}-{variant}-v{PARSER_VERSION}"
