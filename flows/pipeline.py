@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tradewatch.flows import settings
 from tradewatch.flows.sources.common import sql_path
 from tradewatch.flows.errors import InputError, TradewatchError
 from tradewatch.flows.pipeline_config import PipelineConfig, check_cron, load_config, source_months
@@ -281,6 +282,7 @@ def run_pipeline(
         say(f"Running the pipeline on the Prefect server at {get_current_settings().api.url} …")
     else:
         say("Running the pipeline (no PREFECT_API_URL: Prefect starts a temporary server for this run) …")
+        settings.offline_prefect_server()
     started = time.perf_counter()
     state = pipeline(
         config=str(Path(config).expanduser().resolve()) if config else None,

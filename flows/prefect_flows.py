@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.futures import wait
 
-from tradewatch.flows import ingest
+from tradewatch.flows import ingest, settings
 from tradewatch.flows.errors import InputError, TradewatchError
 
 FLOW_NAME = "ingest"
@@ -157,6 +157,7 @@ def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, 
     if dask_address and task_runner != "dask":
         raise InputError(f"--dask-address {dask_address}", "only applies with --task-runner dask")
     runner = make_task_runner(task_runner, dask_address)
+    settings.offline_prefect_server()
     token = uuid.uuid4().hex
     if on_event is not None:
         _EVENT_SINKS[token] = on_event

@@ -25,3 +25,10 @@ def reports_dir() -> Path:
 
 def demo_dir() -> Path:
     return home() / "demo"
+
+
+def offline_prefect_server() -> None:
+    """Keep the temporary Prefect server a run may start from phoning home: its telemetry service would
+    call Prefect's servers, which offline or egress-filtered machines (where analysts of export controls
+    often work) refuse, and it logs an error each time. A value the user set in the environment wins."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

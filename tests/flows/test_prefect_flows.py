@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -32,8 +33,10 @@ def prefect_api(prefect_server, monkeypatch):
     return prefect_server
 
 
-def test_flow_downloads_parses_and_loads_once(home, server, tmp_path, prefect_api):
+def test_flow_downloads_parses_and_loads_once(home, server, tmp_path, prefect_api, monkeypatch):
     from tradewatch.flows import prefect_flows
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
 
     bodies = {m: _seven_zip(tmp_path, m) for m in ("202201", "202202", "202203")}
     attempts = {"202202": 0}
@@ -52,6 +55,8 @@ def test_flow_downloads_parses_and_loads_once(home, server, tmp_path, prefect_ap
     assert summary["totals"]["rows"] == 18 and summary["totals"]["quarantined"] == 12
     assert summary["totals"]["confidential"] == 6 and summary["totals"]["downloads"] == {"downloaded": 3}
     assert events.count("loaded") == 3 and "download" in events
+    # A temporary server this run might start would not try to send telemetry from an offline machine.
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert list((home / "cache" / "parsed").glob("*/canonical.parquet"))
     with warehouse.opened(home / "w.duckdb", read_only=True) as con:
         assert con.execute("SELECT count(DISTINCT period) FROM trade_flows").fetchone()[0] == 3
