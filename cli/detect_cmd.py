@@ -81,32 +81,12 @@ def _json_row(row: dict) -> dict:
     return out
 
 
-def _money(value: float | None, currency: str | None) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    symbol = {"EUR": "€", "USD": "$"}.get(currency or "", "")
-    for limit, suffix in ((1e9, "bn"), (1e6, "m"), (1e3, "k")):
-        if abs(value) >= limit:
-            return f"{symbol}{value / limit:.1f}{suffix}"
-    return f"{symbol}{value:.0f}"
-
-
-def _times(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"×{value:.1f}" if value < 100 else f"×{value:,.0f}"
-
-
-def _change(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value * 100:+.0f}%"
-
-
 def _print_table(rows: list[dict], event: str) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from tradewatch.detect.report import change, growth_text, money
 
     console = Console()
     if not console.is_terminal:
@@ -132,7 +112,7 @@ def _print_table(rows: list[dict], event: str) -> None:
             str(row["rank"]), f"{row['score']:.2f}",
             escape(f"{row['origin_iso3']} → {row['transit_iso3']} → {row['target_iso3']}"),
             escape(product),
-            f"{_money(row.get('baseline_value'), row.get('currency'))} → {_money(row.get('recent_value'), row.get('currency'))}",
-            _times(row.get("growth")), _change(row.get("target_change")), escape(row.get("reasons") or ""),
+            f"{money(row.get('baseline_value'), row.get('currency'))} → {money(row.get('recent_value'), row.get('currency'))}",
+            growth_text(row), change(row.get("target_change")), escape(row.get("reasons") or ""),
         )
     console.print(table)

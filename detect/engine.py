@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from tradewatch.detect import features, products
+from tradewatch.detect.report import money
 from tradewatch.detect.config import DetectParams
 
 __all__ = ["DetectParams", "RunResult", "run_detection", "load_run", "score_routes", "route_id", "MODEL_VERSION"]
@@ -197,16 +198,6 @@ def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.W
 
 # --- words ----------------------------------------------------------------------------------------------
 
-def _money(value: float | None, currency: str | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    symbol = {"EUR": "€", "USD": "$"}.get(currency or "", "")
-    for limit, suffix in ((1e9, " bn"), (1e6, " M"), (1e3, " k")):
-        if abs(value) >= limit:
-            return f"{symbol}{value / limit:.1f}{suffix}"
-    return f"{symbol}{value:.0f}"
-
-
 def _times(ratio: float) -> str:
     if ratio >= 100:
         return f"×{ratio:,.0f}"
@@ -218,7 +209,7 @@ def _times(ratio: float) -> str:
 def _growth_words(base: float, recent: float, currency: str | None, label: str) -> str:
     if base > 0:
         return f"{_times(recent / base)} vs {label}"
-    return f"from nothing in {label} to {_money(recent, currency)}/month"
+    return f"from nothing in {label} to {money(recent, currency)}/month"
 
 
 def reasons(row: dict, windows: features.Windows, params: DetectParams) -> str:
@@ -237,7 +228,7 @@ def reasons(row: dict, windows: features.Windows, params: DetectParams) -> str:
     if row.get("onward_growth_log") is not None:
         base, recent = row.get("onward_base") or 0.0, row.get("onward_recent") or 0.0
         onward = f"{transit}→{target} {_times(recent / base)}" if base > 0 else \
-            f"{transit}→{target} from nothing to {_money(recent, row.get('onward_currency'))}/month"
+            f"{transit}→{target} from nothing to {money(recent, row.get('onward_currency'))}/month"
         if row.get("onward_cover") is not None and row["onward_cover"] > 0:
             onward += f", covering {row['onward_cover'] * 100:.0f}% of the rise"
         extras.append((RULE_WEIGHTS["onward"] * (row.get("c_onward") or 0) + 1.0, onward))
@@ -246,7 +237,7 @@ def reasons(row: dict, windows: features.Windows, params: DetectParams) -> str:
         extras.append((RULE_WEIGHTS["persistence"] * row["persistence"],
                        f"{months} of {windows.recent_count} months above the baseline band"))
     extras.append((RULE_WEIGHTS["material"] * (row.get("c_material") or 0),
-                   f"{_money(row['excess_value'], row['currency'])} excess over {windows.recent_count} months"))
+                   f"{money(row['excess_value'], row['currency'])} excess over {windows.recent_count} months"))
     if row.get("control_growth_log") is not None:
         ratio = math.exp(row["control_growth_log"])
         extras.append((RULE_WEIGHTS["growth"] * 0.5, f"to controls only {_times(ratio)}" if ratio >= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import errno
-import hashlib
 import json
 import os
 import random
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tradewatch.flows import archive
 from tradewatch.flows.errors import TradewatchError
 
 # The public sources tradewatch downloads from. A URL given explicitly by the user (--base-url) adds its
@@ -146,14 +146,6 @@ def forget(dest: Path) -> None:
     dest = Path(dest)
     for path in (dest, dest.with_name(dest.name + ".part"), _meta_path(dest)):
         path.unlink(missing_ok=True)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def looks_like_html(head: bytes) -> bool:
@@ -333,7 +325,7 @@ def _attempt(client, url, dest: Path, headers, conditional, policy, expect, prog
                 with open(part, "rb") as handle:
                     head = handle.read(1024)
                 _refuse_non_data(head, content_type, expect, shown, part)
-            digest = sha256_file(part)
+            digest = archive.sha256(part)
             unchanged = have_copy and meta.get("sha256") == digest
             os.replace(part, dest)
             new_meta = {
