@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def output_path(out, expected: str = "a file path") -> Path:
     return path
 
 
+def write_atomically(path: Path, write_to: Callable[[Path], object], option: str) -> None:
+    """Call `write_to(partial)` on a file beside `path`, then rename it to `path`, so a failed write never
+    leaves half a file under its name; an OSError becomes InputError naming `option`."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        write_to(partial)
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(option, f"cannot write: {exc.strerror or exc}") from None
+
+
 def write(frame: pl.DataFrame, format: str, out: Path | str | None = None) -> str | None:
     """Write `frame` (non-finite floats become null) as `format` to the file `out`, or return the text
     when `out` is None (CSV and JSON only). Parquet needs a file. Returns None when a file was written."""
@@ -70,18 +83,11 @@ def write(frame: pl.DataFrame, format: str, out: Path | str | None = None) -> st
             raise InputError(f"--format {format}", "writes a binary file; give --out FILE")
         return to_csv_text(frame) if format == "csv" else to_json_text(frame)
     path = output_path(out)
-    # Write beside the target and rename, so a failed write never leaves half a file under its name.
-    partial = path.with_name(path.name + ".partial")
-    try:
-        if format == "parquet":
-            frame.write_parquet(partial)
-        else:
-            text = to_csv_text(frame) if format == "csv" else to_json_text(frame)
-            partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise InputError(f"--out {out}", f"cannot write: {exc.strerror or exc}") from None
+    if format == "parquet":
+        write_atomically(path, frame.write_parquet, f"--out {out}")
+    else:
+        text = to_csv_text(frame) if format == "csv" else to_json_text(frame)
+        write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"), f"--out {out}")
     return None
 
 

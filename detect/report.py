@@ -15,8 +15,8 @@ import duckdb
 import polars as pl
 
 from tradewatch.detect import products, review
+from tradewatch.detect.export import output_path, write_atomically
 from tradewatch.flows import settings
-from tradewatch.flows.errors import InputError
 
 DEFAULT_TOP = 20
 LEG_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")  # origin→transit, origin→target, transit→target
@@ -157,16 +157,8 @@ def write_report(
         path = default_report_path(data.run["run_id"])
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
-        from tradewatch.detect.export import output_path
-
         path = output_path(out, "an .html file path")
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise InputError(f"--out {out or path}", f"cannot write: {exc.strerror or exc}") from None
+    write_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"), f"--out {out or path}")
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from datetime import datetime
 
@@ -83,3 +84,18 @@ def test_empty_selection_round_trips(tmp_path):
         export.write(empty, fmt, tmp_path / f"e.{fmt}")
         back = export.read(tmp_path / f"e.{fmt}", fmt, review.FLAG_COLUMNS)
         assert back.height == 0 and back.schema == empty.schema
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_partial(tmp_path):
+    target = tmp_path / "flags.csv"
+    target.write_text("the earlier export\n")
+
+    def fill_the_disk(partial):
+        partial.write_text("half of the new")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InputError) as caught:
+        export.write_atomically(target, fill_the_disk, f"--out {target}")
+    assert str(caught.value) == f"--out {target}: cannot write: No space left on device"
+    assert target.read_text() == "the earlier export\n"
+    assert list(tmp_path.iterdir()) == [target]
