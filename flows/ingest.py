@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -354,6 +355,7 @@ class ParsedFile:
     confidential: int
     reasons: dict[str, int]
     by_product: bool = False  # replace only the products the file holds (see warehouse.replace_partitions)
+    key_checked: bool = False  # check_parsed found every key once: loading need not group the rows again
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -440,7 +442,7 @@ def check_parsed(parsed: ParsedFile) -> ParsedFile:
         warehouse.check_staged(con, "staged", parsed.file)
     finally:
         con.close()
-    return parsed
+    return dataclasses.replace(parsed, key_checked=True)
 
 
 def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False) -> IngestResult:
@@ -450,16 +452,19 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
     load_id = warehouse.next_load_id(con)
     table = f"stage_{load_id}"
     try:
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
-        con.execute(f"CREATE TEMP TABLE {table}_quarantine AS SELECT * FROM read_parquet({sql_path(parsed.quarantine)})")
+        # Views, not copies: the checks, the partition statistics and the insert read the Parquet itself,
+        # which shortens the time the warehouse is held for writing.
+        con.execute(f"CREATE TEMP VIEW {table} AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
+        con.execute(f"CREATE TEMP VIEW {table}_quarantine AS SELECT * FROM read_parquet({sql_path(parsed.quarantine)})")
         with _writing(parsed.file):
             loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
                                                   source=parsed.source, quarantine_table=f"{table}_quarantine",
-                                                  load_id=load_id, by_product=parsed.by_product)
+                                                  load_id=load_id, key_unique=parsed.key_checked,
+                                                  by_product=parsed.by_product)
         return _with_details(loaded, parsed.reasons, parsed.confidential)
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-        con.execute(f"DROP TABLE IF EXISTS {table}_quarantine")
+        con.execute(f"DROP VIEW IF EXISTS {table}")
+        con.execute(f"DROP VIEW IF EXISTS {table}_quarantine")
 
 
 # ------------------------------------------------------------------------------------ per-source runs

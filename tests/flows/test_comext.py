@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ingest_helpers import FIXTURES, Reply, comext_dir, home, server  # noqa: F401  (fixtures)
@@ -174,3 +176,27 @@ def test_parse_then_load_equals_direct_load(home):
     other = warehouse.connect(home / "x.duckdb")
     ingest.load_file(other, DAT)
     assert other.execute("SELECT * FROM trade_flows ORDER BY ALL").fetchall() == via_parquet
+
+
+def test_a_parsed_file_repeating_a_key_is_refused_checked_or_not(home):
+    parsed = ingest.parse_file(DAT)
+    assert not parsed.key_checked
+    # Repeat one canonical row in the Parquet, as a damaged or hand-edited cache file would.
+    doubled = Path(parsed.canonical).with_name("doubled.parquet")
+    scratch = duckdb.connect()
+    scratch.execute(f"""COPY (SELECT * FROM read_parquet('{parsed.canonical}')
+                              UNION ALL (SELECT * FROM read_parquet('{parsed.canonical}') LIMIT 1))
+                        TO '{doubled}' (FORMAT parquet)""")
+    scratch.close()
+    bad = dataclasses.replace(parsed, canonical=str(doubled), checksum="doubled")
+    with pytest.raises(InputError, match="duplicate key"):
+        ingest.check_parsed(bad)
+    con = warehouse.connect(home / "w.duckdb")
+    # Not checked: the load groups the rows itself and refuses them; nothing is stored.
+    with pytest.raises(InputError, match="duplicate key"):
+        ingest.load_parsed(con, bad)
+    assert warehouse.row_count(con) == 0
+    assert con.execute("SELECT status FROM loads").fetchall() == [("failed",)]
+    # Checked: the load trusts the check and leaves the grouping out.
+    good = ingest.check_parsed(parsed)
+    assert good.key_checked and ingest.load_parsed(con, good).rows == 6
