@@ -446,7 +446,9 @@ def check_parsed(parsed: ParsedFile) -> ParsedFile:
 
 
 def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False) -> IngestResult:
-    """Replace the partitions of one parsed file in the open (writable) warehouse and record the load."""
+    """Replace the partitions of one parsed file in the open (writable) warehouse and record the load.
+    A file that came through check_parsed (`key_checked`) is not grouped again to look for repeated keys;
+    any other gets every declared check here."""
     if not force and already_loaded(con, parsed.file, parsed.checksum):
         return IngestResult(load_id=-1, file=parsed.file, source=parsed.source, status="unchanged")
     load_id = warehouse.next_load_id(con)
