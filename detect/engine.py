@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 
 from tradewatch.detect import features, products
-from tradewatch.detect.report import money
 from tradewatch.detect.config import DetectParams
+from tradewatch.detect.report import money
 
 __all__ = ["DetectParams", "RunResult", "run_detection", "load_run", "score_routes", "route_id", "MODEL_VERSION"]
 
