@@ -13,6 +13,7 @@ from tradewatch.flows.errors import InputError
 
 CHPL_FILE = "chpl_2024-02-23.csv"
 CORRELATION_FILE = "hs2017_hs2022.csv"
+RESTRICTED_FILE = "eu_833_2014_cn8_2022-10-07.csv"
 
 # How much a product's listing raises its risk score (0-1). Tier 1 items (integrated circuits) are the
 # ones the coalition found most often in Russian weapons; later tiers are broader component classes.
@@ -58,6 +59,31 @@ def hs2017_to_hs2022() -> dict[str, tuple[str, ...]]:
     for old, new in correlation():
         out.setdefault(old, []).append(new)
     return {old: tuple(sorted(new)) for old, new in out.items()}
+
+
+@lru_cache(maxsize=1)
+def eu_restricted_hs6() -> frozenset[str]:
+    """HS 2022 six-digit codes under which the EU's Russia export annexes (Regulation 833/2014, consolidated
+    2022-10-07) name at least one CN8 code; HS 2017 codes are mapped forward."""
+    rows = csv.DictReader(_data_lines(RESTRICTED_FILE))
+    return frozenset(new for row in rows for new in to_hs2022(row["code"].strip()[:6]))
+
+
+def restricted_hs6(user_lists: Iterable[frozenset[str]] = ()) -> frozenset[str]:
+    """Restricted goods for the goods-level comparison: the EU annex codes, the CHPL and the six-digit codes
+    of any user list (HS 2022). Everything else counts as unrestricted: it may still go to Russia directly."""
+    codes = set(eu_restricted_hs6()) | set(chpl())
+    for listed in user_lists:
+        codes.update(code for code in listed if len(code) == 6)
+    return frozenset(codes)
+
+
+def is_restricted(product_code: str, restricted: frozenset[str]) -> bool:
+    """True for an HS-6 code in `restricted`, or an HS-4 heading with any restricted code under it."""
+    code = product_code.strip()
+    if len(code) >= 6:
+        return code[:6] in restricted
+    return any(hs6.startswith(code) for hs6 in restricted)
 
 
 def to_hs2022(code: str) -> tuple[str, ...]:
