@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 import duckdb
@@ -58,3 +59,35 @@ def ec_rule_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> lis
               descending=[True, True, False, False, False])
     )
     return _keys(ranked, params.targets[0])
+
+
+# A plain analyst's threshold: exports to the transit at least doubled.
+GROWTH_FLAG = 2.0
+# The simple heuristic's thresholds: origin→Russia fell by half, growth net of control countries ×1.5, EUR 1 M.
+SIMPLE_MIN_DROP = 0.5
+SIMPLE_MIN_NET = 1.5
+SIMPLE_MIN_EXCESS = 1_000_000.0
+
+
+def plain_growth_flags(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
+    """The plain-growth list: origin→transit HS-6 flows that at least doubled against the matched baseline."""
+    legs, _ = features.origin_legs(con, params)
+    flagged = legs.filter((pl.col("base") > 0) & (pl.col("recent") >= GROWTH_FLAG * pl.col("base"))).sort(
+        "origin_iso3", "transit_iso3", "product")
+    return _keys(flagged, params.targets[0])
+
+
+def simple_rule(routes: pl.DataFrame, params: DetectParams) -> tuple[list[RouteKey], list[RouteKey]]:
+    """A fair ten-line rule an analyst could write: keep HS-6 routes whose origin→Russia flow fell ≥ 50 %,
+    rank them by growth net of control countries × log of the excess over what control countries predict;
+    flag those with net growth ≥ ×1.5 and excess ≥ 1 M over 12 months. Uses the run's features (`routes`)."""
+    control = pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0), pl.lit(-0.5))
+    kept = (routes.filter((pl.col("level") == 6) & (pl.col("target_change") <= -SIMPLE_MIN_DROP))
+            .with_columns(net=pl.col("growth_log") - control,
+                          excess=(pl.col("recent") - pl.col("base") * control.exp()) * 12)
+            .with_columns(rank_key=pl.col("net") * pl.col("excess").clip(lower_bound=1.0).log())
+            .sort(["rank_key", "origin_iso3", "transit_iso3", "product"], descending=[True, False, False, False]))
+    columns = ("origin_iso3", "transit_iso3", "target_iso3", "product")
+    flags = kept.filter((pl.col("net") >= math.log(SIMPLE_MIN_NET)) & (pl.col("excess") >= SIMPLE_MIN_EXCESS))
+    return ([tuple(row) for row in kept.select(columns).iter_rows()],
+            [tuple(row) for row in flags.select(columns).iter_rows()])

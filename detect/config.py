@@ -52,9 +52,9 @@ class DetectParams:
     """Everything a detection run depends on besides the data. Months are 'YYYY-MM'; money values are in
     the route's own currency; ratios are plain ratios (2.0 = doubled)."""
 
-    event: str = "2022-03"
-    baseline_months: int = 24
-    recent_months: int = 12
+    event: str = field(default_factory=_default("event"))
+    baseline_months: int = field(default_factory=_default("baseline_months"))
+    recent_months: int = field(default_factory=_default("recent_months"))
     as_of: str | None = None
     targets: tuple[str, ...] = ("RUS",)
     co_targets: tuple[str, ...] = ("BLR",)
@@ -69,15 +69,21 @@ class DetectParams:
     smoothing: float = field(default_factory=_default("smoothing"))
     cif_fob: float = field(default_factory=_default("cif_fob"))
     control_floor: float = field(default_factory=_default("control_floor"))
+    band: float = field(default_factory=_default("band"))
+    screen_share: float = field(default_factory=_default("screen_share"))
+    min_yardstick_products: int = field(default_factory=_default("min_yardstick_products"))
+    fdr: float = field(default_factory=_default("fdr"))
+    null_dof: int = field(default_factory=_default("null_dof"))
+    min_null_size: int = field(default_factory=_default("min_null_size"))
+    scale_floor: float = field(default_factory=_default("scale_floor"))
     min_excess: float = field(default_factory=_default("min_excess"))
     min_growth: float = field(default_factory=_default("min_growth"))
     min_persistence: float = field(default_factory=_default("min_persistence"))
     max_spike_share: float = field(default_factory=_default("max_spike_share"))
     min_target_drop: float = field(default_factory=_default("min_target_drop"))
     min_target_base: float = field(default_factory=_default("min_target_base"))
-    score_threshold: float = field(default_factory=_default("score_threshold"))
-    model_weight: float = field(default_factory=_default("model_weight"))
-    random_state: int = field(default_factory=_default("random_state"))
+    min_onward_net: float = field(default_factory=_default("min_onward_net"))
+    min_onward_growth: float = field(default_factory=_default("min_onward_growth"))
 
     def __post_init__(self) -> None:
         self._validate("option")
@@ -161,7 +167,18 @@ class DetectParams:
             raise InputError(_where(where, "cif_fob", self.cif_fob), "expected a ratio ≥ 1 (IMF default 1.06)")
         if not self.min_growth >= 1:
             raise InputError(_where(where, "min_growth", self.min_growth), "expected a ratio ≥ 1")
-        for name in ("min_persistence", "max_spike_share", "min_target_drop", "score_threshold", "model_weight"):
+        for name in ("min_yardstick_products", "null_dof", "min_null_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+                raise InputError(_where(where, name, value), "expected a whole number from 1 to 1000")
+        for name in ("band", "min_onward_growth"):
+            if not getattr(self, name) >= 1:
+                raise InputError(_where(where, name, getattr(self, name)), "expected a ratio ≥ 1")
+        if not 0 < self.fdr < 1:
+            raise InputError(_where(where, "fdr", self.fdr), "expected a false discovery rate between 0 and 1, e.g. 0.10")
+        if not self.scale_floor > 0:
+            raise InputError(_where(where, "scale_floor", self.scale_floor), "expected a number > 0")
+        for name in ("min_persistence", "max_spike_share", "min_target_drop", "screen_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(_where(where, name, getattr(self, name)), "expected a number from 0 to 1")
         for path in self.user_lists:

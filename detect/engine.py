@@ -1,4 +1,4 @@
-"""Detection runs: score candidate routes (transparent robust scores + IsolationForest), flag, explain, store and reload."""
+"""Detection runs: score candidate routes against a null built from the data, flag by Benjamini–Hochberg, explain, store and reload."""
 
 from __future__ import annotations
 
@@ -12,32 +12,13 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from tradewatch.detect import features, products
+from tradewatch.detect import calibration, features, products
 from tradewatch.detect.config import DetectParams
 from tradewatch.detect.report import money
 
 __all__ = ["DetectParams", "RunResult", "run_detection", "load_run", "score_routes", "route_id", "MODEL_VERSION"]
 
-MODEL_VERSION = "tradewatch-detect/1.0 rules+isolation-forest"
-
-# How much each transparent component (each scaled to 0-1) counts in the rule score. Components a route's
-# data cannot support drop out of both the numerator and the denominator.
-RULE_WEIGHTS: dict[str, float] = {
-    "growth": 0.20,        # o→t rise net of controls
-    "drop": 0.10,          # o→target collapse (the flow the rise replaces)
-    "substitution": 0.15,  # the rise fits inside what the target lost
-    "share": 0.05,         # target was a big market for o's product
-    "onward": 0.20,        # t→target rose too
-    "cover": 0.05,         # … by about as much as o→t rose
-    "persistence": 0.12,   # sustained, not one month
-    "material": 0.08,      # size of the excess
-    "risk": 0.05,          # CHPL tier / user list
-}
-
-# IsolationForest inputs: one-sided (diversion direction only, the rest clipped to 0), so "anomalous"
-# means "unusually strong evidence", not "unusual in any direction".
-MODEL_FEATURES = ("did_pos", "drop_pos", "substitution_f", "onward_pos", "persistence_f", "material_f", "russia_share_f",
-                  "product_risk")
+MODEL_VERSION = "tradewatch-detect/2.0 triple-difference, calibrated null, Benjamini-Hochberg"
 
 FLAGGED_SCHEMA: dict[str, pl.DataType] = {
     "rank": pl.Int32(), "route_id": pl.String(), "score": pl.Float64(),
@@ -73,116 +54,65 @@ def route_id(origin: str, transit: str, target: str, product_code: str, product_
 
 # --- scoring -------------------------------------------------------------------------------------------
 
-def _components(params: DetectParams, windows: features.Windows) -> list[pl.Expr]:
-    log20 = math.log(20.0)
-    floor = max(params.min_excess, 1.0)
-    return [
-        (pl.col("did_log") / log20).clip(0.0, 1.0).alias("c_growth"),
-        pl.when(pl.col("target_change").is_not_null())
-        .then((-pl.col("target_change")).clip(0.0, 1.0)).alias("c_drop"),
-        _substitution_fit().alias("c_substitution"),
-        (pl.col("russia_share") / 0.5).clip(0.0, 1.0).alias("c_share"),
-        (pl.col("onward_growth_log") / math.log(10.0)).clip(0.0, 1.0).alias("c_onward"),
-        pl.col("onward_cover").clip(0.0, 1.0).alias("c_cover"),
-        pl.col("persistence").clip(0.0, 1.0).alias("c_persistence"),
-        ((pl.col("excess_value").clip(lower_bound=floor) / floor).log10() / 2.0).clip(0.0, 1.0).alias("c_material"),
-        pl.col("product_risk").alias("c_risk"),
-    ]
-
-
-def _substitution_fit() -> pl.Expr:
-    """1 when the o→t excess fits inside the o→target fall, shrinking as it exceeds it (a rise several
-    times larger than what the target lost is not explained by substitution); null without a fall."""
-    ratio = pl.col("substitution_ratio")
-    return pl.when(ratio.is_null()).then(None).when(ratio <= 1.0).then(1.0).otherwise(1.0 / ratio)
-
-
-def _rule_score() -> pl.Expr:
-    numerator = pl.sum_horizontal([pl.col(f"c_{name}").fill_null(0.0) * weight for name, weight in RULE_WEIGHTS.items()])
-    denominator = pl.sum_horizontal([pl.col(f"c_{name}").is_not_null().cast(pl.Float64) * weight
-                                     for name, weight in RULE_WEIGHTS.items()])
-    return (numerator / denominator).alias("rule_score")
+def _target_ok(params: DetectParams) -> pl.Expr:
+    """The flow the rise replaces: origin→target fell from a material base; without an origin→target
+    baseline, the onward leg must have grown instead."""
+    return pl.when(pl.col("target_change").is_not_null()).then(
+        (pl.col("target_change") <= -params.min_target_drop) & (pl.col("target_base") >= params.min_target_base)
+    ).otherwise(pl.col("onward_growth_log").fill_null(0.0) >= math.log(params.min_onward_growth))
 
 
 def _gates(params: DetectParams) -> pl.Expr:
-    """All must hold for a route to be flagged; each is a plain test an analyst can check."""
-    target_ok = pl.when(pl.col("target_change").is_not_null()).then(
-        (pl.col("target_change") <= -params.min_target_drop) & (pl.col("target_base") >= params.min_target_base)
-    ).otherwise(pl.col("onward_growth_log").fill_null(0.0) >= math.log(2.0))
+    """Besides q ≤ fdr, all must hold for a route to be flagged; each is a plain test an analyst can check."""
     return (
-        pl.col("comparable")
-        & (pl.col("excess_value") >= params.min_excess)
-        & (pl.col("did_log") >= math.log(params.min_growth))
+        (pl.col("excess_value") >= params.min_excess)
+        & (pl.col("net_growth_log") >= math.log(params.min_growth))
         & (pl.col("persistence").fill_null(0.0) >= params.min_persistence)
         & (pl.col("spike_share").fill_null(1.0) <= params.max_spike_share)
-        & target_ok
+        & (pl.col("onward_net_log").fill_null(params.min_onward_net) >= params.min_onward_net)
     )
 
 
-MIN_MODEL_ROUTES = 8
-
-
-def _model_scores(frame: pl.DataFrame, params: DetectParams) -> np.ndarray | None:
-    """IsolationForest anomaly scores (0-1, higher = stronger evidence) of the screened routes; None
-    when too few routes or features vary to fit a model."""
-    if frame.height < MIN_MODEL_ROUTES:
-        return None
-    from sklearn.ensemble import IsolationForest
-
-    columns = [c for c in MODEL_FEATURES if frame[c].null_count() < frame.height and frame[c].n_unique() > 1]
-    if not columns:
-        return None
-    matrix = frame.select([pl.col(c).fill_null(0.0) for c in columns]).to_numpy()
-    model = IsolationForest(n_estimators=100, max_samples=min(256, frame.height), random_state=params.random_state)
-    model.fit(matrix)
-    raw = -model.score_samples(matrix)
-    low, high = float(raw.min()), float(raw.max())
-    if high - low < 1e-12:
-        return None
-    return np.round((raw - low) / (high - low), 9)
-
-
-def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.Windows) -> pl.DataFrame:
-    """Every candidate route with its components, rule score, model score, combined `score` (0-1) and
-    `flag` (gates passed and score ≥ params.score_threshold; an HS-4 route only when none of its HS-6
-    routes is flagged), sorted best first with stable tie-breakers."""
+def _with_risk(routes: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
     user_lists = [products.read_user_list(path) for path in params.user_lists]
-    product_keys = routes.select("product").unique().sort("product")
+    keys = routes.select("product").unique().sort("product")
     risk = [products.product_risk(code, use_chpl=params.use_chpl, user_lists=user_lists)
-            for code in product_keys["product"].to_list()]
-    product_keys = product_keys.with_columns(
-        product_risk=pl.Series([r[0] for r in risk], dtype=pl.Float64),
-        risk_label=pl.Series([r[1] for r in risk], dtype=pl.String),
+            for code in keys["product"].to_list()]
+    keys = keys.with_columns(product_risk=pl.Series([r[0] for r in risk], dtype=pl.Float64),
+                             risk_label=pl.Series([r[1] for r in risk], dtype=pl.String))
+    return routes.join(keys, on="product", how="left")
+
+
+def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFrame | None) -> pl.DataFrame:
+    """Routes with null_scale/null_size/null_basis, p_value, tested (the routes BH counts) and q_value."""
+    null = calibration.null_statistics(routes, placebo, params)
+    scales = calibration.null_scales(null, routes, params)
+    frame = routes.join(scales, on=["origin_iso3", "transit_iso3"], how="left")
+    p = calibration.p_values(frame["net_growth_log"].to_numpy().astype(float),
+                             frame["null_scale"].to_numpy().astype(float), params.null_dof)
+    # Only restricted goods can be diverted: unrestricted goods may still go to Russia directly, so they are
+    # the yardstick, never suspects. Testing them too would only dilute Benjamini–Hochberg.
+    tested = (frame.select(pl.col("comparable") & pl.col("restricted") & _target_ok(params)
+                           & pl.col("level").is_in(list(params.product_levels))).to_series().fill_null(False)
+              .to_numpy())
+    p_tested = np.where(tested & np.isfinite(p), p, np.nan)
+    return frame.with_columns(
+        p_value=pl.Series(np.round(p, 12), dtype=pl.Float64).fill_nan(None),
+        tested=pl.Series(tested, dtype=pl.Boolean),
+        q_value=pl.Series(np.round(calibration.benjamini_hochberg(p_tested), 12), dtype=pl.Float64).fill_nan(None),
     )
-    floor = max(params.min_excess, 1.0)
-    frame = (
-        routes.join(product_keys, on="product", how="left")
-        .with_columns(_components(params, windows))
-        .with_columns(_rule_score())
-        .with_columns(
-            did_pos=pl.col("did_log").clip(lower_bound=0.0),
-            drop_pos=pl.col("target_drop_log").clip(lower_bound=0.0),
-            onward_pos=pl.col("onward_growth_log").clip(lower_bound=0.0),
-            persistence_f=pl.col("persistence"),
-            substitution_f=_substitution_fit(),
-            material_f=(pl.col("excess_value").clip(lower_bound=floor) / floor).log10(),
-            russia_share_f=pl.col("russia_share"),
-            screened=features.screen(params) & pl.col("comparable"),
-        )
-        .sort("route_id")
-    )
-    screened = frame.filter(pl.col("screened"))
-    scores = _model_scores(screened, params)
-    # Without a model (a handful of candidates) the transparent score stands alone.
-    weight = params.model_weight if scores is not None else 0.0
-    model = screened.select("route_id").with_columns(
-        model_score=pl.Series(scores if scores is not None else np.zeros(screened.height), dtype=pl.Float64))
-    frame = frame.join(model, on="route_id", how="left").with_columns(
-        pl.col("model_score").fill_null(0.0)
+
+
+def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.Windows,
+                 placebo: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every candidate route with its p-value against the null, BH q-value, `score` (1 − p: how unusual its
+    net growth is for an ordinary flow on its pair; it depends only on the route's own rows and its pair's)
+    and `flag` (tested, q ≤ params.fdr and every gate; an HS-4 route only when none of its HS-6 routes is
+    flagged), sorted best first with stable tie-breakers."""
+    frame = _calibrated(_with_risk(routes, params), params, placebo).with_columns(
+        score=(1.0 - pl.col("p_value")).round(6).fill_null(0.0),
     ).with_columns(
-        score=((1 - weight) * pl.col("rule_score") + weight * pl.col("model_score")).round(6),
-    ).with_columns(
-        flag=_gates(params) & (pl.col("score") >= params.score_threshold),
+        flag=(pl.col("tested") & (pl.col("q_value") <= params.fdr) & _gates(params)).fill_null(False),
     )
     # The same evidence is not shown twice: an HS-4 route is flagged only when its HS-6 routes are not.
     six = frame.filter(pl.col("flag") & (pl.col("level") == 6)).select(
@@ -192,8 +122,8 @@ def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.W
     ).with_columns(
         flag=pl.col("flag") & ~((pl.col("level") == 4) & pl.col("covered").fill_null(False))
     ).drop("heading", "covered")
-    return frame.sort(["flag", "score", "excess_value", "route_id"], descending=[True, True, True, False],
-                      nulls_last=True).with_columns(model_fitted=pl.lit(scores is not None))
+    return frame.sort(["flag", "p_value", "excess_value", "route_id"], descending=[True, False, True, False],
+                      nulls_last=True)
 
 
 # --- words ----------------------------------------------------------------------------------------------
@@ -212,45 +142,40 @@ def _growth_words(base: float, recent: float, currency: str | None, label: str) 
     return f"from nothing in {label} to {money(recent, currency)}/month"
 
 
+def _net_words(log_value: float | None) -> str:
+    return _times(math.exp(log_value)) if log_value is not None else "n/a"
+
+
 def reasons(row: dict, windows: features.Windows, params: DetectParams) -> str:
-    """One line in words with numbers: the route's core evidence, then the few other features that
-    contributed most to its score."""
+    """One line in words with numbers, from the same row that was scored and gated: the net growth (the
+    table's `growth`), the fall of the origin→target flow, the onward leg net of the transit's ordinary
+    trade with the target, persistence, excess and the product's listing."""
     origin, transit, target = row["origin_iso3"], row["transit_iso3"], row["target_iso3"]
-    label = windows.baseline_label()
     mirror = " (as the transit reports its imports)" if row.get("basis") == "mirror" else ""
-    core = f"{origin}→{transit} exports of {row['product']} {_growth_words(row['base'], row['recent'], row['currency'], label)}{mirror}"
+    raw = _growth_words(row["base"], row["recent"], row["currency"], windows.baseline_label())
+    pair = row.get("pair_growth_log")
+    pair_words = f"pair's ordinary growth {_net_words(pair)}" if pair is not None else "no pair yardstick"
+    core = (f"{origin}→{transit} exports of {row['product']} {_net_words(row.get('net_growth_log'))} net "
+            f"({raw}{mirror}; {pair_words}")
+    if (row.get("product_boom_log") or 0) > 0:
+        core += f"; product boom at control countries {_net_words(row['product_boom_log'])}"
+    core += ")"
     if row.get("target_change") is not None:
         change = row["target_change"]
         verb = f"fell {-change * 100:.0f}%" if change < 0 else f"rose {change * 100:.0f}%"
         core += f" while {origin}→{target} {verb}"
     parts = [core]
-    extras: list[tuple[float, str]] = []
-    if row.get("onward_growth_log") is not None:
-        base, recent = row.get("onward_base") or 0.0, row.get("onward_recent") or 0.0
-        onward = f"{transit}→{target} {_times(recent / base)}" if base > 0 else \
-            f"{transit}→{target} from nothing to {money(recent, row.get('onward_currency'))}/month"
-        if row.get("onward_cover") is not None and row["onward_cover"] > 0:
-            onward += f", covering {row['onward_cover'] * 100:.0f}% of the rise"
-        extras.append((RULE_WEIGHTS["onward"] * (row.get("c_onward") or 0) + 1.0, onward))
+    if row.get("onward_net_log") is not None:
+        parts.append(f"{transit}→{target} {_net_words(row['onward_net_log'])} net of {transit}'s ordinary exports "
+                     f"to {target}")
+    else:
+        parts.append(f"{transit}→{target} not reported")
     if row.get("persistence") is not None:
         months = round(row["persistence"] * windows.recent_count)
-        extras.append((RULE_WEIGHTS["persistence"] * row["persistence"],
-                       f"{months} of {windows.recent_count} months above the baseline band"))
-    extras.append((RULE_WEIGHTS["material"] * (row.get("c_material") or 0),
-                   f"{money(row['excess_value'], row['currency'])} excess over {windows.recent_count} months"))
-    if row.get("control_growth_log") is not None:
-        ratio = math.exp(row["control_growth_log"])
-        extras.append((RULE_WEIGHTS["growth"] * 0.5, f"to controls only {_times(ratio)}" if ratio >= 1
-                       else f"to controls {(ratio - 1) * 100:.0f}%"))
-    if row.get("russia_share") is not None and row["russia_share"] >= 0.1:
-        extras.append((RULE_WEIGHTS["share"] * (row.get("c_share") or 0) + 0.01,
-                       f"{target} took {row['russia_share'] * 100:.0f}% of {origin}'s exports of it before"))
+        parts.append(f"{months} of {windows.recent_count} months above the expected band, "
+                     f"{money(row['excess_value'], row['currency'])} excess")
     if row.get("risk_label"):
-        extras.append((RULE_WEIGHTS["risk"] * (row.get("product_risk") or 0) + 0.02, row["risk_label"]))
-    if row.get("mirror_gap_log") is not None and abs(row["mirror_gap_log"]) >= math.log(1.5):
-        extras.append((0.01, f"{transit} reports {math.exp(-row['mirror_gap_log']) * 100:.0f}% of it as imports"))
-    extras.sort(key=lambda item: -item[0])
-    parts += [text for _, text in extras[:3]]
+        parts.append(row["risk_label"])
     return "; ".join(parts)
 
 
@@ -261,10 +186,9 @@ def _features_json(row: dict, unavailable: dict[str, str]) -> str:
         if name in unavailable or value is None or (isinstance(value, float) and not math.isfinite(value)):
             values[name] = None
         else:
-            values[name] = round(float(value), 6)
-    values["rule_score"] = round(float(row["rule_score"]), 6)
-    values["model_score"] = round(float(row["model_score"]), 6)
-    values["basis"] = row.get("basis")
+            values[name] = round(float(value), 6) if name not in ("p_value", "q_value") else float(f"{value:.6g}")
+    for name in ("basis", "pair_basis", "null_basis"):
+        values[name] = row.get(name)
     return json.dumps(values, sort_keys=True)
 
 
@@ -288,7 +212,7 @@ def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: Detec
             "baseline_start": windows.baseline_start, "baseline_end": windows.baseline_end,
             "recent_start": windows.recent_start, "recent_end": windows.recent_end,
             "baseline_value": row["base"], "recent_value": row["recent"],
-            "growth": row["recent"] / row["base"] if row["base"] > 0 else None,
+            "growth": math.exp(row["net_growth_log"]) if row.get("net_growth_log") is not None else None,
             "target_change": row.get("target_change"),
             "onward_growth": onward,
             "excess_value": row["excess_value"],
@@ -299,6 +223,15 @@ def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: Detec
 
 
 # --- runs -----------------------------------------------------------------------------------------------
+
+def calibration_note(scored: pl.DataFrame, params: DetectParams) -> str:
+    """How many routes were tested, how many flagged, and how many of those are expected to be false."""
+    tested = int(scored["tested"].sum()) if scored.height else 0
+    q_flagged = scored.filter(pl.col("flag"))["q_value"].drop_nulls().to_numpy()
+    expected = calibration.expected_false_flags(q_flagged)
+    return (f"{tested:,} routes tested against the null; {q_flagged.size} flagged at FDR {params.fdr:g}: "
+            f"at most {expected:.1f} of them expected to be false (Benjamini–Hochberg)")
+
 
 def _loads_read(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """The successful loads behind the data: the latest per source, freq and period."""
@@ -325,12 +258,9 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     started = _now()
     frame = features.build_routes(con, params)
     windows = frame.windows
-    scored = score_routes(frame.routes, params, windows)
+    scored = score_routes(frame.routes, params, windows, frame.placebo)
     flagged = flagged_table(scored, windows, params, frame.unavailable)
-    notes = list(frame.notes)
-    if scored.height and not scored["model_fitted"][0]:
-        notes.append(f"too few routes pass the screening (fewer than {MIN_MODEL_ROUTES}) to fit the IsolationForest: "
-                     "scores are the transparent rule scores alone")
+    notes = list(frame.notes) + [calibration_note(scored, params)]
     unavailable_words = [f"{features.FEATURES.get(name, name)} ({name}): {why}" for name, why in frame.unavailable.items()]
     loads = _loads_read(con)
     run_hash = hashlib.sha256(json.dumps(

@@ -197,3 +197,95 @@ def check_goals(synthetic: dict, placebo_result: dict) -> dict[str, bool]:
         "precision_at_25_at_least_0.9": ours["precision_at_25"] >= GOALS["precision_at_25"],
         "placebo_flags_at_most_10_percent": ratio is not None and ratio <= GOALS["placebo_ratio"],
     }
+
+
+# --- the family of test worlds ---------------------------------------------------------------------------
+
+FAMILY_METRICS = ("average_precision", "precision_at_25", "list_precision", "list_recall")
+METHODS = ("tradewatch", "growth", "ec_rule", "simple")
+# Seeds the detector's defaults were tuned on; `tradewatch evaluate --families` reports on others by default.
+TUNING_SEEDS = (1, 2, 3)
+DEFAULT_FIRST_SEED = 101
+
+
+def list_metrics(ranked: list[RouteKey], flagged: list[RouteKey], positives: set[RouteKey]) -> dict[str, float]:
+    """AP and precision at 25 of the ranking; precision and recall of the flagged list (an empty list
+    has precision 1.0 by convention only when there is nothing to find, else 0)."""
+    ranking = ranking_metrics(ranked, positives)
+    found = set(flagged) & positives
+    precision = len(found) / len(set(flagged)) if flagged else 0.0
+    return {"average_precision": ranking["average_precision"], "precision_at_25": ranking["precision_at_25"],
+            "list_precision": round(precision, 4), "list_recall": round(len(found) / len(positives), 4)}
+
+
+def method_lists(con: duckdb.DuckDBPyConnection, params: DetectParams) -> dict[str, tuple[list[RouteKey], list[RouteKey]]]:
+    """(ranking, flagged list) of HS-6 routes for tradewatch and the three baselines on one warehouse."""
+    frame = features.build_routes(con, params)
+    scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
+    six = scored.filter((pl.col("level") == 6) & pl.col("tested"))
+    keys = ["origin_iso3", "transit_iso3", "target_iso3", "product"]
+    ours = [tuple(row) for row in six.select(keys).iter_rows()]
+    flagged = [tuple(row) for row in six.filter(pl.col("flag")).select(keys).iter_rows()]
+    growth = baselines.plain_growth_ranking(con, params)
+    growth_flags = baselines.plain_growth_flags(con, params)
+    ec = baselines.ec_rule_ranking(con, params)
+    simple_ranked, simple_flags = baselines.simple_rule(frame.routes, params)
+    return {"tradewatch": (ours, flagged), "growth": (growth, growth_flags), "ec_rule": (ec, ec),
+            "simple": (simple_ranked, simple_flags)}
+
+
+def seed_family_world(family: str, seed: int) -> SyntheticWorld:
+    """A scratch warehouse under TRADEWATCH_HOME/tmp holding one world of `family` (detect.worlds)."""
+    from tradewatch.detect import worlds
+
+    root = settings.home() / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"family-{family}-", dir=root))
+    db = folder / "synthetic.duckdb"
+    try:
+        con = warehouse.connect(db)
+        try:
+            answer_key = worlds.seed_world(con, folder / "world", family=family, seed=seed)
+        finally:
+            con.close()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return SyntheticWorld(folder, db, answer_key)
+
+
+def evaluate_world(family: str, seed: int, params: DetectParams) -> dict[str, dict[str, float]]:
+    """Metrics per method on one world of `family` seeded with `seed`."""
+    world = seed_family_world(family, seed)
+    try:
+        con = warehouse.connect(world.db)
+        try:
+            run_params = params.replace(event=world.answer_key.get("event", params.event))
+            positives = answer_routes(world.answer_key)
+            return {method: list_metrics(ranked, flagged, positives)
+                    for method, (ranked, flagged) in method_lists(con, run_params).items()}
+        finally:
+            con.close()
+    finally:
+        world.remove()
+
+
+def _mean(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {method: {name: round(sum(r[method][name] for r in results) / len(results), 4) for name in FAMILY_METRICS}
+            for method in METHODS}
+
+
+def evaluate_families(families: list[str], seeds: list[int], params: DetectParams | None = None, *,
+                      say=lambda message: None) -> dict:
+    """Every method on every (family, seed) world. Returns {"families": {name: {method: metrics}},
+    "overall": {method: metrics}, "seeds": seeds, "tuning_seeds": TUNING_SEEDS}; metrics are means over seeds
+    (overall: over every world)."""
+    params = params or DetectParams()
+    per_family: dict[str, list] = {}
+    for family in families:
+        for seed in seeds:
+            say(f"World {family} seed {seed} …")
+            per_family.setdefault(family, []).append(evaluate_world(family, seed, params))
+    every = [result for results in per_family.values() for result in results]
+    return {"families": {name: _mean(results) for name, results in per_family.items()}, "overall": _mean(every),
+            "seeds": list(seeds), "tuning_seeds": list(TUNING_SEEDS)}

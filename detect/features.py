@@ -9,7 +9,7 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from tradewatch.detect import products
+from tradewatch.detect import calibration, products
 from tradewatch.detect.config import DetectParams
 from tradewatch.flows.errors import TradewatchError
 
@@ -19,20 +19,31 @@ EU_CODE = "EUR"
 # Every feature a route can carry, with the sentence the run prints when the data cannot support it.
 FEATURES: dict[str, str] = {
     "growth_log": "origin→transit smoothed log growth, recent vs seasonally matched baseline",
-    "excess_value": "origin→transit recent excess over what the controls predict, whole recent window",
-    "control_growth_log": "origin's exports of the product to control partners, smoothed log growth",
-    "did_log": "origin→transit growth minus control growth (difference-in-differences)",
+    "pair_growth_log": "the origin→transit pair's ordinary growth (log): its unrestricted goods, else its all-goods "
+                       "totals, else the median over its products",
+    "control_growth_log": "origin's exports of the product to control countries, smoothed log growth",
+    "product_boom_log": "how much more the product grew to control countries than the origin's goods there (log, ≥ 0)",
+    "net_growth_log": "origin→transit growth net of the pair's ordinary growth and of the product's boom at control "
+                      "countries (log; the gated and scored growth)",
+    "did_log": "origin→transit growth minus growth to control countries (log)",
+    "excess_value": "origin→transit recent value above what the pair's ordinary growth and the product's boom "
+                    "predict, whole recent window",
     "target_change": "origin→target fractional change",
     "target_base": "origin→target monthly baseline value",
-    "russia_share": "target's share of the origin's baseline exports of the product",
+    "russia_share": "target's share of the origin's baseline exports of the product, among loaded partners",
     "co_target_change": "origin→co-target fractional change",
     "onward_growth_log": "transit→target smoothed log growth",
-    "onward_cover": "share of the origin→transit rise matched by the transit→target rise",
+    "onward_net_log": "transit→target growth net of the transit's ordinary growth to the target (log)",
+    "onward_cover": "origin→transit rise matched by the transit→target rise (share, in USD)",
     "mirror_gap_log": "log of origin-reported exports over transit-reported imports (CIF/FOB adjusted)",
     "unit_value_change_log": "origin→transit log change of value per kg",
     "substitution_ratio": "origin→transit excess per month over the origin→target fall per month",
-    "persistence": "share of recent months above the baseline band",
+    "persistence": "share of recent months above the expected band",
     "spike_share": "largest month's share of the recent excess",
+    "null_scale": "robust spread of the null (log): net growth of ordinary goods on this pair, and of all its goods "
+                  "at the placebo event",
+    "p_value": "chance that an ordinary flow on this pair grows this much net (Student-t null)",
+    "q_value": "Benjamini–Hochberg q-value: the false discovery rate at which this route is flagged",
     "product_risk": "CHPL tier or user-list weight",
 }
 
@@ -421,10 +432,11 @@ def with_headings(six: pl.DataFrame, exclude: set[str] = frozenset()) -> pl.Data
     return pl.concat([six, four.select(six.columns)])
 
 
-def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothing: float) -> pl.DataFrame:
-    """Month-by-month shape of the series in `keys` (reporter, partner, flow, product, level, base) over
-    the recent window: months_above (months above the baseline band, 1.25 × the seasonally matched
-    baseline + smoothing/2) and spike_share (the largest month's share of the positive recent excess).
+def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothing: float,
+                band: float = 1.25) -> pl.DataFrame:
+    """Month-by-month shape of the series in `keys` (reporter, partner, flow, product, level, base: the
+    expected monthly value) over the recent window: months_above (months above the band, `band` × base +
+    smoothing/2) and spike_share (the largest month's share of the positive recent excess).
     Only for the few series that could be flagged, and only recent months, so this pass stays small."""
     con = source.con
     empty = pl.DataFrame(schema={"reporter": pl.String, "partner": pl.String, "flow": pl.String,
@@ -454,7 +466,7 @@ def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothi
             GROUP BY k.reporter, k.partner, k.flow, k.product, k.level, m.period
         )
         SELECT reporter, partner, flow, product, level,
-               count(*) FILTER (WHERE v > 1.25 * base + {smoothing / 2}) AS months_above,
+               count(*) FILTER (WHERE v > {float(band)} * base + {smoothing / 2}) AS months_above,
                max(greatest(v - base, 0)) / nullif(sum(greatest(v - base, 0)), 0) AS spike_share
         FROM monthly GROUP BY ALL
     """).pl()
@@ -506,6 +518,7 @@ class RouteFrame:
     unavailable: dict[str, str]
     notes: list[str]
     windows: Windows
+    placebo: pl.DataFrame | None = None
 
 
 def _valid_partner() -> pl.Expr:
@@ -522,20 +535,15 @@ def _log_growth(recent: pl.Expr, base: pl.Expr, smoothing: float) -> pl.Expr:
 
 
 def build_routes(con: duckdb.DuckDBPyConnection, params: DetectParams, *, windows: Windows | None = None,
-                 inventory: Inventory | None = None, keep_temp: bool = False) -> RouteFrame:
+                 inventory: Inventory | None = None) -> RouteFrame:
     """Every candidate route origin→transit→target for each product (HS-6 and the HS-4 roll-up) with
-    its features. Raises TradewatchError when the warehouse cannot support detection."""
+    its features, its growth net of the pair's ordinary growth and of control countries (the goods
+    dimension), and the placebo statistics calibration needs. Raises TradewatchError when the warehouse
+    cannot support detection."""
     inventory = inventory or take_inventory(con, params)
     windows = windows or compute_windows(params, inventory.data_start, inventory.data_end)
     notes = list(windows.notes) + list(inventory.notes)
-    coverage = inventory.coverage
-    if params.eu_rollup:
-        from tradewatch.detect.config import country_groups
-
-        eu = list(country_groups()["eu27"])
-        extra = (coverage.filter(pl.col("reporter").is_in(eu) & (pl.col("flow") == "export"))
-                 .with_columns(pl.lit(EU_CODE).alias("reporter")).unique())
-        coverage = pl.concat([coverage, extra]).unique(maintain_order=True)
+    coverage = _with_eu_rollup(inventory.coverage, params)
     weights, counts = window_weights(coverage, windows)
     if weights.height == 0:
         raise TradewatchError(
@@ -556,11 +564,148 @@ def build_routes(con: duckdb.DuckDBPyConnection, params: DetectParams, *, window
         stats = with_headings(six, new_codes) if 4 in params.product_levels else six
         routes, unavailable, more_notes = _assemble(con, params, windows, stats, counts)
         routes = routes.with_columns(comparable=~((pl.col("level") == 6) & pl.col("product").is_in(sorted(new_codes))))
+        routes = with_excess(calibration.net_growth(routes, params, totals_growth(con, windows)), windows)
         routes = _add_shape(source, params, routes, counts, windows)
+        placebo_frame, placebo_notes = placebo_legs(con, params, inventory, coverage, windows)
     finally:
-        if not keep_temp:
-            drop_temp(con)
-    return RouteFrame(routes, unavailable, notes + more_notes, windows)
+        drop_temp(con)
+    notes += more_notes + placebo_notes + _yardstick_notes(routes)
+    return RouteFrame(routes, unavailable, notes, windows, placebo_frame)
+
+
+def _with_eu_rollup(coverage: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
+    if not params.eu_rollup:
+        return coverage
+    from tradewatch.detect.config import country_groups
+
+    eu = list(country_groups()["eu27"])
+    extra = (coverage.filter(pl.col("reporter").is_in(eu) & (pl.col("flow") == "export"))
+             .with_columns(pl.lit(EU_CODE).alias("reporter")).unique())
+    return pl.concat([coverage, extra]).unique(maintain_order=True)
+
+
+def with_excess(routes: pl.DataFrame, windows: Windows) -> pl.DataFrame:
+    """Excess over the recent window (`recent` − `expected`, monthly, × recent months) and the
+    substitution ratio (monthly excess over the origin→target monthly fall), from the v2 `expected`."""
+    return routes.with_columns(
+        excess_value=(pl.col("recent") - pl.col("expected")) * windows.recent_count,
+        substitution_ratio=pl.when(pl.col("target_base") > pl.col("target_recent")).then(
+            (pl.col("recent") - pl.col("expected")).clip(lower_bound=0.0)
+            / (pl.col("target_base") - pl.col("target_recent"))),
+    )
+
+
+def _yardstick_notes(routes: pl.DataFrame) -> list[str]:
+    """One note per way the pairs' ordinary growth had to be measured other than from unrestricted goods."""
+    pairs = routes.unique(["origin_iso3", "transit_iso3"])
+    notes = []
+    for basis, count in pairs.group_by("pair_basis").len().sort("pair_basis").iter_rows():
+        if basis != "unrestricted":
+            notes.append(f"{count} origin→transit pair(s): ordinary growth from {calibration.YARDSTICK_BASES[basis]}")
+    return notes
+
+
+def placebo_windows(params: DetectParams, windows: Windows) -> Windows | None:
+    """Windows of the placebo event: a recent window of the run's length ending the month before the real
+    event, and a baseline of up to params.baseline_months before it, cut at the data's first month; None
+    when the data holds fewer than 6 baseline months for it."""
+    recent_end = add_months(windows.event, -1)
+    recent_start = add_months(windows.event, -windows.recent_count)
+    baseline_end = add_months(recent_start, -1)
+    baseline_start = max(windows.data_start, add_months(recent_start, -params.baseline_months))
+    if recent_start < windows.data_start or months_between(baseline_start, baseline_end) < 6:
+        return None
+    return Windows(recent_start, baseline_start, baseline_end, recent_start, recent_end, windows.data_start,
+                   windows.data_end)
+
+
+def placebo_legs(con: duckdb.DuckDBPyConnection, params: DetectParams, inventory: Inventory,
+                 coverage: pl.DataFrame, windows: Windows) -> tuple[pl.DataFrame | None, list[str]]:
+    """HS-6 origin→transit legs at the placebo event (origin_iso3, transit_iso3, product, base, growth_log):
+    the same statistic as the real run's, on windows wholly before the real event; with notes."""
+    placebo = placebo_windows(params, windows)
+    if placebo is None:
+        return None, ["no placebo windows before the event (too little data): the null rests on unrestricted "
+                      "goods at the real event only"]
+    weights, counts = window_weights(coverage, placebo)
+    if weights.height == 0:
+        return None, ["no reporter has data in both placebo windows: the null rests on unrestricted goods only"]
+    register_weights(con, weights)
+    stats = series_stats(RowSource(con, params, inventory, placebo.baseline_start, placebo.recent_end))
+    legs, _ = _candidate_legs(_leg_frames(params, stats, counts))
+    frame = legs.select(origin_iso3="exporter", transit_iso3="importer", product="product", base="base",
+                        growth_log=_log_growth(pl.col("recent"), pl.col("base"), params.smoothing)).collect()
+    note = (f"placebo event {month_text(placebo.event)} (baseline {month_text(placebo.baseline_start)}–"
+            f"{month_text(placebo.baseline_end)}, recent {month_text(placebo.recent_start)}–"
+            f"{month_text(placebo.recent_end)}) gives {frame.height:,} null statistics")
+    return frame, [note]
+
+
+def totals_growth(con: duckdb.DuckDBPyConnection, windows: Windows) -> pl.DataFrame | None:
+    """Per origin→partner pair with all-goods export totals in table trade_totals (product_group 'TOTAL',
+    monthly): totals_growth_log, the plain log growth of the seasonally matched recent over baseline
+    average. None when the warehouse has no such totals."""
+    exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'trade_totals'")
+    if not exists:
+        return None
+    monthly = con.sql("""
+        SELECT reporter_iso3 AS reporter, partner_iso3 AS partner, 'export' AS flow, period, sum(value) AS value
+        FROM trade_totals WHERE freq = 'M' AND flow = 'export' AND product_group = 'TOTAL'
+        GROUP BY ALL""").pl()
+    if monthly.height == 0:
+        return None
+    weights, _ = window_weights(monthly.select("reporter", "flow", "period"), windows)
+    return (monthly.join(weights, on=["reporter", "flow", "period"])
+            .group_by("reporter", "partner")
+            .agg((pl.col("value") * pl.col("bw")).sum().alias("b"), (pl.col("value") * pl.col("rw")).sum().alias("r"))
+            .filter((pl.col("b") > 0) & (pl.col("r") > 0))
+            .select(origin_iso3="reporter", transit_iso3="partner", totals_growth_log=(pl.col("r") / pl.col("b")).log()))
+
+
+@dataclass
+class _Legs:
+    """The legs of a run as reported by exporters and (mirror) importers, and who reports what."""
+
+    reported: pl.LazyFrame
+    mirrored: pl.LazyFrame
+    exporters: set[str]
+    importers: set[str]
+    origins: list[str]
+    excluded: set[str]
+
+
+def _leg_frames(params: DetectParams, stats: pl.DataFrame, counts: pl.DataFrame) -> _Legs:
+    """Series statistics split into exporter-reported and importer-reported (CIF brought to FOB) legs."""
+    origins = list(params.origins) + ([EU_CODE] if params.eu_rollup else [])
+    targets, co_targets = list(params.targets), list(params.co_targets)
+    controls = [code for code in params.controls if code not in origins and code not in targets + co_targets]
+    both = counts.filter((pl.col("n_base") > 0) & (pl.col("n_recent") > 0))
+    reported = stats.lazy().filter(pl.col("flow") == "export").drop("flow").rename(
+        {"reporter": "exporter", "partner": "importer"})
+    mirrored = stats.lazy().filter(pl.col("flow") == "import").drop("flow").rename(
+        {"reporter": "importer", "partner": "exporter"}).with_columns(
+        (pl.col("base", "recent", "base_kgv", "recent_kgv") / params.cif_fob))
+    # Declared control countries are the comparison group: a country cannot be both the yardstick and the
+    # suspect, so they are not transit candidates either.
+    return _Legs(reported, mirrored, set(both.filter(pl.col("flow") == "export")["reporter"].to_list()),
+                 set(both.filter(pl.col("flow") == "import")["reporter"].to_list()), origins,
+                 set(origins) | set(targets) | set(co_targets) | set(controls))
+
+
+def _candidate_legs(legs: _Legs) -> tuple[pl.LazyFrame, list[str]]:
+    """Origin→transit legs: the origin's export report, or for origins that do not report, the transit's
+    import report (basis 'mirror'); and the silent origins."""
+    leg_cols = ["exporter", "importer", "product", "level", "currency", "base", "recent", "base_kg", "base_kgv",
+                "recent_kg", "recent_kgv"]
+    from_reports = legs.reported.filter(pl.col("exporter").is_in(legs.origins) & pl.col("exporter").is_in(
+        legs.exporters)).select(leg_cols).with_columns(pl.lit("exports").alias("basis"))
+    silent = [o for o in legs.origins if o not in legs.exporters]
+    from_mirror = legs.mirrored.filter(pl.col("exporter").is_in(silent) & pl.col("importer").is_in(
+        legs.importers)).select(leg_cols).with_columns(pl.lit("mirror").alias("basis"))
+    candidates = pl.concat([from_reports, from_mirror]).rename({"importer": "partner"}).filter(
+        _valid_partner() & ~pl.col("partner").is_in(sorted(legs.excluded))
+    ).rename({"partner": "importer"}).filter((pl.col("base") > 0) | (pl.col("recent") > 0))
+    return candidates, silent
 
 
 def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
@@ -569,39 +714,17 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
     every leg joined and every feature computed (null where that route's data cannot support it), the
     features no route could have (name -> reason) and notes."""
     c = params.smoothing
-    origins = list(params.origins) + ([EU_CODE] if params.eu_rollup else [])
     targets = list(params.targets)
     co_targets = list(params.co_targets)
+    split = _leg_frames(params, stats, counts)
+    origins, exporters, importers = split.origins, split.exporters, split.importers
     controls = [code for code in params.controls if code not in origins and code not in targets + co_targets]
-    # Declared controls are the comparison group of the difference-in-differences: a country cannot be
-    # both the yardstick and the suspect, so controls are not transit candidates either.
-    excluded = set(origins) | set(targets) | set(co_targets) | set(controls)
+    reported, mirrored = split.reported, split.mirrored
     notes: list[str] = []
     unavailable: dict[str, str] = {}
-
-    both = counts.filter((pl.col("n_base") > 0) & (pl.col("n_recent") > 0))
-    exporters = set(both.filter(pl.col("flow") == "export")["reporter"].to_list())
-    importers = set(both.filter(pl.col("flow") == "import")["reporter"].to_list())
-    export_stats = stats.lazy().filter(pl.col("flow") == "export").drop("flow")
-    import_stats = stats.lazy().filter(pl.col("flow") == "import").drop("flow")
-
-    # Legs as the exporter reports them, and as the importer reports them (CIF, brought to FOB).
-    reported = export_stats.rename({"reporter": "exporter", "partner": "importer"})
-    mirrored = import_stats.rename({"reporter": "importer", "partner": "exporter"}).with_columns(
-        (pl.col("base", "recent", "base_kgv", "recent_kgv") / params.cif_fob))
-
-    # --- candidate o→t legs -------------------------------------------------------------------------
-    leg_cols = ["exporter", "importer", "product", "level", "currency", "base", "recent", "base_kg", "base_kgv",
-                "recent_kg", "recent_kgv"]
-    from_reports = reported.filter(pl.col("exporter").is_in(origins) & pl.col("exporter").is_in(exporters)).select(
-        leg_cols).with_columns(pl.lit("exports").alias("basis"))
-    silent = [o for o in origins if o not in exporters]
-    from_mirror = mirrored.filter(pl.col("exporter").is_in(silent) & pl.col("importer").is_in(importers)).select(
-        leg_cols).with_columns(pl.lit("mirror").alias("basis"))
-    legs = pl.concat([from_reports, from_mirror]).rename({"importer": "partner"}).filter(
-        _valid_partner() & ~pl.col("partner").is_in(list(excluded))
-    ).rename({"partner": "importer"}).filter((pl.col("base") > 0) | (pl.col("recent") > 0))
-    if from_mirror.select(pl.len()).collect().item() > 0:
+    legs, silent = _candidate_legs(split)
+    if set(silent) & _present(stats, "partner") and legs.filter(pl.col("basis") == "mirror").select(
+            pl.len()).collect().item() > 0:
         notes.append(f"origins that do not report ({', '.join(sorted(set(silent) & _present(stats, 'partner')))}) are "
                      "read from their partners' import reports, CIF/FOB adjusted")
 
@@ -710,16 +833,19 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
         onward_cover=pl.when(pl.col("onward_currency").is_not_null() & (pl.col("recent") > pl.col("base"))).then(
             ((pl.col("onward_recent") * usd(pl.col("onward_currency"), 1)
               - pl.col("onward_base") * usd(pl.col("onward_currency"), 0))
-             / (pl.col("recent") * usd(pl.col("currency"), 1) - pl.col("base") * usd(pl.col("currency"), 0)))
-            .clip(-1.0, 2.0)),
+             / (pl.col("recent") * usd(pl.col("currency"), 1) - pl.col("base") * usd(pl.col("currency"), 0)))),
         mirror_gap_log=pl.when((pl.col("mirror_recent") > 0) & (pl.col("recent") > 0)).then(
             ((pl.col("recent") * usd(pl.col("currency"), 1))
              / (pl.col("mirror_recent") * usd(pl.col("mirror_currency"), 1))).log()),
     )
+    restricted = products.restricted_hs6([products.read_user_list(path) for path in params.user_lists])
     routes = routes.with_columns(
         route_id=pl.concat_str(["origin_iso3", "transit_iso3", "target_iso3", "product",
                                 pl.col("level").cast(pl.String)], separator="|"),
     ).collect()
+    codes = routes["product"].unique().to_list()
+    routes = routes.with_columns(restricted=pl.col("product").replace_strict(
+        {code: products.is_restricted(code, restricted) for code in codes}, default=False, return_dtype=pl.Boolean))
 
     # --- what the data could not support -------------------------------------------------------------
     def none_available(column: str) -> bool:
@@ -760,8 +886,9 @@ def _present(stats: pl.DataFrame, column: str) -> set[str]:
 
 
 def screen(params: DetectParams) -> pl.Expr:
-    """Routes worth the month-by-month look: a material rise net of controls. Only these can be flagged."""
-    return (pl.col("excess_value") >= 0.5 * params.min_excess) & (pl.col("did_log") > 0)
+    """Routes worth the month-by-month look: a material rise net of the pair's ordinary growth and of control
+    countries. Only these can be flagged."""
+    return (pl.col("excess_value") >= params.screen_share * params.min_excess) & (pl.col("net_growth_log") > 0)
 
 
 def _add_shape(source: RowSource, params: DetectParams, routes: pl.DataFrame,
@@ -775,9 +902,9 @@ def _add_shape(source: RowSource, params: DetectParams, routes: pl.DataFrame,
         partner=pl.when(mirror).then(pl.col("origin_iso3")).otherwise(pl.col("transit_iso3")),
         flow=pl.when(mirror).then(pl.lit("import")).otherwise(pl.lit("export")),
         product=pl.col("product"), level=pl.col("level"),
-        base=pl.col("base") * pl.when(mirror).then(pl.lit(params.cif_fob)).otherwise(pl.lit(1.0)),
+        base=pl.col("expected") * pl.when(mirror).then(pl.lit(params.cif_fob)).otherwise(pl.lit(1.0)),
     ).unique(["reporter", "partner", "flow", "product", "level"], maintain_order=True)
-    shape = shape_stats(source, keys, windows, params.smoothing).join(
+    shape = shape_stats(source, keys, windows, params.smoothing, params.band).join(
         counts, on=["reporter", "flow"], how="left").with_columns(
         persistence=pl.col("months_above") / pl.col("n_recent")).select(
         "reporter", "partner", "flow", "product", "level", "persistence", "spike_share")

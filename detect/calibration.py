@@ -1,0 +1,174 @@
+"""The goods dimension and calibration: each pair's ordinary growth (yardsticks), route growth net of it, a null built from the data, p-values and Benjamini–Hochberg."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from tradewatch.detect.config import DetectParams
+
+# How a pair's ordinary growth was measured, best first (shown per route and counted in the run's notes).
+YARDSTICK_BASES = {
+    "unrestricted": "the pair's growth in unrestricted goods (median over products)",
+    "all_goods_totals": "the pair's all-goods totals (trade_totals, e.g. Eurostat DS-045409 TOTAL)",
+    "all_products": "the median over all the pair's loaded products (the warehouse has too few unrestricted goods)",
+    "none": "no yardstick: the pair has too few products to measure its ordinary growth",
+}
+
+PAIR = ["origin_iso3", "transit_iso3"]
+ONWARD_PAIR = ["transit_iso3", "target_iso3"]
+
+
+def _material(value: str, params: DetectParams) -> pl.Expr:
+    # Products with a monthly base below the smoothing constant have log growth pulled towards zero by the
+    # smoothing; they would bias a median towards "no growth".
+    return pl.col(value) >= params.smoothing
+
+
+def median_growth(frame: pl.DataFrame, keys: list[str], growth: str, base: str, params: DetectParams,
+                  *, restricted_only: bool | None) -> pl.DataFrame:
+    """Per `keys`: the median of `growth` (log) over HS-6 products with a material `base`, and how many
+    products it rests on (`n`). `restricted_only` False keeps unrestricted products, None all products."""
+    rows = frame.filter((pl.col("level") == 6) & pl.col(growth).is_not_null() & _material(base, params))
+    if restricted_only is not None:
+        rows = rows.filter(pl.col("restricted") == restricted_only)
+    return (rows.unique([*keys, "product"]).group_by(keys)
+            .agg(pl.col(growth).median().alias("median"), pl.len().alias("n")))
+
+
+def pair_yardsticks(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> pl.DataFrame:
+    """Per origin→transit pair: `pair_growth_log` (the pair's ordinary growth, log) and `pair_basis` (a key
+    of YARDSTICK_BASES). `totals` (origin_iso3, transit_iso3, totals_growth_log) are all-goods totals, or None."""
+    need = params.min_yardstick_products
+    pairs = routes.select(PAIR).unique()
+    unrestricted = median_growth(routes, PAIR, "growth_log", "base", params, restricted_only=False)
+    everything = median_growth(routes, PAIR, "growth_log", "base", params, restricted_only=None)
+    frame = (pairs.join(unrestricted.rename({"median": "u", "n": "u_n"}), on=PAIR, how="left")
+             .join(everything.rename({"median": "a", "n": "a_n"}), on=PAIR, how="left"))
+    if totals is not None and totals.height:
+        frame = frame.join(totals.select(*PAIR, "totals_growth_log"), on=PAIR, how="left")
+    else:
+        frame = frame.with_columns(totals_growth_log=pl.lit(None, pl.Float64))
+    return frame.select(
+        *PAIR,
+        pair_growth_log=pl.when(pl.col("u_n") >= need).then(pl.col("u"))
+        .when(pl.col("totals_growth_log").is_not_null()).then(pl.col("totals_growth_log"))
+        .when(pl.col("a_n") >= need).then(pl.col("a")),
+        pair_basis=pl.when(pl.col("u_n") >= need).then(pl.lit("unrestricted"))
+        .when(pl.col("totals_growth_log").is_not_null()).then(pl.lit("all_goods_totals"))
+        .when(pl.col("a_n") >= need).then(pl.lit("all_products")).otherwise(pl.lit("none")),
+    )
+
+
+def _ordinary(routes: pl.DataFrame, keys: list[str], growth: str, base: str, params: DetectParams,
+              name: str) -> pl.DataFrame:
+    """Per `keys`: the median `growth` over unrestricted products (enough of them), else over all products."""
+    need = params.min_yardstick_products
+    unrestricted = median_growth(routes, keys, growth, base, params, restricted_only=False)
+    everything = median_growth(routes, keys, growth, base, params, restricted_only=None)
+    return (everything.rename({"median": "a", "n": "a_n"})
+            .join(unrestricted.rename({"median": "u", "n": "u_n"}), on=keys, how="left")
+            .select(*keys, pl.when(pl.col("u_n") >= need).then(pl.col("u"))
+                    .when(pl.col("a_n") >= need).then(pl.col("a")).alias(name)))
+
+
+def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> pl.DataFrame:
+    """Routes with the triple difference: `net_growth_log` = o→t growth − the pair's ordinary growth
+    (floored at params.control_floor) − the product's growth to control countries beyond the origin's
+    ordinary growth there (only when positive); `expected` monthly value and `excess_value` over the recent
+    window from it; `onward_net_log` = t→target growth − the transit's ordinary growth to the target."""
+    pair = pair_yardsticks(routes, params, totals)
+    control = _ordinary(routes.unique(["origin_iso3", "product", "level"]), ["origin_iso3"],
+                        "control_growth_log", "control_base", params, "control_ordinary_log")
+    onward = _ordinary(routes.unique([*ONWARD_PAIR, "product", "level"]), ONWARD_PAIR,
+                       "onward_growth_log", "onward_base", params, "onward_ordinary_log")
+    out = (routes.join(pair, on=PAIR, how="left").join(control, on="origin_iso3", how="left")
+           .join(onward, on=ONWARD_PAIR, how="left"))
+    pair_term = pl.max_horizontal(pl.col("pair_growth_log").fill_null(0.0), pl.lit(params.control_floor))
+    product_term = (pl.col("control_growth_log") - pl.col("control_ordinary_log").fill_null(0.0)).clip(lower_bound=0.0)
+    return out.with_columns(
+        product_boom_log=product_term.fill_null(0.0),
+        net_growth_log=pl.col("growth_log") - pair_term - product_term.fill_null(0.0),
+        expected=pl.col("base") * (pair_term + product_term.fill_null(0.0)).exp(),
+        onward_net_log=pl.col("onward_growth_log") - pl.col("onward_ordinary_log").fill_null(0.0),
+    )
+
+
+def null_statistics(routes: pl.DataFrame, placebo: pl.DataFrame | None, params: DetectParams) -> pl.DataFrame:
+    """The null: (origin_iso3, transit_iso3, value) — net growth of the pair's unrestricted HS-6 goods at the
+    real event, and of all the pair's HS-6 goods at the placebo event (their growth minus the pair's median
+    growth then). `placebo`: origin_iso3, transit_iso3, product, base, growth_log at placebo windows, or None."""
+    real = (routes.filter((pl.col("level") == 6) & ~pl.col("restricted") & _material("base", params)
+                          & pl.col("net_growth_log").is_not_null())
+            .unique([*PAIR, "product"]).select(*PAIR, value=pl.col("net_growth_log")))
+    if placebo is None or placebo.height == 0:
+        return real
+    material = placebo.filter(_material("base", params))
+    shifted = material.with_columns(
+        value=pl.col("growth_log") - pl.col("growth_log").median().over(PAIR)).select(*PAIR, "value")
+    return pl.concat([real, shifted])
+
+
+def _robust_scale(values: pl.Expr) -> pl.Expr:
+    return 1.4826 * (values - values.median()).abs().median()
+
+
+def null_scales(null: pl.DataFrame, pairs: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
+    """Per pair: `null_scale` (robust standard deviation of the null, at least params.scale_floor), from the
+    pair's own null statistics when it has params.min_null_size of them, else its origin's, else the run's;
+    `null_basis` says which."""
+    need = params.min_null_size
+    by_pair = null.group_by(PAIR).agg(_robust_scale(pl.col("value")).alias("s_pair"), pl.len().alias("n_pair"))
+    by_origin = null.group_by("origin_iso3").agg(_robust_scale(pl.col("value")).alias("s_origin"),
+                                                 pl.len().alias("n_origin"))
+    overall = null.select(_robust_scale(pl.col("value"))).item() if null.height >= need else None
+    frame = pairs.select(PAIR).unique().join(by_pair, on=PAIR, how="left").join(by_origin, on="origin_iso3", how="left")
+    scale = (pl.when(pl.col("n_pair") >= need).then(pl.col("s_pair"))
+             .when(pl.col("n_origin") >= need).then(pl.col("s_origin"))
+             .otherwise(pl.lit(overall, pl.Float64)))
+    return frame.select(
+        *PAIR,
+        null_scale=pl.max_horizontal(scale, pl.lit(params.scale_floor)).fill_null(pl.lit(None, pl.Float64)),
+        null_size=pl.when(pl.col("n_pair") >= need).then(pl.col("n_pair"))
+        .when(pl.col("n_origin") >= need).then(pl.col("n_origin")).otherwise(pl.lit(null.height, pl.UInt32)),
+        null_basis=pl.when(pl.col("n_pair") >= need).then(pl.lit("pair"))
+        .when(pl.col("n_origin") >= need).then(pl.lit("origin"))
+        .when(pl.lit(overall is not None)).then(pl.lit("run")).otherwise(pl.lit("none")),
+    )
+
+
+def p_values(net: np.ndarray, scale: np.ndarray, dof: int) -> np.ndarray:
+    """One-sided p-values of net growth (log) against a Student-t null with `dof` degrees of freedom and the
+    given robust scales; NaN where either input is missing."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = net / scale
+    return np.where(np.isfinite(z), stats.t.sf(z, dof), np.nan)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """BH q-values of `p` (NaN entries stay NaN and do not count as tests)."""
+    q = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = tested.size
+    if m == 0:
+        return q
+    order = tested[np.argsort(p[tested], kind="stable")]
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q
+
+
+def expected_false_flags(q_flagged: np.ndarray) -> float:
+    """An upper estimate of how many flagged routes are false: BH bounds the false share by the largest
+    q-value among those flagged, so at most that share of the list."""
+    if q_flagged.size == 0:
+        return 0.0
+    return float(np.max(q_flagged) * q_flagged.size)
+
+
+def t_critical(p: float, dof: int) -> float:
+    """The z at which the Student-t null's upper tail is `p` (for words like 'needs z ≥ 4.2')."""
+    return float(stats.t.isf(p, dof)) if 0 < p < 1 else math.inf
