@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tradewatch.detect import products, review
+from tradewatch.detect import products, review, route_rows
 from tradewatch.detect.export import output_path, write_atomically
 from tradewatch.flows import settings
 
@@ -132,7 +132,12 @@ def collect(
     flags = review.list_flags(con, run=run_id, sort="score")
     data, loads = coverage(con)
     best = flags.sort("rank").head(max(0, top))["id"].to_list()
-    evidence = [review.show_route(con, route_id, run=run_id) for route_id in best]
+    evidence = []
+    if best:
+        # One view of the warehouse for the whole run: the charts read the rows the run scored.
+        first = flags.filter(pl.col("id") == best[0]).row(0, named=True)
+        with route_rows.RouteRows.for_run(con, info.get("params"), first) as rows:
+            evidence = [review.show_route(con, route_id, run=run_id, rows=rows) for route_id in best]
     return ReportData(
         run=info, event=review.event_month(info), flags=flags, coverage=data, loads=loads, top=evidence,
         generated_at=(now or datetime.now(timezone.utc)).replace(tzinfo=None),
@@ -499,10 +504,10 @@ def _route_section(index: int, evidence: review.RouteEvidence, anchor: str) -> s
     )
 
 
-def _leg_note(leg: review.Leg) -> str:
+def _leg_note(leg: route_rows.Leg) -> str:
     if not leg.available:
         return "no data in the warehouse"
-    basis = "mirror: importer's imports" if leg.basis == "mirror" else "exports"
+    basis = (f"mirror: importer's imports ÷ {leg.cif_fob:g} CIF/FOB" if leg.basis == "mirror" else "exports")
     return f"{leg.source}, {leg.currency}, {basis}"
 
 
@@ -528,11 +533,11 @@ def render(data: ReportData) -> str:
         ("model version", run.get("model_version")), ("run hash", run.get("run_hash")),
         ("candidate routes", run.get("candidates")), ("flagged routes", run.get("flagged")),
     ]
-    notes = review._parse_json(run.get("notes_json"), [])
+    notes = review.parse_json(run.get("notes_json"), [])
     notes_html = "".join(f"<li>{esc(note)}</li>" for note in notes) if isinstance(notes, list) else ""
     param_pairs = [(key, value if isinstance(value, str) else json.dumps(value))
                    for key, value in sorted(params.items()) if key not in ("event", "windows")]
-    unavailable = review._unavailable_map(run.get("unavailable"))
+    unavailable = review.unavailable_map(run.get("unavailable"))
     unavailable_html = "".join(
         f"<li><code>{esc(k)}</code>{(': ' + esc(v)) if v else ''}</li>" for k, v in unavailable.items()
     )

@@ -26,7 +26,7 @@ from datetime import date, datetime, timezone
 import duckdb
 import polars as pl
 
-from tradewatch.detect import products
+from tradewatch.detect import products, route_rows
 from tradewatch.flows.errors import InputError, TradewatchError
 
 MATERIAL_SCORE_GAP_SHARE = 0.25
@@ -37,7 +37,6 @@ _TOLERANCE = 1e-9
 DECISIONS = ("confirmed", "dismissed", "watch")
 STATUSES = ("new", "reopened", "confirmed", "dismissed", "watch")
 SORTS = {"score": "score", "excess": "excess_value", "growth": "growth"}
-DEFAULT_TARGET = "RUS"
 
 # The rows `list_flags` returns, in order; exports write exactly these columns with these dtypes.
 FLAG_COLUMNS: dict[str, pl.DataType] = {
@@ -79,24 +78,11 @@ _ANOMALY_COLUMNS = (
     "features_json", "product_name", "tier",
 )
 
-# The WCO correlation is applied to months before HS 2022 took effect (1 January 2022).
-HS2022_START = date(2022, 1, 1)
-
 
 # --- reference data ------------------------------------------------------------------------------------
-# Product names, CHPL tiers and the HS 2017 -> 2022 correlation come from tradewatch.detect.products, the
-# one place that reads data/chpl_2024-02-23.csv and data/hs2017_hs2022.csv.
-
-def hs2017_prefixes(product_code: str) -> tuple[str, ...]:
-    """HS 2017 six-digit codes whose goods now fall under `product_code` (HS 2022, 2-6 digits) but that
-    do not start with it, e.g. '854149' -> ('854140',). Empty for CN8 codes and unchanged codes."""
-    if len(product_code) > 6:
-        return ()
-    return tuple(sorted(
-        old for old, new in products.hs2017_to_hs2022().items()
-        if not old.startswith(product_code) and any(code.startswith(product_code) for code in new)
-    ))
-
+# Product names and CHPL tiers come from tradewatch.detect.products, the one place that reads
+# data/chpl_2024-02-23.csv; a route's trade rows come from tradewatch.detect.route_rows, which reads them
+# as the scoring does (including the HS 2017 -> 2022 correlation).
 
 def tier_matches(tier: str | None, wanted: str) -> bool:
     """'1' matches tier 1; '3' matches 3.A and 3.B; '3.a' matches 3.A."""
@@ -149,9 +135,9 @@ def run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     if row is None:
         raise InputError(f"--run {run_id}", "no such run")
     info = dict(zip(names, row))
-    info["params"] = _parse_json(info.get("params_json"), {})
-    info["loads"] = _parse_json(info.get("loads_json"), [])
-    info["unavailable"] = _parse_json(info.get("unavailable_json"), [])
+    info["params"] = parse_json(info.get("params_json"), {})
+    info["loads"] = parse_json(info.get("loads_json"), [])
+    info["unavailable"] = parse_json(info.get("unavailable_json"), [])
     return info
 
 
@@ -165,7 +151,8 @@ def event_month(info: dict) -> date | None:
         return None
 
 
-def _parse_json(text, default):
+def parse_json(text, default):
+    """A stored JSON text (runs.params_json, features_json, …) parsed; `default` when it is empty or not JSON."""
     if text is None or text == "":
         return default
     try:
@@ -395,24 +382,8 @@ def list_flags(con: duckdb.DuckDBPyConnection, query: FlagQuery | None = None, *
 
 # --- one route's evidence -------------------------------------------------------------------------------
 
-@dataclass
-class Leg:
-    """One leg's monthly series: values by month (None where the source has no data for the reporter
-    that month; 0.0 where it has data but no trade of this product), with where it came from."""
-
-    name: str
-    exporter: str
-    importer: str
-    months: list[date] = field(default_factory=list)
-    values: list[float | None] = field(default_factory=list)
-    source: str | None = None
-    currency: str | None = None
-    basis: str = "exports"  # or 'mirror' when read from the importer's imports
-    product_codes: int = 0
-
-    @property
-    def available(self) -> bool:
-        return any(v is not None for v in self.values)
+# The legs' rows are owned by route_rows; Leg is re-exported here for the renderers.
+Leg = route_rows.Leg
 
 
 @dataclass
@@ -434,57 +405,9 @@ class RouteEvidence:
     descriptions: dict = field(default_factory=dict)  # feature name -> what it measures
 
 
-def _leg_series(con, exporter: str, importer: str, product_code: str, currency: str | None) -> Leg:
-    """Monthly values of `product_code` (all codes starting with it; before 2022 also the HS 2017 codes
-    that became it) exported by `exporter` to `importer`; mirror imports when the exporter reports none."""
-    leg = Leg(name=f"{exporter}→{importer}", exporter=exporter, importer=importer)
-    old = list(hs2017_prefixes(product_code))
-    level = len(product_code)
-    for basis, reporter, partner, flow in (("exports", exporter, importer, "export"),
-                                           ("mirror", importer, exporter, "import")):
-        rows = con.execute(
-            """
-            WITH m AS (
-                SELECT source, currency, period, product_level, product_code, value FROM trade_flows
-                WHERE freq = 'M' AND reporter_iso3 = ? AND partner_iso3 = ? AND flow = ? AND product_level >= ?
-                  AND (starts_with(product_code, ?)
-                       OR (period < ? AND product_level >= 6 AND list_contains(?, left(product_code, 6))))
-            ), pick AS (
-                -- one source and one product level, so nothing is counted twice
-                SELECT source, currency, max(product_level) AS level, count(*) AS n,
-                       max(CASE WHEN currency IS NOT DISTINCT FROM ? THEN 1 ELSE 0 END) AS preferred
-                FROM m GROUP BY source, currency
-                ORDER BY preferred DESC, n DESC, source LIMIT 1
-            ), covered AS (
-                SELECT DISTINCT t.period FROM trade_flows t, pick
-                WHERE t.source = pick.source AND t.freq = 'M' AND t.reporter_iso3 = ?
-            )
-            SELECT c.period, pick.source, pick.currency, coalesce(sum(m.value), 0) AS value,
-                   count(DISTINCT m.product_code) AS codes
-            FROM covered c CROSS JOIN pick
-            LEFT JOIN m ON m.period = c.period AND m.source = pick.source AND m.currency = pick.currency
-                       AND m.product_level = pick.level
-            GROUP BY ALL ORDER BY c.period
-            """,
-            [reporter, partner, flow, level, product_code, HS2022_START, old, currency, reporter],
-        ).fetchall()
-        if rows:
-            leg.basis = basis
-            leg.source, leg.currency = rows[0][1], rows[0][2]
-            leg.months = [r[0] for r in rows]
-            leg.values = [float(r[3]) for r in rows]
-            leg.product_codes = con.execute(
-                "SELECT count(DISTINCT product_code) FROM trade_flows WHERE freq = 'M' AND source = ?"
-                " AND reporter_iso3 = ? AND partner_iso3 = ? AND flow = ? AND product_level >= ?"
-                " AND (starts_with(product_code, ?) OR (period < ? AND product_level >= 6"
-                " AND list_contains(?, left(product_code, 6))))",
-                [leg.source, reporter, partner, flow, level, product_code, HS2022_START, old],
-            ).fetchone()[0]
-            return leg
-    return leg
-
-
 def _month_axis(legs: list[Leg], route: dict) -> list[date]:
+    """Every month (first days) from the earliest to the latest of the legs' months and the route's
+    baseline_start and recent_end."""
     months = {m for leg in legs for m in leg.months}
     for key in ("baseline_start", "recent_end"):
         if isinstance(route.get(key), date):
@@ -505,15 +428,17 @@ def _align(leg: Leg, axis: list[date]) -> None:
     leg.months = list(axis)
 
 
-def route_legs(con: duckdb.DuckDBPyConnection, route: dict) -> tuple[list[Leg], list[date]]:
-    """The three legs of a route row (origin→transit, origin→target, transit→target) on one month axis."""
-    origin, transit = route["origin_iso3"], route["transit_iso3"]
-    target = route.get("target_iso3") or DEFAULT_TARGET
-    legs = [
-        _leg_series(con, origin, transit, route["product_code"], route.get("currency")),
-        _leg_series(con, origin, target, route["product_code"], route.get("currency")),
-        _leg_series(con, transit, target, route["product_code"], route.get("currency")),
-    ]
+def route_legs(con: duckdb.DuckDBPyConnection, route: dict, run: dict | None = None, *,
+               rows: route_rows.RouteRows | None = None) -> tuple[list[Leg], list[date]]:
+    """The three legs of an anomalies row (origin→transit, origin→target, transit→target) as the run scored
+    them (route_rows, with the parameters and windows of `run`, a run_info dict; default the row's own run),
+    on one month axis (the run's baseline start … recent end). `rows` reuses one run's RouteRows."""
+    if rows is not None:
+        legs = rows.legs(route)
+    else:
+        info = run if run is not None else run_info(con, route["run_id"])
+        with route_rows.RouteRows.for_run(con, info.get("params"), route) as own:
+            legs = own.legs(route)
     axis = _month_axis(legs, route)
     for leg in legs:
         _align(leg, axis)
@@ -551,7 +476,9 @@ def _loads_for(con, legs: list[Leg], run: dict) -> list[dict]:
     return [item if isinstance(item, dict) else {"load_id": item} for item in loads]
 
 
-def _unavailable_map(unavailable) -> dict[str, str]:
+def unavailable_map(unavailable) -> dict[str, str]:
+    """A run's unavailable features (runs.unavailable_json parsed: a list of {feature, reason}, a dict, or
+    plain names) as feature name -> reason ('' when none was given)."""
     if isinstance(unavailable, dict):
         return {str(k): str(v) for k, v in unavailable.items()}
     out = {}
@@ -564,22 +491,24 @@ def _unavailable_map(unavailable) -> dict[str, str]:
     return out
 
 
-def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = None) -> RouteEvidence:
+def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = None, *,
+               rows: route_rows.RouteRows | None = None) -> RouteEvidence:
     """The whole evidence for one route (id or unique prefix) in `run` (default: the latest run that
     flagged it): the anomalies row, features (None = unavailable, with the run's reason when it gave
-    one), the monthly series of the three legs, product name, CHPL tier, source loads, review history
-    and the status `flags list` shows."""
+    one), the monthly series of the three legs exactly as the run scored them (route_rows), product
+    name, CHPL tier, source loads, review history and the status `flags list` shows. `rows`, a RouteRows
+    of that run, saves re-reading the warehouse's inventory when showing many routes."""
     route_id = resolve_route(con, route)
     run_id = resolve_run(con, run) if run is not None else None
     row = _route_row(con, route_id, run_id)
     if row is None:
         raise InputError(f"route {route}", f"not flagged in run {run_id}")
     info = run_info(con, row["run_id"])
-    features = _parse_json(row.get("features_json"), {})
+    features = parse_json(row.get("features_json"), {})
     if not isinstance(features, dict):
         features = {"features": features}
-    unavailable = _unavailable_map(info.get("unavailable"))
-    legs, axis = route_legs(con, row)
+    unavailable = unavailable_map(info.get("unavailable"))
+    legs, axis = route_legs(con, row, info, rows=rows)
     reviews = history(con, route_id)
     last = reviews[-1] if reviews else None
     status = effective_status(

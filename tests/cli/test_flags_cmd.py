@@ -116,8 +116,9 @@ def test_show_draws_the_legs_and_lists_the_evidence(db):
     marker = next(line for line in text.splitlines() if "▲" in line and "━" in line and "event" not in line)
     # the event marker sits under the first month of the surge on the DEU→KAZ leg
     assert legs[0].index("█") == marker.index("▲")
-    assert "comext: 24 file(s), months 2021-01 … 2022-12" in text
-    assert "full_v2_202101.7z" in text
+    # the loads of the months the run scored (its baseline start 2021-03 to its recent end 2022-12)
+    assert "comext: 22 file(s), months 2021-03 … 2022-12" in text
+    assert "full_v2_202103.7z" in text
 
 
 def test_show_unknown_route_is_one_line_error(db):

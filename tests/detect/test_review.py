@@ -221,29 +221,35 @@ def test_show_route_legs_rolled_up_to_hs6(con):
     assert evidence.route["route_id"] == ROUTE_CHIPS and evidence.route["run_id"] == RUN_NEW
     assert evidence.event == EVENT and evidence.tier == "1"
     assert evidence.product_name.startswith("Electronic integrated circuits")
-    assert evidence.months[0] == date(2021, 1, 1) and evidence.months[-1] == date(2022, 12, 1)
+    # the months the run scored: its baseline start (2021-03) to its recent end (2022-12)
+    assert evidence.months[0] == date(2021, 3, 1) and evidence.months[-1] == date(2022, 12, 1)
     by_name = {leg.name: leg for leg in evidence.legs}
     assert list(by_name) == ["DEU→KAZ", "DEU→RUS", "KAZ→RUS"]
     to_transit = by_name["DEU→KAZ"]
     # two CN8 codes under 854231 summed: 900 + 100 before the event, 9 000 + 1 000 after
-    assert to_transit.product_codes == 2 and to_transit.source == "comext" and to_transit.currency == "EUR"
+    assert to_transit.codes == ["854231"] and to_transit.source == "comext" and to_transit.currency == "EUR"
+    assert to_transit.basis == "exports"
     assert to_transit.values[evidence.months.index(date(2022, 2, 1))] == 1_000
     assert to_transit.values[evidence.months.index(EVENT)] == 10_000
     assert by_name["DEU→RUS"].values[-1] == 200
     onward = by_name["KAZ→RUS"]
     # Kazakhstan's own exports, from Comtrade in USD, only from 2021-06: earlier months have no data
     assert onward.source == "comtrade" and onward.currency == "USD"
-    assert onward.values[:5] == [None] * 5 and onward.values[5] == 50
+    assert onward.values[:3] == [None] * 3 and onward.values[3] == 50
 
 
 def test_show_route_maps_hs2017_codes_before_2022(con):
     evidence = review.show_route(con, ROUTE_LEDS)
     to_transit = evidence.legs[0]
-    # 854149 (HS 2022) was part of 854140 (HS 2017): CN8 85414010 counts until 2021-12
+    # 854149 (HS 2022) was part of 854140 (HS 2017): CN8 85414010 counts until 2021-12, all of it here
+    # because this route's own trade after the revision is all 854149
     assert to_transit.values[evidence.months.index(date(2021, 6, 1))] == 300
     assert to_transit.values[evidence.months.index(date(2022, 2, 1))] == 300
-    assert to_transit.product_codes == 2
-    assert not evidence.legs[1].available and not evidence.legs[2].available
+    assert to_transit.codes == ["854149"]
+    # Germany reports its exports, none of them to Russia: data and no trade (▁), not a missing leg
+    assert evidence.legs[1].available and set(evidence.legs[1].values) == {0.0}
+    # neither Kyrgyzstan's exports nor Russia's imports are in the warehouse: no data
+    assert not evidence.legs[2].available and evidence.legs[2].basis == "none"
 
 
 def test_show_route_features_loads_and_reviews(con):
@@ -255,7 +261,8 @@ def test_show_route_features_loads_and_reviews(con):
     sources = {item["source"] for item in evidence.loads}
     assert sources == {"comext", "comtrade"}
     comext = [item["file"] for item in evidence.loads if item["source"] == "comext"]
-    assert comext[0] == "full_v2_202101.7z" and len(comext) == 24
+    # the loads of the months the run scored, 2021-03 … 2022-12
+    assert comext[0] == "full_v2_202103.7z" and len(comext) == 22
     assert [r["note"] for r in evidence.reviews] == ["look again in May"] and evidence.status == "watch"
 
 
