@@ -268,8 +268,9 @@ def status(
 
     with warehouse.opened(db, read_only=True) as con:
         rows = warehouse.status_rows(con)
+        totals = warehouse.status_rows(con, "trade_totals")
         rates = ecb_source.status_row(con) if _has_table(con, "fx_rates") else None
-    _print_status(rows, rates, as_json=as_json)
+    _print_status(rows, rates, as_json=as_json, totals=totals)
 
 
 def _has_table(con, name: str) -> bool:
@@ -357,11 +358,12 @@ def _print_summary(report: dict, *, as_json: bool) -> None:
         say(f"{totals['confidential']:,} row(s) kept under confidential/unallocated partner Q-codes (stored as Q?Q)")
 
 
-def _print_status(rows: list[dict], rates: dict | None, *, as_json: bool) -> None:
+def _print_status(rows: list[dict], rates: dict | None, *, as_json: bool, totals: list[dict] | None = None) -> None:
+    totals = totals or []
     if as_json:
-        typer.echo(json.dumps({"trade_flows": rows, "fx_rates": rates}, default=str))
+        typer.echo(json.dumps({"trade_flows": rows, "trade_totals": totals, "fx_rates": rates}, default=str))
         return
-    if not rows and rates is None:
+    if not rows and not totals and rates is None:
         say("the warehouse holds no trade data yet; run `tradewatch ingest …`")
         return
     from rich.console import Console
@@ -382,9 +384,26 @@ def _print_status(rows: list[dict], rates: dict | None, *, as_json: bool) -> Non
         for currency, (count, value) in by_currency.items():
             table.add_row("total", "", "", f"{count:,}", f"{value:,.0f}", currency, "", "", "", style="bold")
     console = Console(width=200)
-    console.print(table)
+    if rows:
+        console.print(table)
+    if totals:
+        console.print(_totals_table(totals))
     if rates is not None:
         console.print(f"fx_rates: {rates['series']} ({rates['unit']}) {rates['rows']} months "
                       f"{rates['first_period']} … {rates['last_period']}, loaded {rates['loaded_at']} from {rates['file']}")
     else:
         console.print("fx_rates: none loaded (cross-currency features unavailable); run `tradewatch ingest ecb`")
+
+
+def _totals_table(totals: list[dict]):
+    """The trade_totals part of `status`: one line per source, period and product group (TOTAL = all goods)."""
+    from rich.table import Table
+
+    table = Table(title="trade_totals (all goods and HS chapters, kept apart from trade_flows)", title_justify="left")
+    for name in ("source", "freq", "period", "product", "rows", "value", "currency", "reporters", "loaded", "file"):
+        table.add_column(name, justify="right" if name in ("rows", "value", "reporters") else "left")
+    for row in totals:
+        table.add_row(row["source"], row["freq"], row["period"], row["product_group"], f"{row['rows']:,}",
+                      f"{row['value_sum']:,.0f}", row["currency"], str(row["reporters"]), row["loaded_at"] or "",
+                      row["file"] or "")
+    return table

@@ -32,6 +32,7 @@ class IngestResult(warehouse.LoadResult):
 
     confidential: int = 0  # rows kept under a confidential/unallocated partner Q-code
     reasons: dict[str, int] = field(default_factory=dict)  # quarantined rows by kind of reason
+    not_available: int = 0  # observations the file marks not available (SDMX ':' or empty), skipped, never 0
 
     def summary(self) -> dict:
         data = asdict(self)
@@ -225,14 +226,17 @@ def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path:
         _refuse_unreadable(con, staged, where)
         confidential = _confidential_rows(con, staged.table)
         with _writing(where):
+            # `also`: further canonical tables a reader staged (Eurostat SDMX totals for trade_totals).
             loaded = warehouse.replace_partitions(
                 con, staged.table, file=where, checksum=checksum, source=label,
                 quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
-                by_product=getattr(module, "REPLACE_BY_PRODUCT", False),
+                by_product=getattr(module, "REPLACE_BY_PRODUCT", False), also=getattr(staged, "also", None),
             )
-        return _with_details(loaded, staged.reasons, confidential)
+        result = _with_details(loaded, staged.reasons, confidential)
+        result.not_available = getattr(staged, "not_available", 0)
+        return result
     finally:
-        for suffix in ("", "_quarantine", "_typed"):
+        for suffix in ("", "_quarantine", "_typed", "_totals"):
             con.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
         archive.remove_tree(scratch)
 
@@ -409,6 +413,10 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
         con.execute(f"SET temp_directory = {sql_path(spill)}")
         staged = _stage_source(con, module, path, table="parsed", source=label, scratch=scratch, where=where,
                                reader_options=reader_options)
+        if getattr(staged, "also", None):
+            # The Parquet split holds trade_flows rows only: totals would be lost on the way.
+            raise InputError(where, "holds totals for trade_totals, which load through `tradewatch ingest files` "
+                             "(ingest.load_file), not the parse-to-Parquet path")
         confidential = _confidential_rows(con, staged.table)
         canonical = folder / "canonical.parquet"
         quarantine = folder / "quarantine.parquet"
@@ -579,6 +587,7 @@ class RunSummary:
             "quarantined": sum(r.quarantined for r in ok),
             "confidential": sum(r.confidential for r in ok),
             "unchanged": sum(1 for r in self.results if r.status == "unchanged"),
+            "not_available": sum(r.not_available for r in ok),
             "value_sum": _merge_sums(r.value_sum for r in ok),
             "downloads": dict(self.downloads),
             "errors": list(self.errors),

@@ -1,4 +1,4 @@
-"""The canonical trade-flow schema, declared once; DuckDB DDL and polars dtypes are derived from it."""
+"""The canonical trade-flow and trade-total schemas, declared once; DuckDB DDL and polars dtypes are derived from them."""
 
 from __future__ import annotations
 
@@ -60,6 +60,55 @@ TRADE_FLOWS_KEY: tuple[str, ...] = (
 # A partition is what one load replaces atomically: one source, one period, one reporter.
 # Reporter is part of it because one Comtrade period arrives reporter by reporter.
 PARTITION_KEY: tuple[str, ...] = ("source", "freq", "period", "reporter_iso3")
+
+# Aggregates a source publishes beside (or instead of) product rows: all goods ('TOTAL', level 0) and HS
+# chapters, headings, subheadings (levels 2, 4, 6). They live in their own table, never in trade_flows,
+# so no sum over trade_flows counts a product twice (once as itself, once inside its chapter).
+TOTAL_GROUP = "TOTAL"
+TOTAL_LEVELS = (0, 2, 4, 6)
+
+_SHARED = {f.name: f for f in TRADE_FLOWS}
+
+TRADE_TOTALS: tuple[Field, ...] = (
+    *(_SHARED[name] for name in ("source", "freq", "period", "reporter_iso3", "partner_iso3", "flow")),
+    Field("product_group", "VARCHAR", False, "HS code or TOTAL",
+          "'TOTAL' (all goods) or an HS chapter/heading/subheading code as text, leading zeros kept"),
+    Field("product_level", "TINYINT", False, "digits", "0 for TOTAL, else 2, 4 or 6 digits"),
+    _SHARED["value"],
+    _SHARED["currency"],
+    Field("obs_flag", "VARCHAR", True, "", "the source's observation flag (Eurostat: p provisional, e estimated, …)"),
+    Field("load_id", "BIGINT", False, "", "the load that stored the row (loads.load_id)"),
+)
+
+TRADE_TOTALS_KEY: tuple[str, ...] = (
+    "source", "freq", "period", "reporter_iso3", "partner_iso3", "flow", "product_group",
+)
+
+
+@dataclass(frozen=True)
+class CanonicalTable:
+    """A table of canonical rows that loads replace partition by partition (PARTITION_KEY)."""
+
+    name: str
+    fields: tuple[Field, ...]
+    key: tuple[str, ...]
+    product_column: str
+    product_levels: tuple[int, ...]
+
+    @property
+    def staged_fields(self) -> tuple[Field, ...]:
+        """Fields a reader stages; load_id, where the table has one, is filled in by the load."""
+        return tuple(f for f in self.fields if f.name != "load_id")
+
+    @property
+    def staged_columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.staged_fields)
+
+
+CANONICAL_TABLES: dict[str, CanonicalTable] = {
+    "trade_flows": CanonicalTable("trade_flows", TRADE_FLOWS, TRADE_FLOWS_KEY, "product_code", PRODUCT_LEVELS),
+    "trade_totals": CanonicalTable("trade_totals", TRADE_TOTALS, TRADE_TOTALS_KEY, "product_group", TOTAL_LEVELS),
+}
 
 QUARANTINE: tuple[Field, ...] = (
     Field("load_id", "BIGINT", False, "", "the load that met the row"),

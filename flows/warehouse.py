@@ -1,15 +1,16 @@
-"""The DuckDB warehouse: connections (bounded wait on a busy writer), versioned migrations, atomic partition replace."""
+"""The DuckDB warehouse: connections (bounded wait on a busy writer), versioned migrations, atomic partition replace, pair totals for detection."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from tradewatch.flows import schema, settings
 from tradewatch.flows.errors import InputError, TradewatchError, WarehouseBusy
@@ -119,6 +120,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             period DATE NOT NULL,
             reporter_iso3 VARCHAR NOT NULL
         )""",
+    ]),
+    # All-goods and chapter totals (Eurostat DS-045409 SDMX-CSV: product TOTAL, HS 2/4/6), kept apart
+    # from the product rows of trade_flows so nothing is counted twice; detection reads them as a pair's
+    # all-goods yardstick when the warehouse holds only restricted goods.
+    (5, [
+        schema.ddl("trade_totals", schema.TRADE_TOTALS),
     ]),
 ]
 
@@ -279,18 +286,25 @@ def next_load_id(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT nextval('load_ids')").fetchall()[0][0])
 
 
-def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str, *, key_unique: bool = False) -> None:
-    """Declared checks on staged canonical rows (one scan for the row rules, one GROUP BY for the key
-    unless the reader guarantees it with `key_unique`); raises InputError naming `where` and the first problem."""
+def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str, *, key_unique: bool = False,
+                 table: str = "trade_flows") -> None:
+    """Declared checks on staged rows of canonical table `table` (trade_flows or trade_totals): one scan for
+    the row rules, one GROUP BY for the key unless the reader guarantees it with `key_unique`. Raises
+    InputError naming `where` and the first problem."""
+    spec = schema.CANONICAL_TABLES[table]
+    product = spec.product_column
     rules = [
-        ("value < 0 OR isnan(value) OR isinf(value)", "product_code || ' ' || value",
+        ("value < 0 OR isnan(value) OR isinf(value)", f"{product} || ' ' || value",
          "value {} is not a finite non-negative number (product, value)"),
         (f"freq NOT IN {schema.FREQS}", "freq", f"freq {{}} is not one of {', '.join(schema.FREQS)}"),
         (f"flow NOT IN {schema.FLOWS}", "flow", f"flow {{}} is not one of {', '.join(schema.FLOWS)}"),
         (f"currency NOT IN {schema.CURRENCIES}", "currency",
          f"currency {{}} is not one of {', '.join(schema.CURRENCIES)}"),
-        (f"product_level NOT IN {schema.PRODUCT_LEVELS} OR length(product_code) <> product_level",
-         "'''' || product_code || ''' for level ' || product_level", "product code {} does not have the digits of its level"),
+        # Level 0 is the all-goods total ('TOTAL'), which only trade_totals allows.
+        (f"product_level NOT IN {spec.product_levels} OR NOT (product_level = 0 AND {product} = "
+         f"'{schema.TOTAL_GROUP}' OR product_level > 0 AND length({product}) = product_level)",
+         "'''' || " + product + " || ''' for level ' || product_level",
+         "product code {} does not have the digits of its level"),
         ("length(reporter_iso3) <> 3 OR length(partner_iso3) <> 3", "reporter_iso3 || '/' || partner_iso3",
          "country codes {} are not alpha-3"),
     ]
@@ -302,7 +316,7 @@ def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str, *, key
             raise InputError(where, message.format(repr(found)))
     if key_unique:
         return
-    key = ", ".join(schema.TRADE_FLOWS_KEY)
+    key = ", ".join(spec.key)
     duplicate = con.execute(f"SELECT {key}, count(*) FROM {staged} GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchall()
     if duplicate:
         row = duplicate[0]
@@ -320,60 +334,45 @@ def replace_partitions(
     load_id: int | None = None,
     key_unique: bool = False,
     by_product: bool = False,
+    table: str = "trade_flows",
+    also: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Replace, in one transaction, every (source, freq, period, reporter) partition present in the
-    staged table `staged` (canonical columns) with its rows, and record one `loads` row per
-    (source, freq, period) and one `load_partitions` row per partition. Declared checks run first
-    (`key_unique`: the reader guarantees unique keys); a failure changes nothing and records a failed load.
-    With `by_product`, only the (partition, product_code) pairs the staged rows hold are replaced, so a file
+    staged table `staged` (the staged columns of canonical table `table`: trade_flows or trade_totals)
+    with its rows, and record one `loads` row per (source, freq, period) and one `load_partitions` row per
+    partition. `also` maps further canonical tables to their staged tables, replaced in the same
+    transaction (a file holding product rows and totals). Declared checks run first (`key_unique`: the
+    reader guarantees unique keys); a failure changes nothing and records a failed load.
+    With `by_product`, only the (partition, product) pairs the staged rows hold are replaced, so a file
     that covers some products of a reporter-month (a Comtrade query for a product list) does not delete the
-    products an earlier file loaded."""
+    products an earlier file loaded. The result counts rows and sums values (per currency) over every
+    table loaded."""
     load_id = load_id if load_id is not None else next_load_id(con)
     started = _now()
     result = LoadResult(load_id=load_id, file=file, source=source)
+    pieces = [(schema.CANONICAL_TABLES[table], staged)]
+    pieces += [(schema.CANONICAL_TABLES[name], rows) for name, rows in (also or {}).items()]
     try:
-        check_staged(con, staged, file, key_unique=key_unique)
+        for spec, rows in pieces:
+            check_staged(con, rows, file, key_unique=key_unique, table=spec.name)
     except InputError as exc:
         _record_failure(con, load_id, source, file, checksum, started, str(exc))
         raise
-    part_cols = ", ".join(schema.PARTITION_KEY)
-    match = " AND ".join(f"t.{c} = p.{c}" for c in schema.PARTITION_KEY)
-    columns = ", ".join(schema.COLUMN_NAMES)
-    # One pass over the staged rows gives the per-period statistics for `loads` and the partitions.
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _partitions AS
-                    SELECT {part_cols}, currency, count(*) AS rows, sum(value) AS value_sum
-                    FROM {staged} GROUP BY ALL""")
+    _collect_partitions(con, pieces)
     quarantined = 0
     if quarantine_table:
         quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
     con.execute("BEGIN TRANSACTION")
     try:
-        if by_product:
-            con.execute(f"""DELETE FROM trade_flows t USING (SELECT DISTINCT {part_cols}, product_code FROM {staged}) p
-                            WHERE {match} AND t.product_code = p.product_code""")
-        else:
-            con.execute(f"DELETE FROM trade_flows t USING _partitions p WHERE {match}")
-        con.execute(f"INSERT INTO trade_flows ({columns}) SELECT {columns} FROM {staged}")
+        for spec, rows in pieces:
+            _replace_rows(con, spec, rows, load_id=load_id, by_product=by_product)
         if quarantine_table:
             con.execute(
                 f"INSERT INTO quarantine SELECT ?, file, line, reason, raw, ? FROM {quarantine_table}",
                 [load_id, started],
             )
-        finished = _now()
-        con.execute(
-            """INSERT INTO loads
-                SELECT ?, source, freq, period, count(DISTINCT reporter_iso3), ?, ?, sum(rows), sum(value_sum),
-                       string_agg(DISTINCT currency, ','), ?, ?, ?, 'ok', NULL
-                FROM _partitions GROUP BY source, freq, period ORDER BY period""",
-            [load_id, file, checksum, quarantined, started, finished],
-        )
-        con.execute("INSERT INTO load_partitions SELECT DISTINCT ?, source, freq, period, reporter_iso3 FROM _partitions",
-                    [load_id])
-        if con.execute("SELECT count(*) FROM _partitions").fetchall()[0][0] == 0:
-            con.execute(
-                "INSERT INTO loads VALUES (?, ?, NULL, NULL, 0, ?, ?, 0, 0, NULL, ?, ?, ?, 'empty', ?)",
-                [load_id, source, file, checksum, quarantined, started, finished, "no rows to load"],
-            )
+        _record_loads(con, load_id, source=source, file=file, checksum=checksum, quarantined=quarantined,
+                      started=started)
         con.execute("COMMIT")
     except Exception as exc:
         try:
@@ -382,6 +381,65 @@ def replace_partitions(
             pass  # a dead connection has rolled back already; keep the original error in front
         _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
         raise
+    _fill_result(con, result)
+    result.quarantined = quarantined
+    con.execute("DROP TABLE _partitions")
+    return result
+
+
+def _collect_partitions(con: duckdb.DuckDBPyConnection, pieces: list[tuple[schema.CanonicalTable, str]]) -> None:
+    """TEMP _partitions: per canonical table, partition and currency of the staged rows, their count and
+    value sum (one pass over each staged table gives the statistics for `loads` and the partitions)."""
+    part_cols = ", ".join(schema.PARTITION_KEY)
+    selects = [f"""SELECT '{spec.name}' AS canonical_table, {part_cols}, currency, count(*) AS rows,
+                          sum(value) AS value_sum FROM {rows} GROUP BY ALL""" for spec, rows in pieces]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _partitions AS {' UNION ALL '.join(selects)}")
+
+
+def _replace_rows(con: duckdb.DuckDBPyConnection, spec: schema.CanonicalTable, staged: str, *, load_id: int,
+                  by_product: bool) -> None:
+    """Inside the caller's transaction: delete the partitions (or partition × product pairs) of `staged`
+    from table `spec`, then insert the staged rows (with `load_id` where the table records it)."""
+    part_cols = ", ".join(schema.PARTITION_KEY)
+    match = " AND ".join(f"t.{c} = p.{c}" for c in schema.PARTITION_KEY)
+    product = spec.product_column
+    if by_product:
+        con.execute(f"""DELETE FROM {spec.name} t USING (SELECT DISTINCT {part_cols}, {product} FROM {staged}) p
+                        WHERE {match} AND t.{product} = p.{product}""")
+    else:
+        con.execute(f"""DELETE FROM {spec.name} t USING (SELECT DISTINCT {part_cols} FROM _partitions
+                        WHERE canonical_table = '{spec.name}') p WHERE {match}""")
+    columns = ", ".join(spec.staged_columns)
+    if any(f.name == "load_id" for f in spec.fields):
+        con.execute(f"INSERT INTO {spec.name} ({columns}, load_id) SELECT {columns}, ? FROM {staged}", [load_id])
+    else:
+        con.execute(f"INSERT INTO {spec.name} ({columns}) SELECT {columns} FROM {staged}")
+
+
+def _record_loads(con: duckdb.DuckDBPyConnection, load_id: int, *, source: str, file: str, checksum: str | None,
+                  quarantined: int, started: datetime) -> None:
+    """Inside the caller's transaction: the `loads` rows (one per source, freq, period; an 'empty' one when
+    nothing was staged) and the `load_partitions` rows of this load, from TEMP _partitions."""
+    finished = _now()
+    con.execute(
+        """INSERT INTO loads
+            SELECT ?, source, freq, period, count(DISTINCT reporter_iso3), ?, ?, sum(rows), sum(value_sum),
+                   string_agg(DISTINCT currency, ','), ?, ?, ?, 'ok', NULL
+            FROM _partitions GROUP BY source, freq, period ORDER BY period""",
+        [load_id, file, checksum, quarantined, started, finished],
+    )
+    con.execute("INSERT INTO load_partitions SELECT DISTINCT ?, source, freq, period, reporter_iso3 FROM _partitions",
+                [load_id])
+    if con.execute("SELECT count(*) FROM _partitions").fetchall()[0][0] == 0:
+        con.execute(
+            "INSERT INTO loads VALUES (?, ?, NULL, NULL, 0, ?, ?, 0, 0, NULL, ?, ?, ?, 'empty', ?)",
+            [load_id, source, file, checksum, quarantined, started, finished, "no rows to load"],
+        )
+
+
+def _fill_result(con: duckdb.DuckDBPyConnection, result: LoadResult) -> None:
+    """Rows, value sums per currency, partitions and periods of the load just committed, from _partitions."""
+    part_cols = ", ".join(schema.PARTITION_KEY)
     stats = con.execute("SELECT currency, sum(rows), sum(value_sum) FROM _partitions GROUP BY currency").fetchall()
     result.rows = int(sum(r[1] for r in stats))
     result.value_sum = {r[0]: float(r[2]) for r in stats}
@@ -389,9 +447,6 @@ def replace_partitions(
         f"SELECT count(*) FROM (SELECT DISTINCT {part_cols} FROM _partitions)").fetchall()[0][0]
     result.periods = [r[0] for r in con.execute(
         "SELECT DISTINCT strftime(period, '%Y-%m') p FROM _partitions ORDER BY p").fetchall()]
-    result.quarantined = quarantined
-    con.execute("DROP TABLE _partitions")
-    return result
 
 
 def _record_failure(con, load_id, source, file, checksum, started, message) -> None:
@@ -404,25 +459,65 @@ def _record_failure(con, load_id, source, file, checksum, started, message) -> N
         pass
 
 
-def status_rows(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Per source, freq and period: rows, value sum, currency, reporters, and the latest successful load."""
-    sql = """
+def status_rows(con: duckdb.DuckDBPyConnection, table: str = "trade_flows") -> list[dict]:
+    """Per source, freq and period of canonical table `table` (trade_flows or trade_totals; for trade_totals
+    also per product_group and product_level, since adding TOTAL to its chapters would count goods twice):
+    rows, value sum, currency, reporters, and the latest successful load. [] when the table does not exist
+    (trade_totals in a warehouse read before migration 5)."""
+    spec = schema.CANONICAL_TABLES[table]
+    if not has_table(con, spec.name):
+        return []
+    groups = "product_group, product_level, " if spec.name == "trade_totals" else ""
+    shown = "".join(f"d.{g.strip()}, " for g in groups.split(",") if g.strip())
+    sql = f"""
         WITH data AS (
-            SELECT source, freq, period, currency, count(*) AS rows, sum(value) AS value_sum,
+            SELECT source, freq, period, {groups}currency, count(*) AS rows, sum(value) AS value_sum,
                    count(DISTINCT reporter_iso3) AS reporters
-            FROM trade_flows GROUP BY ALL
+            FROM {spec.name} GROUP BY ALL
         ), last_load AS (
             SELECT source, freq, period, arg_max(file, finished_at) AS file, max(finished_at) AS loaded_at
             FROM loads WHERE status = 'ok' GROUP BY ALL
         )
         SELECT d.source, d.freq, CASE d.freq WHEN 'A' THEN strftime(d.period, '%Y') ELSE strftime(d.period, '%Y-%m') END AS period,
-               d.rows, d.value_sum, d.currency, d.reporters, l.file, strftime(l.loaded_at, '%Y-%m-%d %H:%M:%S') AS loaded_at
+               {shown}d.rows, d.value_sum, d.currency, d.reporters, l.file,
+               strftime(l.loaded_at, '%Y-%m-%d %H:%M:%S') AS loaded_at
         FROM data d LEFT JOIN last_load l USING (source, freq, period)
-        ORDER BY d.source, d.freq, d.period, d.currency
+        ORDER BY d.source, d.freq, d.period, {shown}d.currency
     """
     cursor = con.execute(sql)
     names = [c[0] for c in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """True when the warehouse holds a table called `name`."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchall()[0][0])
+
+
+PAIR_TOTALS_COLUMNS = ("reporter_iso3", "partner_iso3", "flow", "period", "value", "currency")
+
+
+def pair_totals(con: duckdb.DuckDBPyConnection, *, first: date, last: date, product_group: str = "TOTAL") -> pl.DataFrame:
+    """Monthly trade of one product group (default 'TOTAL', all goods; or an HS chapter such as '27') per
+    reporter → partner pair and flow, from trade_totals, for the months from the one holding `first` to
+    the one holding `last`, both included. Returns a polars frame with columns reporter_iso3 and
+    partner_iso3 (ISO alpha-3, String), flow ('export'/'import' seen from the reporter, String), period
+    (Date, first day of the month), value (Float64, in `currency`), currency (String, 'EUR'), ordered by
+    reporter, partner, flow, period; only monthly rows valued in EUR. Empty, with the same columns and
+    dtypes, when the table is missing or holds nothing for the request."""
+    dtypes = schema.polars_schema(schema.TRADE_TOTALS)
+    empty = pl.DataFrame(schema={name: dtypes[name] for name in PAIR_TOTALS_COLUMNS})
+    if not has_table(con, "trade_totals"):
+        return empty
+    frame = con.sql(
+        f"""SELECT {', '.join(PAIR_TOTALS_COLUMNS)} FROM trade_totals
+            WHERE freq = 'M' AND currency = 'EUR' AND product_group = $group
+                  AND period >= date_trunc('month', $first::DATE) AND period <= $last::DATE
+            ORDER BY reporter_iso3, partner_iso3, flow, period""",
+        params={"group": product_group, "first": first, "last": last},
+    ).pl()
+    return frame.cast(empty.schema) if frame.height else empty
 
 
 def row_count(con: duckdb.DuckDBPyConnection) -> int:

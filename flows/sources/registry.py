@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tradewatch.flows.sources import baci, comext, comtrade
+from tradewatch.flows.sources import baci, comext, comext_sdmx, comtrade
 
 # Order matters for recognition: the most specific signature first. ECB rates are not trade rows and
 # load through flows.sources.ecb.load_rates instead.
@@ -12,4 +12,6 @@ SOURCES: dict[str, ModuleType] = {
     comext.SOURCE: comext,
     comtrade.SOURCE: comtrade,
     baci.SOURCE: baci,
+    # Before ECB's check in ingest.recognise: both are SDMX-style CSV with TIME_PERIOD and OBS_VALUE.
+    comext_sdmx.SOURCE: comext_sdmx,
 }
