@@ -72,3 +72,27 @@ def parse_month(value: str | None, option: str) -> str | None:
     if not 1988 <= year <= 2100:
         raise InputError(f"{option} {value}", f"year {year} is outside 1988-2100; expected YYYY-MM")
     return f"{year:04d}-{month:02d}"
+
+
+AsOfOption = Annotated[Optional[str], typer.Option(
+    "--as-of", help="Last month of the recent window, YYYY-MM (default: the latest month in the data).")]
+BaselineOption = Annotated[Optional[int], typer.Option(
+    "--baseline-months", min=1, max=240, help="Months before the event in the baseline (default 24).")]
+RecentOption = Annotated[Optional[int], typer.Option(
+    "--recent-months", min=1, max=240, help="Months in the recent window, ending at --as-of (default 12).")]
+FdrOption = Annotated[Optional[float], typer.Option(
+    "--fdr", help="False discovery rate of the flagged list, Benjamini–Hochberg (default 0.10).")]
+
+
+def window_options(event: str | None, as_of: str | None, baseline_months: int | None, recent_months: int | None,
+                   fdr: float | None, config: Path | None) -> dict:
+    """The detection options given on the command line (None: not given, so --config or the defaults
+    decide), validated; raises InputError naming the option."""
+    from tradewatch.flows.errors import InputError
+
+    if config is not None and not config.is_file():
+        raise InputError(f"--config {config}", "no such file; expected a TOML file")
+    if fdr is not None and not 0 < fdr < 1:
+        raise InputError(f"--fdr {fdr}", "expected a false discovery rate between 0 and 1, e.g. 0.10")
+    return {"event": parse_month(event, "--event"), "as_of": parse_month(as_of, "--as-of"),
+            "baseline_months": baseline_months, "recent_months": recent_months, "fdr": fdr}

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import DbOption, one_line_errors, parse_month, say
+from tradewatch.cli.common import (AsOfOption, BaselineOption, DbOption, FdrOption, RecentOption, one_line_errors, say,
+                                   window_options)
 
 
 class Format(str, Enum):
@@ -35,22 +36,26 @@ def detect(
     db: DbOption = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="Show at most N flagged routes.")] = 20,
-    event: Annotated[str, typer.Option("--event", help="Month the restrictions took effect, YYYY-MM.")] = "2022-03",
+    event: Annotated[Optional[str], typer.Option(
+        "--event", help="Month the restrictions took effect, YYYY-MM (default 2022-03).")] = None,
     config: Annotated[
         Optional[Path], typer.Option("--config", help="TOML file overriding the detection defaults.")
     ] = None,
+    as_of: AsOfOption = None,
+    baseline_months: BaselineOption = None,
+    recent_months: RecentOption = None,
+    fdr: FdrOption = None,
 ) -> None:
     """Flag likely diversion routes (origin → transit → Russia) and print them best first.
 
-    On an empty warehouse it first seeds the embedded synthetic demo world."""
-    event = parse_month(event, "--event")
-    if config is not None and not config.is_file():
-        from tradewatch.flows.errors import InputError
+    Score = 1 − p, where p is the chance that an ordinary flow on the same origin → transit pair grows this much net of the pair's ordinary growth and of control countries. Routes are flagged by Benjamini–Hochberg at --fdr: at most that share of the flagged list is expected to be false.
 
-        raise InputError(f"--config {config}", "no such file; expected a TOML file")
+    On an empty warehouse it first seeds the embedded synthetic demo world."""
     from tradewatch.detect import service
 
-    outcome = service.detect(db, event=event, config=config, say=say)
+    options = window_options(event, as_of, baseline_months, recent_months, fdr, config)
+    outcome = service.detect(db, config=config, say=say, **options)
+    event = outcome.run.params.event
     run = outcome.run
     if outcome.seeded:
         say(f"Seeded the demo world in {outcome.seed_s:.1f} s.")

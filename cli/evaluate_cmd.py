@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import DbOption, one_line_errors, parse_month, say
+from tradewatch.cli.common import (AsOfOption, BaselineOption, DbOption, FdrOption, RecentOption, one_line_errors,
+                                   parse_month, say, window_options)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def evaluate(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")] = False,
-    event: Annotated[str, typer.Option("--event", help="True event month for the placebo, YYYY-MM.")] = "2022-03",
+    event: Annotated[Optional[str], typer.Option("--event", help="True event month for the placebo, YYYY-MM.")] = None,
     placebo_shift: Annotated[
         int, typer.Option("--placebo-shift", min=1, max=120, help="Months the placebo event is moved earlier.")
     ] = 12,
@@ -28,20 +29,36 @@ def evaluate(
     config: Annotated[
         Optional[Path], typer.Option("--config", help="TOML file overriding the detection defaults.")
     ] = None,
+    families: Annotated[Optional[str], typer.Option(
+        "--families", help="Evaluate on the family of test worlds instead: 'all' or names separated by commas "
+                           "(transit_boom, sector_boom, inflation, fx_swing, hub_reexport, silent_transit, "
+                           "provisional, classic, mixed).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, max=100, help="With --families: worlds per family.")] = 5,
+    first_seed: Annotated[int, typer.Option(
+        "--first-seed", min=0, help="With --families: the first seed (the defaults were tuned on 1-3).")] = 101,
+    as_of: AsOfOption = None,
+    baseline_months: BaselineOption = None,
+    recent_months: RecentOption = None,
+    fdr: FdrOption = None,
 ) -> None:
     """Score tradewatch against the synthetic world's answer key, side by side with ranking by plain
     growth and the European Commission's 2023 rule, and run the placebo in time on the warehouse's data.
 
     The synthetic world goes into a scratch warehouse under TRADEWATCH_HOME, never into yours."""
-    event = parse_month(event, "--event")
-    if config is not None and not config.is_file():
-        from tradewatch.flows.errors import InputError
-
-        raise InputError(f"--config {config}", "no such file; expected a TOML file")
+    options = window_options(event, as_of, baseline_months, recent_months, fdr, config)
     from tradewatch.detect import evaluate as evaluation
     from tradewatch.detect.config import DetectParams
 
-    params = DetectParams.from_toml(config, event=event)
+    params = DetectParams.from_toml(config, **options)
+    if families is not None:
+        names = evaluation.family_names(families)
+        result = evaluation.evaluate_families(names, list(range(first_seed, first_seed + seeds)), params,
+                                              say=say if not as_json else (lambda message: None))
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            _print_families(result)
+        return
     result = evaluation.evaluate(db, seed=seed, scale=scale, params=params, shift_months=placebo_shift,
                                  say=say if not as_json else (lambda message: None))
     for note in result["notes"]:
@@ -76,3 +93,27 @@ def _print(result: dict) -> None:
                   f"{placebo['flags_placebo']} at the placebo event {placebo['placebo_event']} (ratio {ratio}).")
     for goal, met in result["goals"].items():
         console.print(f"  {'met    ' if met else 'NOT met'}  {goal.replace('_', ' ')}")
+
+
+def _print_families(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradewatch.detect.evaluate import FAMILY_METRICS, METHODS
+
+    console = Console()
+    headers = {"average_precision": "AP", "precision_at_25": "P@25", "list_precision": "list precision",
+               "list_recall": "list recall"}
+    table = Table(title=f"Test worlds, seeds {result['seeds'][0]}–{result['seeds'][-1]} "
+                        f"(defaults tuned on {', '.join(map(str, result['tuning_seeds']))}): means over seeds",
+                  caption="simple: origin→Russia fell ≥ 50 %, ranked by growth net of control countries × log excess")
+    table.add_column("family", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    for name in FAMILY_METRICS:
+        table.add_column(headers[name], justify="right", no_wrap=True)
+    rows = [*result["families"].items(), ("overall", result["overall"])]
+    for family, methods in rows:
+        for method in METHODS:
+            table.add_row(family if method == METHODS[0] else "", method,
+                          *(f"{methods[method][name]:.3f}" for name in FAMILY_METRICS))
+    console.print(table)

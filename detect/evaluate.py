@@ -208,6 +208,22 @@ TUNING_SEEDS = (1, 2, 3)
 DEFAULT_FIRST_SEED = 101
 
 
+def family_names(text: str) -> list[str]:
+    """The family names of a --families value ('all', or names separated by commas); raises InputError
+    naming the option for an unknown one."""
+    from tradewatch.detect import worlds
+    from tradewatch.flows.errors import InputError
+
+    known = list(worlds.FAMILIES) + ["mixed"]
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return known
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise InputError(f"--families {text}", f"expected 'all' or names among {', '.join(known)}")
+    return names
+
+
 def list_metrics(ranked: list[RouteKey], flagged: list[RouteKey], positives: set[RouteKey]) -> dict[str, float]:
     """AP and precision at 25 of the ranking; precision and recall of the flagged list (an empty list
     has precision 1.0 by convention only when there is nothing to find, else 0)."""
@@ -245,7 +261,8 @@ def seed_family_world(family: str, seed: int) -> SyntheticWorld:
     try:
         con = warehouse.connect(db)
         try:
-            answer_key = worlds.seed_world(con, folder / "world", family=family, seed=seed)
+            answer_key = worlds.seed_world(con, folder / "world", family="all" if family == "mixed" else family,
+                                           seed=seed)
         finally:
             con.close()
     except BaseException:

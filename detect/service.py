@@ -24,19 +24,19 @@ class DetectOutcome:
 def detect(
     db: Path | str | None = None,
     *,
-    event: str = "2022-03",
+    event: str | None = None,
     config: Path | None = None,
     seed_demo: bool = True,
     say: Callable[[str], None] = lambda message: None,
     **overrides,
 ) -> DetectOutcome:
-    """Run detection on the warehouse at `db` (default under TRADEWATCH_HOME) for `event` (YYYY-MM).
+    """Run detection on the warehouse at `db` (default under TRADEWATCH_HOME) for `event` (YYYY-MM; None:
+    the --config file's, else the defaults'). Options given (not None) win over the config file.
     An empty warehouse is first seeded with the embedded demo world (announced through `say`) when
     `seed_demo`. Returns the DetectOutcome whose `run.flagged` lists the flagged routes best first."""
     from tradewatch.detect import engine
 
-    params = engine.DetectParams.from_toml(config, event=event, **overrides) if config else \
-        engine.DetectParams(event=event, **overrides)
+    params = engine.DetectParams.from_toml(config, event=event, **overrides)
     con = warehouse.connect(db, on_wait=say)
     try:
         outcome = DetectOutcome(run=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 
 import polars as pl
@@ -62,7 +63,8 @@ def test_flagged_table_has_the_promised_columns_and_evidence(result):
     assert (row["recent_start"], row["recent_end"]) == (date(2023, 1, 1), date(2023, 12, 1))
     assert row["baseline_value"] == pytest.approx(100_000, rel=0.1)
     assert row["recent_value"] == pytest.approx(600_000, rel=0.1)
-    assert row["growth"] == pytest.approx(row["recent_value"] / row["baseline_value"])
+    # The table's growth is the growth that was gated: net of the pair's ordinary growth and control countries.
+    assert row["growth"] == pytest.approx(math.exp(json.loads(row["features"])["net_growth_log"]), rel=1e-5)
     assert row["target_change"] == pytest.approx(-0.98, abs=0.01)
     assert row["onward_growth"] > 5
     assert row["excess_value"] > 5e6
@@ -71,8 +73,9 @@ def test_flagged_table_has_the_promised_columns_and_evidence(result):
     assert features["unit_value_change_log"] is None and features["mirror_gap_log"] is None
     assert features["did_log"] > 1
     reasons = row["reasons"]
-    assert reasons.startswith("DEU→KAZ exports of 854231 ×6.0 vs Mar 2020–Feb 2022 while DEU→RUS fell 98%")
-    assert "KAZ→RUS ×" in reasons and "12 of 12 months above the baseline band" in reasons
+    assert reasons.startswith(f"DEU→KAZ exports of 854231 {engine._times(row['growth'])} net (×6.0 vs Mar 2020–Feb 2022")
+    assert "while DEU→RUS fell 98%" in reasons
+    assert "KAZ→RUS ×" in reasons and "12 of 12 months above the expected band" in reasons
 
 
 def test_confounders_are_not_flagged(result):

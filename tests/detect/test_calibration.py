@@ -1,0 +1,168 @@
+"""Detection v2: the goods dimension (a transit-wide boom is not diversion), calibrated p-values, Benjamini–Hochberg, and scores that ignore unrelated routes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from detect_worlds import World, sanctioned, steady, step
+from tradewatch.detect import calibration, engine, features, products
+from tradewatch.detect.config import DetectParams
+
+# Candidate HS-6 codes of ordinary goods; the test keeps those not on the restricted lists.
+ORDINARY = ("090111", "100199", "040210", "071320", "080810", "030389", "170199", "190531", "200911", "230910",
+            "252329", "271019", "310530", "340111", "392321", "441899", "470329", "520512", "690721", "730890",
+            "760410", "940360", "950300", "960839")
+
+
+def unrestricted_codes() -> list[str]:
+    restricted = products.restricted_hs6()
+    codes = [code for code in ORDINARY if code not in restricted]
+    assert len(codes) >= 14, codes
+    return codes
+
+
+def boom_world(*, transit_boom: float = 2.5, with_fra: bool = True) -> World:
+    """DEU exports to KAZ and RUS. KAZ's imports of *every* good rise ×`transit_boom` after the event
+    (ordinary and restricted goods alike), and KAZ's exports of ordinary goods to RUS rise too; one
+    restricted product (854231) is really diverted: ×8 to KAZ while DEU→RUS collapses, KAZ→RUS ×10.
+    FRA→ARM carries unrelated trade (another pair) with its own diversion (851762)."""
+    world = World()
+    for salt, code in enumerate(unrestricted_codes()):
+        world.add("DEU", "KAZ", code + "00", step(200_000 + 10_000 * salt, (200_000 + 10_000 * salt) * transit_boom,
+                                                    salt=salt))
+        world.add("DEU", "RUS", code + "00", steady(400_000, salt=100 + salt))
+        world.add("KAZ", "RUS", code, step(50_000, 50_000 * transit_boom, salt=200 + salt))
+    for salt, code in enumerate(("847150", "848210", "901380", "853221")):
+        world.add("DEU", "KAZ", code + "00", step(300_000, 300_000 * transit_boom, salt=300 + salt))
+        world.add("DEU", "RUS", code + "00", sanctioned(600_000, salt=310 + salt))
+        world.add("KAZ", "RUS", code, step(40_000, 40_000 * transit_boom, salt=320 + salt))
+    world.add("DEU", "KAZ", "85423100", step(100_000, 800_000, salt=400))
+    world.add("DEU", "RUS", "85423100", sanctioned(900_000, salt=401))
+    world.add("KAZ", "RUS", "854231", step(50_000, 500_000, salt=402))
+    if with_fra:
+        for salt, code in enumerate(unrestricted_codes()[:10]):
+            world.add("FRA", "ARM", code + "00", steady(150_000, salt=500 + salt))
+        world.add("FRA", "ARM", "85176200", step(80_000, 900_000, salt=520))
+        world.add("FRA", "RUS", "85176200", sanctioned(700_000, salt=521))
+        world.add("ARM", "RUS", "851762", step(20_000, 600_000, salt=522))
+    return world
+
+
+@pytest.fixture(scope="module")
+def boom_run(tmp_path_factory):
+    con = boom_world().warehouse(tmp_path_factory.mktemp("boom") / "w.duckdb")
+    try:
+        params = DetectParams()
+        frame = features.build_routes(con, params)
+        scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
+        yield con, scored, engine.run_detection(con, params, store=False)
+    finally:
+        con.close()
+
+
+def test_a_transit_whose_imports_of_everything_grow_does_not_fill_the_flag_list(boom_run):
+    _, scored, run = boom_run
+    flagged = {(r["origin_iso3"], r["transit_iso3"], r["product_code"]) for r in run.flagged.to_dicts()}
+    assert flagged == {("DEU", "KAZ", "854231"), ("FRA", "ARM", "851762")}
+    boomed = scored.filter((pl.col("origin_iso3") == "DEU") & (pl.col("level") == 6)
+                           & pl.col("product").is_in(["847150", "848210", "901380", "853221"]))
+    # Each of them doubled and more while DEU→RUS collapsed: the v1 gate (×1.5 net of control countries,
+    # which this world has none of) would have let them through; the pair's ordinary growth nets them out.
+    assert boomed.height == 4
+    assert (boomed["growth_log"] > math.log(2.0)).all() and (boomed["target_change"] < -0.9).all()
+    assert (boomed["net_growth_log"].abs() < 0.15).all()
+    assert set(boomed["pair_basis"].to_list()) == {"unrestricted"}
+    assert (boomed["pair_growth_log"] - math.log(2.5)).abs().max() < 0.1
+
+
+def test_the_onward_leg_is_netted_against_the_transit_s_ordinary_exports(boom_run):
+    _, scored, _ = boom_run
+    row = scored.filter((pl.col("product") == "854231") & (pl.col("level") == 6)).to_dicts()[0]
+    # KAZ's ordinary exports to RUS rise ×2.5 from 50 k a month; smoothed by 20 k on both sides that is ×2.07.
+    assert row["onward_ordinary_log"] == pytest.approx(math.log((125_000 + 20_000) / (50_000 + 20_000)), abs=0.05)
+    assert row["onward_net_log"] == pytest.approx(row["onward_growth_log"] - row["onward_ordinary_log"])
+
+
+def test_evidence_in_the_reasons_is_the_evidence_gated(boom_run):
+    _, scored, run = boom_run
+    row = run.flagged.filter(pl.col("product_code") == "854231").to_dicts()[0]
+    feats = json.loads(row["features"])
+    assert row["growth"] == pytest.approx(math.exp(feats["net_growth_log"]), rel=1e-5)
+    shown = engine._times(row["growth"])
+    assert row["reasons"].startswith(f"DEU→KAZ exports of 854231 {shown} net (")
+    assert "pair's ordinary growth ×2.4" in row["reasons"]  # ×2.5 from about 200 k a month, smoothed
+    assert "controls" not in row["reasons"].replace("control countries", "")
+    assert "covering" not in row["reasons"]
+    assert feats["pair_basis"] == "unrestricted" and feats["q_value"] <= 0.1
+    assert row["score"] == pytest.approx(1 - feats["p_value"], abs=1e-6)
+
+
+def test_every_run_reports_the_expected_number_of_false_flags(boom_run):
+    _, _, run = boom_run
+    note = next(n for n in run.notes if "expected to be false" in n)
+    assert f"{run.flagged.height} flagged at FDR 0.1" in note
+
+
+def test_a_score_does_not_depend_on_unrelated_routes(boom_run, tmp_path):
+    _, scored, _ = boom_run
+    alone = boom_world(with_fra=False).warehouse(tmp_path / "alone.duckdb")
+    try:
+        params = DetectParams()
+        frame = features.build_routes(alone, params)
+        again = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
+    finally:
+        alone.close()
+    keys = ["origin_iso3", "transit_iso3", "product", "level"]
+    both = scored.filter(pl.col("origin_iso3") == "DEU").select(*keys, "score", "p_value").join(
+        again.select(*keys, "score", "p_value"), on=keys, suffix="_alone")
+    assert both.height == again.height > 20
+    assert (both["score"] == both["score_alone"]).all()
+    assert (both["p_value"] - both["p_value_alone"]).abs().max() == 0
+
+
+def test_benjamini_hochberg_by_hand():
+    p = np.array([0.01, 0.04, 0.03, np.nan, 0.5])
+    q = calibration.benjamini_hochberg(p)
+    # m = 4 tests; sorted 0.01, 0.03, 0.04, 0.5 -> 0.04, 0.06, 0.0533…, 0.5, then monotone from the top.
+    assert q[0] == pytest.approx(0.04) and q[2] == pytest.approx(0.04 * 4 / 3) and q[1] == pytest.approx(0.04 * 4 / 3)
+    assert math.isnan(q[3]) and q[4] == pytest.approx(0.5)
+    assert calibration.benjamini_hochberg(np.array([np.nan])).size == 1
+
+
+def test_p_values_follow_the_student_t_null():
+    p = calibration.p_values(np.array([0.0, 0.5, 1.0, np.nan]), np.array([0.25, 0.25, 0.25, 0.25]), 5)
+    assert p[0] == pytest.approx(0.5)
+    assert p[1] > p[2] and p[2] == pytest.approx(0.00516, rel=0.01)  # z = 4 with 5 degrees of freedom
+    assert math.isnan(p[3])
+
+
+def test_without_unrestricted_goods_the_placebo_still_gives_a_null(tmp_path):
+    world = World()
+    for salt, code in enumerate(("847150", "848210", "901380", "853221", "854141", "852691", "880690", "900190",
+                                 "847130")):
+        world.add("DEU", "KAZ", code + "00", steady(300_000, salt=salt))
+        world.add("DEU", "RUS", code + "00", sanctioned(600_000, salt=20 + salt))
+    world.add("DEU", "KAZ", "85423100", step(100_000, 800_000, salt=40))
+    world.add("DEU", "RUS", "85423100", sanctioned(900_000, salt=41))
+    con = world.warehouse(tmp_path / "w.duckdb")
+    try:
+        run = engine.run_detection(con, DetectParams(), store=False)
+    finally:
+        con.close()
+    assert any("placebo event 2021-03" in note for note in run.notes)
+    assert any("median over all the pair's loaded products" in note for note in run.notes)
+    assert run.flagged["product_code"].to_list() == ["854231"]
+    assert json.loads(run.flagged["features"][0])["pair_basis"] == "all_products"
+
+
+def test_fdr_and_windows_are_parameters(boom_run):
+    con, _, _ = boom_run
+    strict = engine.run_detection(con, DetectParams(fdr=1e-12), store=False)
+    assert strict.flagged.height == 0
+    short = engine.run_detection(con, DetectParams(recent_months=6, baseline_months=12, as_of="2023-06"), store=False)
+    assert short.windows["recent_start"] == "2023-01" and short.windows["baseline_start"] == "2021-03"
