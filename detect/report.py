@@ -135,8 +135,9 @@ def collect(
     evidence = []
     if best:
         # One view of the warehouse for the whole run: the charts read the rows the run scored.
-        first = flags.filter(pl.col("id") == best[0]).row(0, named=True)
-        with route_rows.RouteRows.for_run(con, info.get("params"), first) as rows:
+        chosen = flags.filter(pl.col("id").is_in(best)).to_dicts()
+        with route_rows.RouteRows.for_run(con, info.get("params"), chosen[0]) as rows:
+            rows.legs_of(chosen)  # every top route's legs in one pass over the rows
             evidence = [review.show_route(con, route_id, run=run_id, rows=rows) for route_id in best]
     return ReportData(
         run=info, event=review.event_month(info), flags=flags, coverage=data, loads=loads, top=evidence,

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import duckdb
@@ -21,6 +21,7 @@ from tradewatch.flows.errors import TradewatchError
 
 ROLES = ("transit", "target", "onward")  # origin→transit, origin→target, transit→target
 DEFAULT_TARGET = "RUS"
+KEYS = "tw_route_rows_keys"  # TEMP table of the legs being read
 
 
 @dataclass
@@ -53,6 +54,10 @@ class Leg:
     @property
     def available(self) -> bool:
         return any(v is not None for v in self.values)
+
+    def copy(self) -> "Leg":
+        """A copy whose lists can be changed without changing this leg."""
+        return replace(self, months=list(self.months), values=list(self.values), codes=list(self.codes))
 
 
 # --- a stored run's parameters and windows ---------------------------------------------------------------
@@ -99,6 +104,7 @@ class RouteRows:
                  windows: features.Windows | None = None) -> None:
         self.con, self.params, self.windows, self.reason = con, params, windows, None
         self.source: features.RowSource | None = None
+        self._read: dict[tuple, Leg] = {}
         try:
             inventory = features.take_inventory(con, params)
             self.windows = windows or features.compute_windows(params, inventory.data_start, inventory.data_end)
@@ -111,6 +117,9 @@ class RouteRows:
         both = counts.filter((pl.col("n_base") > 0) & (pl.col("n_recent") > 0))
         self.exporters = set(both.filter(pl.col("flow") == "export")["reporter"].to_list())
         self.importers = set(both.filter(pl.col("flow") == "import")["reporter"].to_list())
+        self._covered = {
+            (reporter, flow): (sorted(set(group["period"].to_list())), group["source"][0], group["currency"][0])
+            for (reporter, flow), group in self.coverage.group_by("reporter", "flow")}
         features.register_weights(con, weights)
         self.source = features.RowSource(con, params, inventory, self.windows.baseline_start, self.windows.recent_end)
 
@@ -123,8 +132,10 @@ class RouteRows:
         return cls(con, params, stored_windows(params, windows, route))
 
     def close(self) -> None:
+        """Drop the TEMP tables this view made on its connection."""
         if self.source is not None:
             features.drop_temp(self.con)
+            self.con.execute(f"DROP TABLE IF EXISTS {KEYS}")
             self.source = None
 
     def __enter__(self) -> "RouteRows":
@@ -135,16 +146,28 @@ class RouteRows:
 
     def legs(self, route: dict) -> list[Leg]:
         """The three legs of `route` (a dict with origin_iso3, transit_iso3, target_iso3, product_code or
-        product; product_level or level) in ROLES order, each on its reporter's covered months."""
+        product; product_level or level) in ROLES order, each on its reporter's covered months. Fresh
+        copies: a caller may change them."""
+        return self.legs_of([route])[0]
+
+    def legs_of(self, routes: list[dict]) -> list[list[Leg]]:
+        """The legs of many routes (dicts as for `legs`), read in one pass over the rows and kept, so that
+        later `legs` calls for these routes read nothing (for a report's top routes)."""
+        planned = [self._plan_route(route) for route in routes]
+        missing = [leg for legs in planned for leg in legs
+                   if leg.reporter is not None and _leg_key(leg) not in self._read]
+        if missing and self.source is not None:
+            self._fill(missing)
+        return [[self._read.get(_leg_key(leg), leg).copy() for leg in legs] for legs in planned]
+
+    def _plan_route(self, route: dict) -> list[Leg]:
+        """The three legs of a route with their reports chosen and no rows read yet."""
         origin, transit = route["origin_iso3"], route["transit_iso3"]
         target = route.get("target_iso3") or DEFAULT_TARGET
         product = str(route.get("product_code") or route.get("product"))
         level = int(route.get("product_level") or route.get("level") or len(product))
-        legs = [self._plan(role, exporter, importer, product, level)
+        return [self._plan(role, exporter, importer, product, level)
                 for role, exporter, importer in zip(ROLES, (origin, origin, transit), (transit, target, target))]
-        if self.source is not None:
-            self._fill(legs, product, level)
-        return legs
 
     def _plan(self, role: str, exporter: str, importer: str, product: str, level: int) -> Leg:
         """Which report a leg is read from, by features._assemble's rules: the exporter's export report when
@@ -162,48 +185,63 @@ class RouteRows:
             leg.cif_fob = float(self.params.cif_fob)
         return leg
 
-    def _fill(self, legs: list[Leg], product: str, level: int) -> None:
-        """Monthly sums of the legs' rows from the RowSource, on each reporter's covered months."""
-        read = [leg for leg in legs if leg.reporter is not None]
-        if not read:
-            return
-        keys = " OR ".join("(m.reporter = ? AND m.partner = ? AND m.flow = ?)" for _ in read)
-        bound = [value for leg in read for value in (leg.reporter, leg.partner, leg.flow)]
+    def _fill(self, legs: list[Leg]) -> None:
+        """Monthly sums of the legs' rows from the RowSource (one query for all of them), on each reporter's
+        covered months; stored in self._read by leg key."""
+        keys = pl.DataFrame([(leg.reporter, leg.partner, leg.flow, leg.product, leg.level) for leg in legs],
+                            schema={"reporter": pl.String, "partner": pl.String, "flow": pl.String,
+                                    "product": pl.String, "level": pl.Int32}, orient="row").unique()
+        self.con.register("tw_route_rows_keys_arrow", keys.to_arrow())
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT * FROM tw_route_rows_keys_arrow")
+        self.con.unregister("tw_route_rows_keys_arrow")
+        # Two equi-joins (HS-6 keys on the code, HS-4 keys on its heading), as features.shape_stats does.
+        rows = self.con.execute(f"""
+            WITH m AS ({self.source.sql()})
+            SELECT k.reporter, k.partner, k.flow, k.product, m.period, m.hs6, sum(m.value) AS value
+            FROM m JOIN {KEYS} k ON k.level = 6 AND k.reporter = m.reporter AND k.partner = m.partner
+                                AND k.flow = m.flow AND k.product = m.hs6
+            GROUP BY ALL
+            UNION ALL
+            SELECT k.reporter, k.partner, k.flow, k.product, m.period, m.hs6, sum(m.value) AS value
+            FROM m JOIN {KEYS} k ON k.level = 4 AND k.reporter = m.reporter AND k.partner = m.partner
+                                AND k.flow = m.flow AND k.product = left(m.hs6, 4)
+            GROUP BY ALL""").fetchall()
         # An HS-4 route is the sum of its HS-6 codes, less those the scoring leaves out of roll-ups.
-        excluded = sorted(self._new_codes(product)) if level == 4 else []
-        leave_out = f"AND m.hs6 NOT IN ({', '.join('?' for _ in excluded)})" if excluded else ""
-        rows = self.con.execute(
-            f"""SELECT m.reporter, m.partner, m.flow, m.period, m.hs6, sum(m.value) AS value
-                FROM ({self.source.sql()}) m
-                WHERE ({keys}) AND starts_with(m.hs6, ?) {leave_out}
-                GROUP BY ALL""",
-            bound + [product] + excluded).fetchall()
-        for leg in read:
-            mine = [r for r in rows if (r[0], r[1], r[2]) == (leg.reporter, leg.partner, leg.flow)]
+        excluded = self._new_codes() if any(leg.level == 4 for leg in legs) else set()
+        found: dict[tuple, list[tuple]] = {}
+        for reporter, partner, flow, product, period, hs6, value in rows:
+            if not (len(product) == 4 and hs6 in excluded):
+                found.setdefault((reporter, partner, flow, product), []).append((period, hs6, float(value or 0.0)))
+        for leg in legs:
+            mine = found.get((leg.reporter, leg.partner, leg.flow, leg.product), [])
             by_month: dict[date, float] = {}
-            for _, _, _, period, _, value in mine:
-                by_month[period] = by_month.get(period, 0.0) + float(value or 0.0)
-            covered = self.coverage.filter((pl.col("reporter") == leg.reporter) & (pl.col("flow") == leg.flow))
-            leg.months = sorted(set(covered["period"].to_list()))
+            for period, _, value in mine:
+                by_month[period] = by_month.get(period, 0.0) + value
+            months, leg.source, leg.currency = self._covered.get((leg.reporter, leg.flow), ([], None, None))
+            leg.months = list(months)
             leg.values = [by_month.get(m, 0.0) / leg.cif_fob for m in leg.months]
-            if covered.height:
-                leg.source, leg.currency = covered["source"][0], covered["currency"][0]
-            leg.codes = sorted({r[4] for r in mine})
+            leg.codes = sorted({hs6 for _, hs6, _ in mine})
+            self._read[_leg_key(leg)] = leg
 
-    def _new_codes(self, heading: str) -> set[str]:
-        """HS-6 codes under `heading` that the scoring leaves out of HS-4 roll-ups
+    def _new_codes(self) -> set[str]:
+        """HS-6 codes under the HS-4 keys that the scoring leaves out of HS-4 roll-ups
         (features.codes_new_at_revision: rows after the HS 2022 revision, none before, over every reporter
         with both windows), when the baseline reaches back before the revision."""
         revision = features.parse_month(self.params.hs_revision)
         if not self.windows.baseline_start < revision <= self.windows.recent_end:
             return set()
-        rows = self.con.execute(
-            f"""SELECT m.hs6, count(*) FILTER (WHERE m.period < ?) AS before,
-                       count(*) FILTER (WHERE m.period >= ?) AS after
-                FROM ({self.source.sql()}) m
-                JOIN {features.WEIGHTS} w ON w.reporter = m.reporter AND w.flow = m.flow AND w.period = m.period
-                WHERE starts_with(m.hs6, ?) GROUP BY m.hs6""", [revision, revision, heading]).fetchall()
+        rows = self.con.execute(f"""
+            SELECT m.hs6, count(*) FILTER (WHERE m.period < ?) AS before,
+                   count(*) FILTER (WHERE m.period >= ?) AS after
+            FROM ({self.source.sql()}) m
+            JOIN {features.WEIGHTS} w ON w.reporter = m.reporter AND w.flow = m.flow AND w.period = m.period
+            WHERE left(m.hs6, 4) IN (SELECT product FROM {KEYS} WHERE level = 4)
+            GROUP BY m.hs6""", [revision, revision]).fetchall()
         return {code for code, before, after in rows if before == 0 and after > 0}
+
+
+def _leg_key(leg: Leg) -> tuple:
+    return leg.reporter, leg.partner, leg.flow, leg.product, leg.level, leg.basis
 
 
 def _with_eu(coverage: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
