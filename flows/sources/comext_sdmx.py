@@ -117,19 +117,29 @@ def _typed_sql(path: Path, header: list[str], upper: list[str], delimiter: str) 
                     WHEN regexp_full_match(t.raw_product, '[0-9]{{2}}|[0-9]{{4}}|[0-9]{{6}}') THEN length(t.raw_product)
                     WHEN regexp_full_match(t.raw_product, '[0-9]{{2}}[0-9A-Z]{{6}}') THEN 8 END AS product_level,
                -- Eurostat shows a missing observation as ':' (possibly with a flag after it), or leaves it empty.
-               coalesce(t.value_text, '') = '' OR regexp_full_match(t.value_text, ':\\s*[a-z]*') AS not_available
+               coalesce(t.value_text, '') = '' OR regexp_full_match(t.value_text, ':\\s*[a-z]*') AS missing_value
         FROM ({texts}) t
         LEFT JOIN m r ON r.a2 = t.raw_reporter
         LEFT JOIN m p ON p.a2 = t.raw_partner"""
-    return f"SELECT *, CASE WHEN NOT not_available THEN {_problem_sql()} END AS problem FROM ({coded})"
+    # A row whose key cannot be read is quarantined even without a value: a line cut short (no fields after
+    # the reporter) must not pass for a month Eurostat reports as not available.
+    return f"""SELECT * EXCLUDE (missing_value), missing_value AND problem IS NULL AS not_available FROM (
+                   SELECT *, coalesce({_key_problem_sql()}, CASE WHEN NOT missing_value THEN {_value_problem_sql()} END)
+                          AS problem FROM ({coded}))"""
 
 
-def _problem_sql() -> str:
-    """SQL for why one available observation cannot be loaded; NULL when it can."""
-    def quoted(column: str) -> str:
-        return f"""coalesce('"' || {column} || '"', 'empty')"""
+def _quoted(column: str) -> str:
+    return f"""coalesce('"' || NULLIF({column}, '') || '"', 'empty')"""
 
+
+def _key_problem_sql() -> str:
+    """SQL for why the key of one row (dataflow, indicator, freq, reporter, partner, product, flow, period)
+    cannot be read; NULL when it can. Another dataflow or indicator refuses the whole file (_refuse_file);
+    here only their absence is a row's problem."""
+    quoted = _quoted
     return f"""CASE
+        WHEN coalesce(dataflow, '') = '' THEN 'DATAFLOW is empty'
+        WHEN coalesce(indicator, '') = '' THEN 'indicators is empty'
         WHEN freq IS NULL OR freq NOT IN ('M', 'A') THEN 'freq ' || {quoted('freq')} || ' is not M (monthly) or A (annual)'
         WHEN reporter_iso3 IS NULL THEN 'reporter ' || {quoted('raw_reporter')} || ' is not a known ISO alpha-2 country code'
         WHEN partner_iso3 IS NULL THEN 'partner ' || {quoted('raw_partner')} || ' is not a known ISO alpha-2 country code'
@@ -138,6 +148,13 @@ def _problem_sql() -> str:
         WHEN raw_flow IS NULL OR raw_flow NOT IN ('1', '2') THEN 'flow ' || {quoted('raw_flow')} || ' is not 1 (import) or 2 (export)'
         WHEN period IS NULL THEN 'TIME_PERIOD ' || {quoted('raw_period')}
              || CASE freq WHEN 'A' THEN ' is not a year YYYY' ELSE ' is not a month YYYY-MM (01-12)' END
+    END"""
+
+
+def _value_problem_sql() -> str:
+    """SQL for why the OBS_VALUE of one row that has one cannot be loaded; NULL when it can."""
+    quoted = _quoted
+    return f"""CASE
         WHEN value IS NULL THEN 'OBS_VALUE ' || {quoted('value_text')} || ' is not a number'
         WHEN isnan(value) OR isinf(value) OR value < 0 THEN 'OBS_VALUE ' || {quoted('value_text')}
              || ' is not a finite non-negative number'
@@ -151,15 +168,15 @@ def _refuse_file(con: duckdb.DuckDBPyConnection, typed: str, where: str, records
     if records == 0:
         raise InputError(where, "holds a header but no observations; expected DS-045409 SDMX-CSV rows")
     other = con.execute(f"""SELECT line, dataflow FROM {typed}
-                            WHERE NOT coalesce(regexp_full_match(upper(dataflow), '{DATAFLOW_PATTERN}'), false)
+                            WHERE dataflow <> '' AND NOT regexp_full_match(upper(dataflow), '{DATAFLOW_PATTERN}')
                             ORDER BY line LIMIT 1""").fetchone()
     if other:
-        raise InputError(f"{where} line {other[0]}", f"DATAFLOW {other[1] or 'empty'!r}; expected Eurostat's "
+        raise InputError(f"{where} line {other[0]}", f"DATAFLOW {other[1]!r}; expected Eurostat's "
                          "ESTAT:DS-045409 (EU trade by HS2-4-6 and CN8)")
-    other = con.execute(f"""SELECT line, indicator FROM {typed} WHERE indicator IS DISTINCT FROM '{INDICATOR}'
+    other = con.execute(f"""SELECT line, indicator FROM {typed} WHERE indicator <> '' AND indicator <> '{INDICATOR}'
                             ORDER BY line LIMIT 1""").fetchone()
     if other:
-        raise InputError(f"{where} line {other[0]}", f"indicators {other[1] or 'empty'!r}; expected {INDICATOR} "
+        raise InputError(f"{where} line {other[0]}", f"indicators {other[1]!r}; expected {INDICATOR} "
                          "(values in euros; download the dataset with indicators=VALUE_IN_EUROS)")
     twice = con.execute(f"""SELECT min(line), max(line), any_value(raw_reporter), any_value(raw_partner),
                                    any_value(raw_product), any_value(raw_flow), any_value(raw_period)
