@@ -301,8 +301,8 @@ def check_staged(con: duckdb.DuckDBPyConnection, staged: str, where: str, *, key
         (f"currency NOT IN {schema.CURRENCIES}", "currency",
          f"currency {{}} is not one of {', '.join(schema.CURRENCIES)}"),
         # Level 0 is the all-goods total ('TOTAL'), which only trade_totals allows.
-        (f"product_level NOT IN {spec.product_levels} OR NOT (product_level = 0 AND {product} = "
-         f"'{schema.TOTAL_GROUP}' OR product_level > 0 AND length({product}) = product_level)",
+        ((f"product_level NOT IN {spec.product_levels} OR NOT (product_level = 0 AND {product} = "
+          f"'{schema.TOTAL_GROUP}' OR product_level > 0 AND length({product}) = product_level)"),
          "'''' || " + product + " || ''' for level ' || product_level",
          "product code {} does not have the digits of its level"),
         ("length(reporter_iso3) <> 3 OR length(partner_iso3) <> 3", "reporter_iso3 || '/' || partner_iso3",
