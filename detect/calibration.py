@@ -15,6 +15,8 @@ YARDSTICK_BASES = {
     "unrestricted": "the pair's growth in unrestricted goods (median over products)",
     "all_goods_totals": "the pair's all-goods totals (trade_totals, e.g. Eurostat DS-045409 TOTAL)",
     "all_products": "the median over all the pair's loaded products (the warehouse has too few unrestricted goods)",
+    "origin": "the origin's growth in unrestricted goods to all its partners (the pair has too few products; "
+              "inflation and exchange rates still net out)",
     "none": "no yardstick: the pair has too few products to measure its ordinary growth",
 }
 
@@ -24,19 +26,28 @@ ONWARD_PAIR = ["transit_iso3", "target_iso3"]
 
 def _material(value: str, params: DetectParams) -> pl.Expr:
     # Products with a monthly base below the smoothing constant have log growth pulled towards zero by the
-    # smoothing; they would bias a median towards "no growth".
+    # smoothing; they would make the null look calmer than the routes it judges.
     return pl.col(value) >= params.smoothing
 
 
-def median_growth(frame: pl.DataFrame, keys: list[str], growth: str, base: str, params: DetectParams,
+def _light_growth(recent: str, base: str, params: DetectParams) -> pl.Expr:
+    """Log growth with the yardstick's light smoothing: the many small flows of a pair measure its ordinary
+    growth without being pulled towards 'no growth' by the routes' heavier smoothing."""
+    s = params.yardstick_smoothing
+    return ((pl.col(recent) + s) / (pl.col(base) + s)).log()
+
+
+def median_growth(frame: pl.DataFrame, keys: list[str], recent: str, base: str, params: DetectParams,
                   *, restricted_only: bool | None) -> pl.DataFrame:
-    """Per `keys`: the median of `growth` (log) over HS-6 products with a material `base`, and how many
-    products it rests on (`n`). `restricted_only` False keeps unrestricted products, None all products."""
-    rows = frame.filter((pl.col("level") == 6) & pl.col(growth).is_not_null() & _material(base, params))
+    """Per `keys`: the median lightly smoothed log growth (`recent` over `base`) over HS-6 products with a
+    base of at least params.yardstick_smoothing, and how many products it rests on (`n`).
+    `restricted_only` False keeps unrestricted products, None all products."""
+    rows = frame.filter((pl.col("level") == 6) & pl.col(base).is_not_null() & pl.col(recent).is_not_null()
+                        & (pl.col(base) >= params.yardstick_smoothing))
     if restricted_only is not None:
         rows = rows.filter(pl.col("restricted") == restricted_only)
     return (rows.unique([*keys, "product"]).group_by(keys)
-            .agg(pl.col(growth).median().alias("median"), pl.len().alias("n")))
+            .agg(_light_growth(recent, base, params).median().alias("median"), pl.len().alias("n")))
 
 
 def pair_yardsticks(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> pl.DataFrame:
@@ -44,10 +55,12 @@ def pair_yardsticks(routes: pl.DataFrame, params: DetectParams, totals: pl.DataF
     of YARDSTICK_BASES). `totals` (origin_iso3, transit_iso3, totals_growth_log) are all-goods totals, or None."""
     need = params.min_yardstick_products
     pairs = routes.select(PAIR).unique()
-    unrestricted = median_growth(routes, PAIR, "growth_log", "base", params, restricted_only=False)
-    everything = median_growth(routes, PAIR, "growth_log", "base", params, restricted_only=None)
+    unrestricted = median_growth(routes, PAIR, "recent", "base", params, restricted_only=False)
+    everything = median_growth(routes, PAIR, "recent", "base", params, restricted_only=None)
+    origin = _ordinary(routes, ["origin_iso3"], "recent", "base", params, "o")
     frame = (pairs.join(unrestricted.rename({"median": "u", "n": "u_n"}), on=PAIR, how="left")
-             .join(everything.rename({"median": "a", "n": "a_n"}), on=PAIR, how="left"))
+             .join(everything.rename({"median": "a", "n": "a_n"}), on=PAIR, how="left")
+             .join(origin, on="origin_iso3", how="left"))
     if totals is not None and totals.height:
         frame = frame.join(totals.select(*PAIR, "totals_growth_log"), on=PAIR, how="left")
     else:
@@ -56,19 +69,20 @@ def pair_yardsticks(routes: pl.DataFrame, params: DetectParams, totals: pl.DataF
         *PAIR,
         pair_growth_log=pl.when(pl.col("u_n") >= need).then(pl.col("u"))
         .when(pl.col("totals_growth_log").is_not_null()).then(pl.col("totals_growth_log"))
-        .when(pl.col("a_n") >= need).then(pl.col("a")),
+        .when(pl.col("a_n") >= need).then(pl.col("a")).otherwise(pl.col("o")),
         pair_basis=pl.when(pl.col("u_n") >= need).then(pl.lit("unrestricted"))
         .when(pl.col("totals_growth_log").is_not_null()).then(pl.lit("all_goods_totals"))
-        .when(pl.col("a_n") >= need).then(pl.lit("all_products")).otherwise(pl.lit("none")),
+        .when(pl.col("a_n") >= need).then(pl.lit("all_products"))
+        .when(pl.col("o").is_not_null()).then(pl.lit("origin")).otherwise(pl.lit("none")),
     )
 
 
-def _ordinary(routes: pl.DataFrame, keys: list[str], growth: str, base: str, params: DetectParams,
+def _ordinary(routes: pl.DataFrame, keys: list[str], recent: str, base: str, params: DetectParams,
               name: str) -> pl.DataFrame:
-    """Per `keys`: the median `growth` over unrestricted products (enough of them), else over all products."""
+    """Per `keys`: the median growth over unrestricted products (enough of them), else over all products."""
     need = params.min_yardstick_products
-    unrestricted = median_growth(routes, keys, growth, base, params, restricted_only=False)
-    everything = median_growth(routes, keys, growth, base, params, restricted_only=None)
+    unrestricted = median_growth(routes, keys, recent, base, params, restricted_only=False)
+    everything = median_growth(routes, keys, recent, base, params, restricted_only=None)
     return (everything.rename({"median": "a", "n": "a_n"})
             .join(unrestricted.rename({"median": "u", "n": "u_n"}), on=keys, how="left")
             .select(*keys, pl.when(pl.col("u_n") >= need).then(pl.col("u"))
@@ -78,13 +92,13 @@ def _ordinary(routes: pl.DataFrame, keys: list[str], growth: str, base: str, par
 def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> pl.DataFrame:
     """Routes with the triple difference: `net_growth_log` = o→t growth − the pair's ordinary growth
     (floored at params.control_floor) − the product's growth to control countries beyond the origin's
-    ordinary growth there (only when positive); `expected` monthly value and `excess_value` over the recent
-    window from it; `onward_net_log` = t→target growth − the transit's ordinary growth to the target."""
+    ordinary growth there (only when positive); `expected` monthly value from them; `onward_net_log` =
+    t→target growth − the transit's ordinary growth to the target."""
     pair = pair_yardsticks(routes, params, totals)
     control = _ordinary(routes.unique(["origin_iso3", "product", "level"]), ["origin_iso3"],
-                        "control_growth_log", "control_base", params, "control_ordinary_log")
+                        "control_recent", "control_base", params, "control_ordinary_log")
     onward = _ordinary(routes.unique([*ONWARD_PAIR, "product", "level"]), ONWARD_PAIR,
-                       "onward_growth_log", "onward_base", params, "onward_ordinary_log")
+                       "onward_recent", "onward_base", params, "onward_ordinary_log")
     out = (routes.join(pair, on=PAIR, how="left").join(control, on="origin_iso3", how="left")
            .join(onward, on=ONWARD_PAIR, how="left"))
     pair_term = pl.max_horizontal(pl.col("pair_growth_log").fill_null(0.0), pl.lit(params.control_floor))
@@ -129,9 +143,10 @@ def null_scales(null: pl.DataFrame, pairs: pl.DataFrame, params: DetectParams) -
     scale = (pl.when(pl.col("n_pair") >= need).then(pl.col("s_pair"))
              .when(pl.col("n_origin") >= need).then(pl.col("s_origin"))
              .otherwise(pl.lit(overall, pl.Float64)))
+    # No null at all (no unrestricted goods and no placebo): the route cannot be tested, its scale stays null.
     return frame.select(
         *PAIR,
-        null_scale=pl.max_horizontal(scale, pl.lit(params.scale_floor)).fill_null(pl.lit(None, pl.Float64)),
+        null_scale=pl.when(scale.is_not_null()).then(pl.max_horizontal(scale, pl.lit(params.scale_floor))),
         null_size=pl.when(pl.col("n_pair") >= need).then(pl.col("n_pair"))
         .when(pl.col("n_origin") >= need).then(pl.col("n_origin")).otherwise(pl.lit(null.height, pl.UInt32)),
         null_basis=pl.when(pl.col("n_pair") >= need).then(pl.lit("pair"))
@@ -148,17 +163,41 @@ def p_values(net: np.ndarray, scale: np.ndarray, dof: int) -> np.ndarray:
     return np.where(np.isfinite(z), stats.t.sf(z, dof), np.nan)
 
 
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """BH q-values of `p` (NaN entries stay NaN and do not count as tests)."""
+def benjamini_hochberg(p: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """BH q-values of `p` (NaN entries stay NaN and do not count as tests). With `weights` (≥ 0, any scale;
+    rescaled to mean 1 over the tests), the weighted procedure of Genovese, Roeder and Wasserman (2006):
+    BH on p / w, which keeps the false discovery rate when the weights do not depend on the p-values."""
     q = np.full(p.shape, np.nan)
     tested = np.flatnonzero(np.isfinite(p))
     m = tested.size
     if m == 0:
         return q
-    order = tested[np.argsort(p[tested], kind="stable")]
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    adjusted = p[tested].astype(float)
+    if weights is not None:
+        w = weights[tested].astype(float)
+        w = w * m / w.sum() if w.sum() > 0 else np.ones(m)
+        with np.errstate(divide="ignore"):
+            adjusted = np.where(w > 0, adjusted / w, np.inf)
+    order = np.argsort(adjusted, kind="stable")
+    ranked = adjusted[order] * m / np.arange(1, m + 1)
+    out = np.empty(m)
+    out[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    q[tested] = out
     return q
+
+
+def loss_weights(lost: np.ndarray, cap: float) -> np.ndarray:
+    """BH weights from what the target lost on each route's origin→target flow (monthly value, ≥ 0): a
+    diversion can only be as large as that loss, so routes behind a big loss are tested with more weight.
+    Proportional to the loss, at most `cap` times and at least 1/`cap` times the mean (then rescaled)."""
+    lost = np.where(np.isfinite(lost) & (lost > 0), lost, 0.0)
+    if lost.sum() <= 0:
+        return np.ones_like(lost)
+    w = lost / lost.mean()
+    for _ in range(3):  # clipping moves the mean; a few rounds settle it
+        w = np.clip(w, 1.0 / cap, cap)
+        w = w / w.mean()
+    return w
 
 
 def expected_false_flags(q_flagged: np.ndarray) -> float:

@@ -71,8 +71,10 @@ class DetectParams:
     control_floor: float = field(default_factory=_default("control_floor"))
     band: float = field(default_factory=_default("band"))
     screen_share: float = field(default_factory=_default("screen_share"))
+    yardstick_smoothing: float = field(default_factory=_default("yardstick_smoothing"))
     min_yardstick_products: int = field(default_factory=_default("min_yardstick_products"))
     fdr: float = field(default_factory=_default("fdr"))
+    weight_cap: float = field(default_factory=_default("weight_cap"))
     null_dof: int = field(default_factory=_default("null_dof"))
     min_null_size: int = field(default_factory=_default("min_null_size"))
     scale_floor: float = field(default_factory=_default("scale_floor"))
@@ -160,7 +162,7 @@ class DetectParams:
             raise InputError(_where(where, "origins", ",".join(sorted(overlap))), "a country cannot be both origin and target")
         if not self.product_levels or any(level not in (4, 6) for level in self.product_levels) or 6 not in self.product_levels:
             raise InputError(_where(where, "product_levels", list(self.product_levels)), "expected [6] or [6, 4]")
-        for name in ("smoothing", "min_excess", "min_target_base"):
+        for name in ("smoothing", "yardstick_smoothing", "min_excess", "min_target_base"):
             if not getattr(self, name) >= 0:
                 raise InputError(_where(where, name, getattr(self, name)), "expected a number ≥ 0")
         if not self.cif_fob >= 1:
@@ -171,7 +173,7 @@ class DetectParams:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
                 raise InputError(_where(where, name, value), "expected a whole number from 1 to 1000")
-        for name in ("band", "min_onward_growth"):
+        for name in ("band", "min_onward_growth", "weight_cap"):
             if not getattr(self, name) >= 1:
                 raise InputError(_where(where, name, getattr(self, name)), "expected a ratio ≥ 1")
         if not 0 < self.fdr < 1:

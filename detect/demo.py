@@ -18,7 +18,7 @@ from tradewatch.flows import countries, schema
 
 DEFAULT_SEED = 20220224
 # Bump when the generator changes what it writes: a manifest with another version is rewritten.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 FIRST_YEAR = 2019
 MONTHS = 72  # 2019-01 … 2024-12
@@ -148,6 +148,13 @@ def chpl_codes() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
+def annex_hs6() -> frozenset[str]:
+    """HS-6 codes under which the EU's Russia export annexes name CN8 codes: what is restricted in this world,
+    as in the real one."""
+    return frozenset(row["code"].strip()[:6] for row in _csv_rows("eu_833_2014_cn8_2022-10-07.csv"))
+
+
+@lru_cache(maxsize=1)
 def hs2022_to_hs2017() -> dict[str, str]:
     """HS 2022 code -> the HS 2017 code its trade was reported under before 2022 (split/renamed codes only)."""
     return {row["hs2022"].strip(): row["hs2017"].strip() for row in _csv_rows("hs2017_hs2022.csv")}
@@ -256,7 +263,11 @@ def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
 
     rng = _rng(seed, "levels")
     sensitive_chapter = np.array([p[:2] in ("84", "85", "88", "90", "93") for p in products])
-    restricted = is_chpl | (rng.random(n_p) < np.where(sensitive_chapter, 0.6, 0.3))
+    # What is restricted is a fact of the world (the EU annexes and the CHPL), not a draw; the draw stays so
+    # that the streams after it are unchanged.
+    rng.random(n_p)
+    annex = annex_hs6()
+    restricted = is_chpl | np.array([p in annex for p in products])
     product_size = rng.normal(0.0, 0.9, n_p)
     unit_value = np.exp(rng.normal(np.log(40.0), 1.1, n_p)) * np.where(sensitive_chapter, 3.0, 1.0)  # EUR/kg
     season_amp = rng.uniform(0.3, 1.5, n_p)

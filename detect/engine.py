@@ -62,14 +62,20 @@ def _target_ok(params: DetectParams) -> pl.Expr:
     ).otherwise(pl.col("onward_growth_log").fill_null(0.0) >= math.log(params.min_onward_growth))
 
 
+def _onward_ok(params: DetectParams) -> pl.Expr:
+    """Where the transit→target leg is known, the goods must go on: its growth net of the transit's ordinary
+    trade with the target at least params.min_onward_net. Where it is not known, nothing is held against it."""
+    return pl.col("onward_net_log").fill_null(params.min_onward_net) >= params.min_onward_net
+
+
 def _gates(params: DetectParams) -> pl.Expr:
-    """Besides q ≤ fdr, all must hold for a route to be flagged; each is a plain test an analyst can check."""
+    """Besides being tested and q ≤ fdr, all must hold for a route to be flagged; each is a plain test an
+    analyst can check."""
     return (
         (pl.col("excess_value") >= params.min_excess)
         & (pl.col("net_growth_log") >= math.log(params.min_growth))
         & (pl.col("persistence").fill_null(0.0) >= params.min_persistence)
         & (pl.col("spike_share").fill_null(1.0) <= params.max_spike_share)
-        & (pl.col("onward_net_log").fill_null(params.min_onward_net) >= params.min_onward_net)
     )
 
 
@@ -91,15 +97,26 @@ def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFram
     p = calibration.p_values(frame["net_growth_log"].to_numpy().astype(float),
                              frame["null_scale"].to_numpy().astype(float), params.null_dof)
     # Only restricted goods can be diverted: unrestricted goods may still go to Russia directly, so they are
-    # the yardstick, never suspects. Testing them too would only dilute Benjamini–Hochberg.
-    tested = (frame.select(pl.col("comparable") & pl.col("restricted") & _target_ok(params)
+    # the yardstick, never suspects. The onward condition uses another series than the tested one (the
+    # transit's exports, not the origin's), so selecting on it leaves the p-values of the o→t test valid.
+    tested = (frame.select(pl.col("comparable") & pl.col("restricted") & _target_ok(params) & _onward_ok(params)
                            & pl.col("level").is_in(list(params.product_levels))).to_series().fill_null(False)
               .to_numpy())
     p_tested = np.where(tested & np.isfinite(p), p, np.nan)
+    # Each product level is its own family of tests: an HS-4 route re-tests its HS-6 routes' evidence.
+    levels = frame["level"].to_numpy()
+    lost = frame.select((pl.col("target_base") - pl.col("target_recent")).clip(lower_bound=0.0)
+                        .fill_null(0.0)).to_series().to_numpy()
+    q = np.full(p.shape, np.nan)
+    for level in np.unique(levels):
+        at = levels == level
+        weights = calibration.loss_weights(np.where(tested[at], lost[at], 0.0), params.weight_cap) \
+            if params.weight_cap > 1 else None
+        q[at] = calibration.benjamini_hochberg(p_tested[at], weights)
     return frame.with_columns(
         p_value=pl.Series(np.round(p, 12), dtype=pl.Float64).fill_nan(None),
         tested=pl.Series(tested, dtype=pl.Boolean),
-        q_value=pl.Series(np.round(calibration.benjamini_hochberg(p_tested), 12), dtype=pl.Float64).fill_nan(None),
+        q_value=pl.Series(np.round(q, 12), dtype=pl.Float64).fill_nan(None),
     )
 
 

@@ -238,7 +238,9 @@ def method_lists(con: duckdb.DuckDBPyConnection, params: DetectParams) -> dict[s
     """(ranking, flagged list) of HS-6 routes for tradewatch and the three baselines on one warehouse."""
     frame = features.build_routes(con, params)
     scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
-    six = scored.filter((pl.col("level") == 6) & pl.col("tested"))
+    # tradewatch's ranking: the routes it tests, by p-value, then the ones its screens set aside, by p-value.
+    six = scored.filter(pl.col("level") == 6).sort(["tested", "p_value", "excess_value", "route_id"],
+                                                   descending=[True, False, True, False], nulls_last=True)
     keys = ["origin_iso3", "transit_iso3", "target_iso3", "product"]
     ours = [tuple(row) for row in six.select(keys).iter_rows()]
     flagged = [tuple(row) for row in six.filter(pl.col("flag")).select(keys).iter_rows()]

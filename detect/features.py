@@ -606,15 +606,18 @@ def _yardstick_notes(routes: pl.DataFrame) -> list[str]:
 
 
 def placebo_windows(params: DetectParams, windows: Windows) -> Windows | None:
-    """Windows of the placebo event: a recent window of the run's length ending the month before the real
-    event, and a baseline of up to params.baseline_months before it, cut at the data's first month; None
-    when the data holds fewer than 6 baseline months for it."""
+    """Windows of the placebo event, wholly before the real event: a recent window of the run's length (or,
+    when the data before the event is short, half of it) ending the month before the event, and a baseline
+    of up to params.baseline_months before that, cut at the data's first month; None when fewer than 6
+    months fit in either."""
+    before = months_between(windows.data_start, add_months(windows.event, -1))
+    length = min(windows.recent_count, before // 2)
+    if length < 6:
+        return None
     recent_end = add_months(windows.event, -1)
-    recent_start = add_months(windows.event, -windows.recent_count)
+    recent_start = add_months(windows.event, -length)
     baseline_end = add_months(recent_start, -1)
     baseline_start = max(windows.data_start, add_months(recent_start, -params.baseline_months))
-    if recent_start < windows.data_start or months_between(baseline_start, baseline_end) < 6:
-        return None
     return Windows(recent_start, baseline_start, baseline_end, recent_start, recent_end, windows.data_start,
                    windows.data_end)
 

@@ -86,3 +86,28 @@ def test_help_is_instant_and_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "detect" in result.stdout
+
+
+def test_window_options_and_config_precedence(seeded_db, tmp_path):
+    db, _ = seeded_db
+    config = tmp_path / "f.toml"
+    config.write_text('event = "2022-06"\nfdr = 0.05\n')
+    from_file = runner.invoke(app, ["detect", "--db", str(db), "--config", str(config), "--format", "json"])
+    assert from_file.exit_code == 0, from_file.output
+    assert "(event 2022-06)" in from_file.stderr and "at FDR 0.05" in from_file.stderr
+    typed = runner.invoke(app, ["detect", "--db", str(db), "--config", str(config), "--event", "2022-03",
+                                "--as-of", "2023-12", "--recent-months", "6", "--baseline-months", "12",
+                                "--format", "json"])
+    assert typed.exit_code == 0, typed.output
+    assert "(event 2022-03)" in typed.stderr and "at FDR 0.05" in typed.stderr
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        stored = con.execute("SELECT params_json FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    params = json.loads(stored[0])
+    assert (params["fdr"], params["recent_months"], params["baseline_months"]) == (0.05, 6, 12)
+    assert params["windows"] == {"baseline_start": "2021-03", "baseline_end": "2022-02", "recent_start": "2023-07",
+                                 "recent_end": "2023-12"}

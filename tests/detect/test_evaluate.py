@@ -66,15 +66,16 @@ def synthetic(demo_world):
     return evaluate.evaluate_synthetic_warehouse(con, key, DetectParams(event=key["event"]))
 
 
-def test_tradewatch_meets_the_ranking_goals_on_the_demo_world(synthetic):
+def test_tradewatch_ranks_the_demo_world_well_above_the_analyst_rules(synthetic):
+    # Detection v2 flags by Benjamini–Hochberg at FDR 0.10, so its list is shorter than v1's and AP (over
+    # the flagged list) is lower: measured 0.80 with P@25 0.92 on the default demo world.
     ours = synthetic["tradewatch"]
     best_baseline = max(synthetic["baseline_growth"]["average_precision"],
                         synthetic["baseline_ec_rule"]["average_precision"])
-    assert ours["average_precision"] >= 0.9, synthetic
-    assert ours["average_precision"] - best_baseline >= 0.2, synthetic
-    assert ours["precision_at_25"] >= 0.9, synthetic
+    assert ours["average_precision"] >= 0.75, synthetic
+    assert ours["average_precision"] - best_baseline >= 0.3, synthetic
+    assert ours["precision_at_25"] >= 0.88, synthetic
     assert ours["precision_at_10"] == 1.0
-    assert ours["recall_at_50"] >= 0.9
 
 
 def test_baselines_rank_many_routes_but_less_well(synthetic, demo_world):
@@ -92,5 +93,34 @@ def test_placebo_in_time_on_the_demo_world(demo_world):
     con, _ = demo_world
     result = evaluate.placebo(con, DetectParams())
     assert result["event"] == "2022-03" and result["placebo_event"] == "2021-03"
-    assert result["flags_event"] >= 30
+    assert result["flags_event"] >= 25
     assert result["ratio"] <= 0.1, result
+
+
+def test_list_metrics_by_hand():
+    metrics = evaluate.list_metrics([A, B, C, D], [A, B], {A, C})
+    assert metrics["list_precision"] == 0.5 and metrics["list_recall"] == 0.5
+    assert metrics["average_precision"] == pytest.approx((1 / 1 + 2 / 3) / 2, abs=1e-4)
+    assert evaluate.list_metrics([A], [], {A})["list_precision"] == 0.0
+
+
+def test_family_names_are_checked():
+    from tradewatch.detect import worlds
+    from tradewatch.flows.errors import InputError
+
+    assert evaluate.family_names("all") == [*worlds.FAMILIES, "mixed"]
+    assert evaluate.family_names("transit_boom, mixed") == ["transit_boom", "mixed"]
+    with pytest.raises(InputError, match="--families boom"):
+        evaluate.family_names("boom")
+
+
+def test_one_family_world_against_all_four_methods(tradewatch_home):
+    """One world the detector was not built with (detect.worlds, a transit-wide boom), seed 1 (a tuning
+    seed): tradewatch's flagged list is precise and finds most planted routes; the growth rule's is not."""
+    result = evaluate.evaluate_world("transit_boom", 1, DetectParams())
+    assert set(result) == set(evaluate.METHODS)
+    ours, growth = result["tradewatch"], result["growth"]
+    assert ours["list_precision"] >= 0.85 and ours["list_recall"] >= 0.6, result
+    assert ours["average_precision"] > growth["average_precision"] + 0.2, result
+    assert growth["list_precision"] < 0.5, result
+    assert not list((tradewatch_home / "tmp").glob("family-*")), "the scratch warehouse is removed"
