@@ -550,6 +550,10 @@ def _plant_routes(world: _World, fx: _Effects, roles: _Roles, exports: _Block, l
             break
         origin, k = int(exports.reporter[row]), int(exports.product[row])
         transit = str(rng.choice(transits, p=weights))
+        # Each silent transit carries at least one route: its onward leg is the one evidence missing.
+        unused = [t for t in roles.silent if t in transits and t not in {r["transit_iso3"] for r in world.routes}]
+        if unused:
+            transit = unused[0]
         if (transit, k) in roles.avoid_transit_products:
             continue
         share, start = rng.uniform(0.1, 1.0), EVENT_INDEX + int(rng.integers(0, 9))
