@@ -593,11 +593,12 @@ def _transit_exports(world: _World, fx: _Effects, roles: _Roles) -> _Block:
     rus, blr, n_k = world.index(TARGET), world.index(CO_TARGET), len(world.products)
     blocks = []
     offset = _draw(p, "transit_level_offset_log", rng.uniform(0.2, 0.8))
-    growth = {}
+    growth, presence = {}, {}
     for reporter in reporters:
         iso3 = world.countries[reporter]
         partners = [rus] + ([blr] if reporter != blr else []) + [world.index(c) for c in _pick(rng, world.rest, 3)]
         chance = np.array([rng.uniform(0.2, 0.45)] + [rng.uniform(0.03, 0.15) for _ in partners[1:]])
+        presence[iso3] = {world.countries[c]: round(float(v), 4) for c, v in zip(partners, chance)}
         pp, kk = (a.ravel() for a in np.meshgrid(np.arange(len(partners)), np.arange(n_k), indexing="ij"))
         exists = rng.random(pp.size) < chance[pp]
         partner, product = np.asarray(partners)[pp[exists]], kk[exists]
@@ -612,6 +613,7 @@ def _transit_exports(world: _World, fx: _Effects, roles: _Roles) -> _Block:
                               clean, fx.sigma * rng.uniform(0.7, 1.3, product.size),
                               _keep_probability(rng, product.size), base))
     p["transit_growth_to_rus"] = {c: round(float(g), 4) for c, g in growth.items()}
+    p["transit_export_presence"] = presence
     out = _Block.empty(world.months)
     for block in blocks:
         out.extend(block)
