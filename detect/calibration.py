@@ -57,7 +57,9 @@ def pair_yardsticks(routes: pl.DataFrame, params: DetectParams, totals: pl.DataF
     pairs = routes.select(PAIR).unique()
     unrestricted = median_growth(routes, PAIR, "recent", "base", params, restricted_only=False)
     everything = median_growth(routes, PAIR, "recent", "base", params, restricted_only=None)
-    origin = _ordinary(routes, ["origin_iso3"], "recent", "base", params, "o")
+    # Only unrestricted goods: the origin's restricted goods are the suspects, their diversions would inflate it.
+    origin = median_growth(routes, ["origin_iso3"], "recent", "base", params, restricted_only=False).select(
+        "origin_iso3", o=pl.when(pl.col("n") >= need).then(pl.col("median")))
     frame = (pairs.join(unrestricted.rename({"median": "u", "n": "u_n"}), on=PAIR, how="left")
              .join(everything.rename({"median": "a", "n": "a_n"}), on=PAIR, how="left")
              .join(origin, on="origin_iso3", how="left"))
@@ -138,7 +140,10 @@ def null_scales(null: pl.DataFrame, pairs: pl.DataFrame, params: DetectParams) -
     by_pair = null.group_by(PAIR).agg(_robust_scale(pl.col("value")).alias("s_pair"), pl.len().alias("n_pair"))
     by_origin = null.group_by("origin_iso3").agg(_robust_scale(pl.col("value")).alias("s_origin"),
                                                  pl.len().alias("n_origin"))
-    overall = null.select(_robust_scale(pl.col("value"))).item() if null.height >= need else None
+    # A run with only a handful of null statistics still gets a scale, but never a confident one.
+    overall = null.select(_robust_scale(pl.col("value"))).item() if null.height >= 3 else None
+    if overall is not None and null.height < need:
+        overall = max(overall, params.small_null_scale)
     frame = pairs.select(PAIR).unique().join(by_pair, on=PAIR, how="left").join(by_origin, on="origin_iso3", how="left")
     scale = (pl.when(pl.col("n_pair") >= need).then(pl.col("s_pair"))
              .when(pl.col("n_origin") >= need).then(pl.col("s_origin"))

@@ -78,6 +78,7 @@ class DetectParams:
     null_dof: int = field(default_factory=_default("null_dof"))
     min_null_size: int = field(default_factory=_default("min_null_size"))
     scale_floor: float = field(default_factory=_default("scale_floor"))
+    small_null_scale: float = field(default_factory=_default("small_null_scale"))
     min_excess: float = field(default_factory=_default("min_excess"))
     min_growth: float = field(default_factory=_default("min_growth"))
     min_persistence: float = field(default_factory=_default("min_persistence"))
@@ -178,8 +179,9 @@ class DetectParams:
                 raise InputError(_where(where, name, getattr(self, name)), "expected a ratio ≥ 1")
         if not 0 < self.fdr < 1:
             raise InputError(_where(where, "fdr", self.fdr), "expected a false discovery rate between 0 and 1, e.g. 0.10")
-        if not self.scale_floor > 0:
-            raise InputError(_where(where, "scale_floor", self.scale_floor), "expected a number > 0")
+        for name in ("scale_floor", "small_null_scale"):
+            if not getattr(self, name) > 0:
+                raise InputError(_where(where, name, getattr(self, name)), "expected a number > 0")
         for name in ("min_persistence", "max_spike_share", "min_target_drop", "screen_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(_where(where, name, getattr(self, name)), "expected a number from 0 to 1")

@@ -52,11 +52,23 @@ def answer_routes(answer_key: dict) -> set[RouteKey]:
     return {(r["origin_iso3"], r["transit_iso3"], r["target_iso3"], r["product_code"]) for r in answer_key["routes"]}
 
 
+def tradewatch_lists(con: duckdb.DuckDBPyConnection, params: DetectParams
+                     ) -> tuple[list[RouteKey], list[RouteKey], features.RouteFrame]:
+    """tradewatch's HS-6 ranking (the routes it tests, by p-value, then those its screens set aside, by
+    p-value), its flagged HS-6 list, and the route frame they come from; nothing is stored."""
+    frame = features.build_routes(con, params)
+    scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
+    six = scored.filter(pl.col("level") == 6).sort(["tested", "p_value", "excess_value", "route_id"],
+                                                   descending=[True, False, True, False], nulls_last=True)
+    keys = ["origin_iso3", "transit_iso3", "target_iso3", "product"]
+    ranked = [tuple(row) for row in six.select(keys).iter_rows()]
+    flagged = [tuple(row) for row in six.filter(pl.col("flag")).select(keys).iter_rows()]
+    return ranked, flagged, frame
+
+
 def tradewatch_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
-    """The HS-6 routes tradewatch flags (the answer key's level), best first; nothing is stored."""
-    result = engine.run_detection(con, params, store=False)
-    six = result.flagged.filter(pl.col("product_level") == 6)
-    return [tuple(row) for row in six.select("origin_iso3", "transit_iso3", "target_iso3", "product_code").iter_rows()]
+    """tradewatch's HS-6 ranking of every candidate route (see tradewatch_lists)."""
+    return tradewatch_lists(con, params)[0]
 
 
 def evaluate_synthetic_warehouse(con: duckdb.DuckDBPyConnection, answer_key: dict,
@@ -236,14 +248,7 @@ def list_metrics(ranked: list[RouteKey], flagged: list[RouteKey], positives: set
 
 def method_lists(con: duckdb.DuckDBPyConnection, params: DetectParams) -> dict[str, tuple[list[RouteKey], list[RouteKey]]]:
     """(ranking, flagged list) of HS-6 routes for tradewatch and the three baselines on one warehouse."""
-    frame = features.build_routes(con, params)
-    scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
-    # tradewatch's ranking: the routes it tests, by p-value, then the ones its screens set aside, by p-value.
-    six = scored.filter(pl.col("level") == 6).sort(["tested", "p_value", "excess_value", "route_id"],
-                                                   descending=[True, False, True, False], nulls_last=True)
-    keys = ["origin_iso3", "transit_iso3", "target_iso3", "product"]
-    ours = [tuple(row) for row in six.select(keys).iter_rows()]
-    flagged = [tuple(row) for row in six.filter(pl.col("flag")).select(keys).iter_rows()]
+    ours, flagged, frame = tradewatch_lists(con, params)
     growth = baselines.plain_growth_ranking(con, params)
     growth_flags = baselines.plain_growth_flags(con, params)
     ec = baselines.ec_rule_ranking(con, params)

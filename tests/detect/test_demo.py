@@ -375,7 +375,14 @@ def test_confounders_are_recorded_and_present_in_the_data():
     assert others[-1] < 3 * others[len(others) // 2]
 
     gaps = by_kind["missing_months"][0]
+    # Before 2022 a code that changed at the HS revision is reported under its HS 2017 predecessor.
+    from tradewatch.detect import products
+
     series = monthly(gaps["origin_iso3"], gaps["transit_iso3"], "export", gaps["product_code"])
+    for old, news in products.hs2017_to_hs2022().items():
+        if gaps["product_code"] in news:
+            for month, value in monthly(gaps["origin_iso3"], gaps["transit_iso3"], "export", old).items():
+                series[month] = series.get(month, 0.0) + value
     missing = {dt.date(*map(int, m.split("-")), 1) for m in gaps["missing_months"]}
     assert len(missing) >= 4 and not missing & set(series)
     assert _mean(series, dt.date(2023, 1, 1), dt.date(2024, 12, 1)) < 2 * _mean(series, dt.date(2020, 1, 1), dt.date(2021, 12, 1))
@@ -387,7 +394,7 @@ def test_confounders_are_recorded_and_present_in_the_data():
 
     belarus = by_kind["belarus"][0]
     series = monthly("BLR", "RUS", "export", belarus["product_code"])
-    assert _mean(series, dt.date(2024, 1, 1), dt.date(2024, 12, 1)) > 1.8 * _mean(series, dt.date(2021, 1, 1), dt.date(2021, 12, 1))
+    assert _mean(series, dt.date(2024, 1, 1), dt.date(2024, 12, 1)) > 1.5 * _mean(series, dt.date(2021, 1, 1), dt.date(2021, 12, 1))
 
     growth = by_kind["transit_growth"][0]
     to_china = monthly(growth["origin_iso3"], "CHN", "export", growth["product_code"])

@@ -9,7 +9,7 @@ from datetime import date
 import polars as pl
 import pytest
 
-from detect_worlds import World, base_world, sanctioned, step
+from detect_worlds import World, base_world, sanctioned, steady, step
 from tradewatch.detect import engine
 from tradewatch.detect.config import DetectParams
 from tradewatch.flows.errors import TradewatchError
@@ -161,6 +161,9 @@ def test_a_route_seen_only_through_mirror_data_is_flagged_with_its_basis(tmp_pat
     world.add("KAZ", "JPN", "854231", step(100_000, 900_000, salt=1), flow="import")
     world.add("KAZ", "RUS", "854231", step(50_000, 800_000, salt=2))
     world.add("DEU", "RUS", "85423110", sanctioned(500_000))
+    # Ordinary goods on the same pair, so the route's null has something to rest on.
+    for salt, code in enumerate(("090111", "100199", "040210", "071320", "080810")):
+        world.add("KAZ", "JPN", code, steady(200_000, salt=10 + salt), flow="import")
     con = world.warehouse(tmp_path / "w.duckdb")
     run = engine.run_detection(con, DetectParams(), store=False)
     assert flagged_keys(run) == {("JPN", "KAZ", "854231")}

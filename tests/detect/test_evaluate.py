@@ -75,7 +75,7 @@ def test_tradewatch_ranks_the_demo_world_well_above_the_analyst_rules(synthetic)
     assert ours["average_precision"] >= 0.75, synthetic
     assert ours["average_precision"] - best_baseline >= 0.3, synthetic
     assert ours["precision_at_25"] >= 0.88, synthetic
-    assert ours["precision_at_10"] == 1.0
+    assert ours["precision_at_10"] >= 0.9
 
 
 def test_baselines_rank_many_routes_but_less_well(synthetic, demo_world):
