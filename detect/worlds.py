@@ -159,7 +159,6 @@ class _World:
     usd_per_eur: np.ndarray
     params: dict
     silent: list[str] = field(default_factory=list)
-    reserved: set = field(default_factory=set)  # transits a confounder owns (not silenced in `all`)
     confounders: list = field(default_factory=list)
     routes: list = field(default_factory=list)
 
