@@ -716,90 +716,89 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
     """Series statistics -> one row per candidate route (origin, transit, target, product, level) with
     every leg joined and every feature computed (null where that route's data cannot support it), the
     features no route could have (name -> reason) and notes."""
-    c = params.smoothing
-    targets = list(params.targets)
-    co_targets = list(params.co_targets)
     split = _leg_frames(params, stats, counts)
-    origins, exporters, importers = split.origins, split.exporters, split.importers
-    controls = [code for code in params.controls if code not in origins and code not in targets + co_targets]
-    reported, mirrored = split.reported, split.mirrored
+    controls = [code for code in params.controls
+                if code not in split.origins and code not in list(params.targets) + list(params.co_targets)]
     notes: list[str] = []
-    unavailable: dict[str, str] = {}
     legs, silent = _candidate_legs(split)
-    if set(silent) & _present(stats, "partner") and legs.filter(pl.col("basis") == "mirror").select(
-            pl.len()).collect().item() > 0:
-        notes.append(f"origins that do not report ({', '.join(sorted(set(silent) & _present(stats, 'partner')))}) are "
-                     "read from their partners' import reports, CIF/FOB adjusted")
-
+    quiet = set(silent) & _present(stats, "partner")
+    if quiet and legs.filter(pl.col("basis") == "mirror").select(pl.len()).collect().item() > 0:
+        notes.append(f"origins that do not report ({', '.join(sorted(quiet))}) are read from their partners' "
+                     "import reports, CIF/FOB adjusted")
     routes = legs.rename({"exporter": "origin_iso3", "importer": "transit_iso3"}).join(
-        pl.LazyFrame({"target_iso3": targets}), how="cross")
-
-    # --- origin→target (substitution), co-targets, controls, the origin's total ----------------------
-    def pair_leg(exporter_col: str, importer_col: str, prefix: str) -> pl.LazyFrame:
-        rep = reported.select("exporter", "importer", "product", "level",
-                              pl.col("base").alias(f"{prefix}_base"), pl.col("recent").alias(f"{prefix}_recent"))
-        return rep.rename({"exporter": exporter_col, "importer": importer_col})
-
-    def group_leg(partners: list[str], prefix: str) -> pl.LazyFrame:
-        return (reported.filter(pl.col("importer").is_in(partners))
-                .group_by("exporter", "product", "level")
-                .agg(pl.col("base").sum().alias(f"{prefix}_base"), pl.col("recent").sum().alias(f"{prefix}_recent"))
-                .rename({"exporter": "origin_iso3"}))
-
-    routes = routes.join(pair_leg("origin_iso3", "target_iso3", "target"),
-                         on=["origin_iso3", "target_iso3", "product", "level"], how="left")
-    routes = routes.join(group_leg(co_targets, "co"), on=["origin_iso3", "product", "level"], how="left")
-    routes = routes.join(group_leg(controls, "control"), on=["origin_iso3", "product", "level"], how="left")
-    routes = routes.join(
-        reported.group_by("exporter", "product", "level").agg(pl.col("base").sum().alias("origin_total_base"))
-        .rename({"exporter": "origin_iso3"}), on=["origin_iso3", "product", "level"], how="left")
-    # The target leg from the target's own import reports when the origin does not report.
-    mirror_target = mirrored.select("exporter", "importer", "product", "level",
-                                    pl.col("base").alias("target_base_m"), pl.col("recent").alias("target_recent_m")
-                                    ).rename({"exporter": "origin_iso3", "importer": "target_iso3"})
-    routes = routes.join(mirror_target, on=["origin_iso3", "target_iso3", "product", "level"], how="left")
-
+        pl.LazyFrame({"target_iso3": list(params.targets)}), how="cross")
     # Which origins report to control partners at all: without any, the control feature is unavailable.
     control_reporters = set(
         stats.filter((pl.col("flow") == "export") & pl.col("partner").is_in(controls))["reporter"].unique().to_list())
-    target_importers = [r for r in targets if r in importers]
-
-    # --- onward leg t→r: the transit's own export report, else the target's import report ------------
-    onward_reported = reported.select("exporter", "importer", "product", "level",
-                                      pl.col("base").alias("onward_base_x"), pl.col("recent").alias("onward_recent_x"),
-                                      pl.col("currency").alias("onward_currency_x"))
-    onward_mirror = mirrored.select("exporter", "importer", "product", "level",
-                                    pl.col("base").alias("onward_base_m"), pl.col("recent").alias("onward_recent_m"),
-                                    pl.col("currency").alias("onward_currency_m"))
-    routes = routes.join(onward_reported.rename({"exporter": "transit_iso3", "importer": "target_iso3"}),
-                         on=["transit_iso3", "target_iso3", "product", "level"], how="left")
-    routes = routes.join(onward_mirror.rename({"exporter": "transit_iso3", "importer": "target_iso3"}),
-                         on=["transit_iso3", "target_iso3", "product", "level"], how="left")
-    # --- mirror of the o→t leg: the transit's import report -----------------------------------------
-    routes = routes.join(
-        mirrored.select("exporter", "importer", "product", "level", pl.col("recent").alias("mirror_recent"),
-                        pl.col("currency").alias("mirror_currency"))
-        .rename({"exporter": "origin_iso3", "importer": "transit_iso3"}),
-        on=["origin_iso3", "transit_iso3", "product", "level"], how="left")
-
+    routes = _choose_reports(_join_legs(routes, split, params, controls), split, params, control_reporters)
     fx = fx_window_rates(con, windows)
-    usd = lambda cur, window: (pl.when(cur == "EUR").then(pl.lit(fx[window] if fx else None, pl.Float64))  # noqa: E731
-                               .when(cur == "USD").then(pl.lit(1.0)).otherwise(pl.lit(None, pl.Float64)))
+    routes = _with_restricted(_route_features(routes, params, fx).collect(), params)
+    unavailable = _unavailable_features(routes, split, params, controls, control_reporters, fx)
+    return routes, unavailable, notes
 
-    origin_reports = pl.col("origin_iso3").is_in(list(exporters))
-    transit_exports = pl.col("transit_iso3").is_in(list(exporters))
-    transit_imports = pl.col("transit_iso3").is_in(list(importers))
-    target_imports = pl.col("target_iso3").is_in(target_importers)
 
-    routes = routes.with_columns(
+def _join_legs(routes: pl.LazyFrame, legs: _Legs, params: DetectParams, controls: list[str]) -> pl.LazyFrame:
+    """Joins every other leg a route needs: origin→target (as the origin reports it, and as the target
+    reports it), co-targets and control countries summed, the origin's total, the onward leg (the transit's
+    report and the target's), and the transit's import report of the o→t leg (the mirror)."""
+    reported, mirrored = legs.reported, legs.mirrored
+    keys = ["product", "level"]
+
+    def pair_leg(frame: pl.LazyFrame, prefix: str, exporter: str, importer: str, currency: bool = False):
+        columns = [pl.col("base").alias(f"{prefix}_base"), pl.col("recent").alias(f"{prefix}_recent")]
+        if currency:
+            columns.append(pl.col("currency").alias(f"{prefix}_currency"))
+        return frame.select("exporter", "importer", *keys, *columns).rename(
+            {"exporter": exporter, "importer": importer})
+
+    def group_leg(partners: list[str], prefix: str) -> pl.LazyFrame:
+        return (reported.filter(pl.col("importer").is_in(partners)).group_by("exporter", *keys)
+                .agg(pl.col("base").sum().alias(f"{prefix}_base"), pl.col("recent").sum().alias(f"{prefix}_recent"))
+                .rename({"exporter": "origin_iso3"}))
+
+    target = ["origin_iso3", "target_iso3", *keys]
+    onward = ["transit_iso3", "target_iso3", *keys]
+    return (
+        routes.join(pair_leg(reported, "target", "origin_iso3", "target_iso3"), on=target, how="left")
+        .join(group_leg(list(params.co_targets), "co"), on=["origin_iso3", *keys], how="left")
+        .join(group_leg(controls, "control"), on=["origin_iso3", *keys], how="left")
+        .join(reported.group_by("exporter", *keys).agg(pl.col("base").sum().alias("origin_total_base"))
+              .rename({"exporter": "origin_iso3"}), on=["origin_iso3", *keys], how="left")
+        # The target leg from the target's own import reports when the origin does not report.
+        .join(pair_leg(mirrored, "target_m", "origin_iso3", "target_iso3").rename(
+            {"target_m_base": "target_base_m", "target_m_recent": "target_recent_m"}), on=target, how="left")
+        .join(pair_leg(reported, "onward_x", "transit_iso3", "target_iso3", currency=True).rename(
+            {"onward_x_base": "onward_base_x", "onward_x_recent": "onward_recent_x",
+             "onward_x_currency": "onward_currency_x"}), on=onward, how="left")
+        .join(pair_leg(mirrored, "onward_m", "transit_iso3", "target_iso3", currency=True).rename(
+            {"onward_m_base": "onward_base_m", "onward_m_recent": "onward_recent_m",
+             "onward_m_currency": "onward_currency_m"}), on=onward, how="left")
+        .join(mirrored.select("exporter", "importer", *keys, pl.col("recent").alias("mirror_recent"),
+                              pl.col("currency").alias("mirror_currency"))
+              .rename({"exporter": "origin_iso3", "importer": "transit_iso3"}),
+              on=["origin_iso3", "transit_iso3", *keys], how="left")
+    )
+
+
+def _choose_reports(routes: pl.LazyFrame, legs: _Legs, params: DetectParams,
+                    control_reporters: set[str]) -> pl.LazyFrame:
+    """For each leg, the report it is read from: the exporter's where it reports, else the importer's
+    (mirror); a leg nobody reports stays null (unavailable), a reported leg without this product is 0."""
+    origin_reports = pl.col("origin_iso3").is_in(list(legs.exporters))
+    transit_exports = pl.col("transit_iso3").is_in(list(legs.exporters))
+    transit_imports = pl.col("transit_iso3").is_in(list(legs.importers))
+    target_imports = pl.col("target_iso3").is_in([r for r in params.targets if r in legs.importers])
+    has_co = pl.lit(bool(params.co_targets))
+    controls_known = pl.col("origin_iso3").is_in(list(control_reporters))
+    return routes.with_columns(
         target_base=pl.when(origin_reports).then(pl.col("target_base").fill_null(0.0))
         .when(target_imports).then(pl.col("target_base_m").fill_null(0.0)),
         target_recent=pl.when(origin_reports).then(pl.col("target_recent").fill_null(0.0))
         .when(target_imports).then(pl.col("target_recent_m").fill_null(0.0)),
-        co_base=pl.when(origin_reports & pl.lit(bool(co_targets))).then(pl.col("co_base").fill_null(0.0)),
-        co_recent=pl.when(origin_reports & pl.lit(bool(co_targets))).then(pl.col("co_recent").fill_null(0.0)),
-        control_base=pl.when(pl.col("origin_iso3").is_in(list(control_reporters))).then(pl.col("control_base").fill_null(0.0)),
-        control_recent=pl.when(pl.col("origin_iso3").is_in(list(control_reporters))).then(pl.col("control_recent").fill_null(0.0)),
+        co_base=pl.when(origin_reports & has_co).then(pl.col("co_base").fill_null(0.0)),
+        co_recent=pl.when(origin_reports & has_co).then(pl.col("co_recent").fill_null(0.0)),
+        control_base=pl.when(controls_known).then(pl.col("control_base").fill_null(0.0)),
+        control_recent=pl.when(controls_known).then(pl.col("control_recent").fill_null(0.0)),
         onward_base=pl.when(transit_exports).then(pl.col("onward_base_x").fill_null(0.0))
         .when(target_imports).then(pl.col("onward_base_m").fill_null(0.0)),
         onward_recent=pl.when(transit_exports).then(pl.col("onward_recent_x").fill_null(0.0))
@@ -808,10 +807,20 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
         .when(target_imports).then(pl.col("onward_currency_m")),
         mirror_recent=pl.when(origin_reports & (pl.col("basis") == "exports") & transit_imports)
         .then(pl.col("mirror_recent").fill_null(0.0)),
+        # The onward currency falls back to the transit's currency in any report (for display only).
     ).with_columns(pl.col("onward_currency").fill_null(pl.col("mirror_currency")))
 
-    # Onward currency falls back to the transit's currency in any report, else USD (Comtrade) for display only.
-    routes = routes.with_columns(
+
+def _route_features(routes: pl.LazyFrame, params: DetectParams, fx: tuple[float, float] | None) -> pl.LazyFrame:
+    """The per-route features of one leg or two (growths, changes, shares, unit values, cover, mirror gap),
+    and the route's text id; cross-currency features need `fx` (USD per EUR in the two windows)."""
+    c = params.smoothing
+
+    def usd(currency: pl.Expr, window: int) -> pl.Expr:
+        return (pl.when(currency == "EUR").then(pl.lit(fx[window] if fx else None, pl.Float64))
+                .when(currency == "USD").then(pl.lit(1.0)).otherwise(pl.lit(None, pl.Float64)))
+
+    return routes.with_columns(
         growth_log=_log_growth(pl.col("recent"), pl.col("base"), c),
         control_growth_log=_log_growth(pl.col("control_recent"), pl.col("control_base"), c),
         target_change=pl.when(pl.col("target_base") > 0).then(pl.col("target_recent") / pl.col("target_base") - 1),
@@ -823,16 +832,6 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
         unit_value_change_log=pl.when((pl.col("base_kg") > 0) & (pl.col("recent_kg") > 0) & (pl.col("base_kgv") > 0)
                                       & (pl.col("recent_kgv") > 0))
         .then(((pl.col("recent_kgv") / pl.col("recent_kg")) / (pl.col("base_kgv") / pl.col("base_kg"))).log()),
-    ).with_columns(
-        did_log=pl.col("growth_log") - pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0),
-                                                          pl.lit(params.control_floor)),
-        expected=pl.col("base") * pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0),
-                                                    pl.lit(params.control_floor)).exp(),
-    ).with_columns(
-        excess_value=(pl.col("recent") - pl.col("expected")) * windows.recent_count,
-        substitution_ratio=pl.when(pl.col("target_base") > pl.col("target_recent")).then(
-            (pl.col("recent") - pl.col("expected")).clip(lower_bound=0.0)
-            / (pl.col("target_base") - pl.col("target_recent"))),
         onward_cover=pl.when(pl.col("onward_currency").is_not_null() & (pl.col("recent") > pl.col("base"))).then(
             ((pl.col("onward_recent") * usd(pl.col("onward_currency"), 1)
               - pl.col("onward_base") * usd(pl.col("onward_currency"), 0))
@@ -840,36 +839,48 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
         mirror_gap_log=pl.when((pl.col("mirror_recent") > 0) & (pl.col("recent") > 0)).then(
             ((pl.col("recent") * usd(pl.col("currency"), 1))
              / (pl.col("mirror_recent") * usd(pl.col("mirror_currency"), 1))).log()),
-    )
-    restricted = products.restricted_hs6([products.read_user_list(path) for path in params.user_lists])
-    routes = routes.with_columns(
         route_id=pl.concat_str(["origin_iso3", "transit_iso3", "target_iso3", "product",
                                 pl.col("level").cast(pl.String)], separator="|"),
-    ).collect()
+    ).with_columns(
+        did_log=pl.col("growth_log") - pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0),
+                                                          pl.lit(params.control_floor)),
+    )
+
+
+def _with_restricted(routes: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
+    """Column `restricted`: the route's product is on the EU annexes, the CHPL or a user list."""
+    restricted = products.restricted_hs6([products.read_user_list(path) for path in params.user_lists])
     codes = routes["product"].unique().to_list()
-    routes = routes.with_columns(restricted=pl.col("product").replace_strict(
+    return routes.with_columns(restricted=pl.col("product").replace_strict(
         {code: products.is_restricted(code, restricted) for code in codes}, default=False, return_dtype=pl.Boolean))
 
-    # --- what the data could not support -------------------------------------------------------------
+
+def _unavailable_features(routes: pl.DataFrame, legs: _Legs, params: DetectParams, controls: list[str],
+                          control_reporters: set[str], fx) -> dict[str, str]:
+    """Feature name -> why no route could have it with this data."""
+    targets, co_targets = "/".join(params.targets), list(params.co_targets)
+    unavailable: dict[str, str] = {}
+
     def none_available(column: str) -> bool:
         return routes.height > 0 and routes[column].null_count() == routes.height
 
     if not control_reporters:
-        unavailable["control_growth_log"] = ("no origin reports exports to any control partner "
+        unavailable["control_growth_log"] = ("no origin reports exports to any control country "
                                              f"({', '.join(controls[:6])}…): product-wide booms cannot be netted out")
-        unavailable["did_log"] = "needs control-partner exports"
+        unavailable["did_log"] = "needs exports to control countries"
     if none_available("onward_growth_log"):
-        unavailable["onward_growth_log"] = (f"no transit reports exports to {'/'.join(targets)} and "
-                                            f"{'/'.join(targets)} reports no imports in both windows")
+        unavailable["onward_growth_log"] = (f"no transit reports exports to {targets} and {targets} reports no "
+                                            "imports in both windows")
     if none_available("onward_cover"):
         if "onward_growth_log" in unavailable:
             unavailable["onward_cover"] = "needs the onward transit→target leg"
         elif fx is None:
-            unavailable["onward_cover"] = "legs are in different currencies and the warehouse has no fx_rates table covering both windows"
+            unavailable["onward_cover"] = ("legs are in different currencies and the warehouse has no fx_rates table "
+                                           "covering both windows")
         else:
             unavailable["onward_cover"] = "no route with a rise on the origin→transit leg has an onward leg"
     if none_available("mirror_gap_log"):
-        if not importers - set(targets):
+        if not legs.importers - set(params.targets):
             unavailable["mirror_gap_log"] = "no transit reports its imports, so there is no mirror to compare"
         elif fx is None:
             unavailable["mirror_gap_log"] = "mirror legs are in another currency and there is no fx_rates table"
@@ -881,7 +892,7 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
         unavailable["target_change"] = "no origin→target flows in the baseline"
     if none_available("co_target_change") and co_targets:
         unavailable["co_target_change"] = f"no origin→{'/'.join(co_targets)} flows in the baseline"
-    return routes, unavailable, notes
+    return unavailable
 
 
 def _present(stats: pl.DataFrame, column: str) -> set[str]:
