@@ -93,7 +93,8 @@ def _ordinary(routes: pl.DataFrame, keys: list[str], recent: str, base: str, par
 
 def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> pl.DataFrame:
     """Routes with the triple difference: `net_growth_log` = o→t growth − the pair's ordinary growth
-    (floored at params.control_floor) − the product's growth to control countries beyond the origin's
+    (floored at params.control_floor; the growth of the pair's unrestricted goods of the product's chapter
+    when that is larger, `chapter_growth_log`) − the product's growth to control countries beyond the origin's
     ordinary growth there (only when positive); `expected` monthly value from them; `onward_net_log` =
     t→target growth − the transit's ordinary growth to the target."""
     pair = pair_yardsticks(routes, params, totals)
@@ -101,9 +102,15 @@ def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame 
                         "control_recent", "control_base", params, "control_ordinary_log")
     onward = _ordinary(routes.unique([*ONWARD_PAIR, "product", "level"]), ONWARD_PAIR,
                        "onward_recent", "onward_base", params, "onward_ordinary_log")
-    out = (routes.join(pair, on=PAIR, how="left").join(control, on="origin_iso3", how="left")
-           .join(onward, on=ONWARD_PAIR, how="left"))
-    pair_term = pl.max_horizontal(pl.col("pair_growth_log").fill_null(0.0), pl.lit(params.control_floor))
+    # A boom of a whole sector on the pair (its unrestricted goods of the same HS chapter) counts too: the
+    # larger of the two is the yardstick, so a chapter-wide boom does not pass for diversion.
+    chapters = routes.with_columns(chapter=pl.col("product").str.slice(0, 2))
+    chapter = median_growth(chapters, [*PAIR, "chapter"], "recent", "base", params, restricted_only=False).filter(
+        pl.col("n") >= params.min_chapter_products).select(*PAIR, "chapter", chapter_growth_log="median")
+    out = (chapters.join(pair, on=PAIR, how="left").join(chapter, on=[*PAIR, "chapter"], how="left")
+           .join(control, on="origin_iso3", how="left").join(onward, on=ONWARD_PAIR, how="left").drop("chapter"))
+    pair_term = pl.max_horizontal(pl.col("pair_growth_log").fill_null(0.0), pl.lit(params.control_floor),
+                                  pl.col("chapter_growth_log"))
     product_term = (pl.col("control_growth_log") - pl.col("control_ordinary_log").fill_null(0.0)).clip(lower_bound=0.0)
     return out.with_columns(
         product_boom_log=product_term.fill_null(0.0),

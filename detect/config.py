@@ -73,6 +73,7 @@ class DetectParams:
     screen_share: float = field(default_factory=_default("screen_share"))
     yardstick_smoothing: float = field(default_factory=_default("yardstick_smoothing"))
     min_yardstick_products: int = field(default_factory=_default("min_yardstick_products"))
+    min_chapter_products: int = field(default_factory=_default("min_chapter_products"))
     fdr: float = field(default_factory=_default("fdr"))
     weight_cap: float = field(default_factory=_default("weight_cap"))
     null_dof: int = field(default_factory=_default("null_dof"))
@@ -170,7 +171,7 @@ class DetectParams:
             raise InputError(_where(where, "cif_fob", self.cif_fob), "expected a ratio ≥ 1 (IMF default 1.06)")
         if not self.min_growth >= 1:
             raise InputError(_where(where, "min_growth", self.min_growth), "expected a ratio ≥ 1")
-        for name in ("min_yardstick_products", "null_dof", "min_null_size"):
+        for name in ("min_yardstick_products", "min_chapter_products", "null_dof", "min_null_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
                 raise InputError(_where(where, name, value), "expected a whole number from 1 to 1000")

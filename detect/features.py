@@ -21,6 +21,8 @@ FEATURES: dict[str, str] = {
     "growth_log": "origin→transit smoothed log growth, recent vs seasonally matched baseline",
     "pair_growth_log": "the origin→transit pair's ordinary growth (log): its unrestricted goods, else its all-goods "
                        "totals, else the median over its products",
+    "chapter_growth_log": "the pair's growth in unrestricted goods of the product's HS chapter (log; the yardstick "
+                          "when larger than the pair's)",
     "control_growth_log": "origin's exports of the product to control countries, smoothed log growth",
     "product_boom_log": "how much more the product grew to control countries than the origin's goods there (log, ≥ 0)",
     "net_growth_log": "origin→transit growth net of the pair's ordinary growth and of the product's boom at control "
