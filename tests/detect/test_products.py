@@ -71,3 +71,27 @@ def test_product_names_from_the_hs_nomenclature():
     # An HS 2017 code that was renamed gets the name of what it became.
     assert products.product_name("880330") == products.product_name("880730")
     assert products.product_name("abc") is None
+
+
+def test_restricted_goods_copy_matches_the_reference_list(shared_data):
+    from importlib import resources
+
+    reference = shared_data / "reference" / "eu_833_2014_cn8_2022-10-07.csv"
+    if not reference.is_file():
+        pytest.skip(f"{reference} not found")
+    shipped = resources.files("tradewatch.data").joinpath("eu_833_2014_cn8_2022-10-07.csv").read_text(encoding="utf-8")
+    assert shipped == reference.read_text(encoding="utf-8")
+
+
+def test_restricted_goods_are_the_annexes_the_chpl_and_user_lists(tmp_path):
+    from tradewatch.detect import products
+
+    annex = products.eu_restricted_hs6()
+    assert len(annex) > 1000 and all(len(code) == 6 and code.isdigit() for code in annex)
+    assert "870323" in annex  # cars of 1,500-3,000 cc (Annex XVIII luxury goods)
+    assert "090111" not in annex  # coffee is not restricted
+    listed = tmp_path / "mine.csv"
+    listed.write_text("code\n090111\n")
+    restricted = products.restricted_hs6([products.read_user_list(listed)])
+    assert set(products.chpl()) <= restricted and "090111" in restricted
+    assert products.is_restricted("8542", restricted) and not products.is_restricted("0901", products.restricted_hs6())
