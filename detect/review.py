@@ -527,8 +527,13 @@ def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = Non
 def _feature_descriptions() -> dict[str, str]:
     from tradewatch.detect import features as feature_module
 
-    return {**dict(feature_module.FEATURES), "rule_score": "transparent rule score (0-1)",
-            "model_score": "IsolationForest score (0-1)", "basis": "origin→transit leg read from the origin's exports or (mirror) the transit's imports"}
+    from tradewatch.detect import calibration
+
+    bases = ", ".join(calibration.YARDSTICK_BASES)
+    return {**dict(feature_module.FEATURES),
+            "basis": "origin→transit leg read from the origin's exports or (mirror) the transit's imports",
+            "pair_basis": f"how the pair's ordinary growth was measured: {bases} (the run's notes say more)",
+            "null_basis": "whose null statistics set the scale: the pair's own, its origin's, or the run's"}
 
 
 # --- drawing a leg in a terminal ----------------------------------------------------------------------------
