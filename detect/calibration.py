@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -218,8 +216,3 @@ def expected_false_flags(q_flagged: np.ndarray) -> float:
     if q_flagged.size == 0:
         return 0.0
     return float(np.max(q_flagged) * q_flagged.size)
-
-
-def t_critical(p: float, dof: int) -> float:
-    """The z at which the Student-t null's upper tail is `p` (for words like 'needs z ≥ 4.2')."""
-    return float(stats.t.isf(p, dof)) if 0 < p < 1 else math.inf
