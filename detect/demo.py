@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from tradewatch.flows import countries, schema
+from tradewatch.flows.sources import comext as comext_source
 
 DEFAULT_SEED = 20220224
 # Bump when the generator changes what it writes: a manifest with another version is rewritten.
@@ -41,11 +42,8 @@ N_CONTROLS = 6
 BASE_PRODUCTS = 250
 BASE_ROUTES = 40
 
-COMEXT_HEADER = (
-    "REPORTER", "PARTNER", "TRADE_TYPE", "PRODUCT_NC", "PRODUCT_SITC", "PRODUCT_CPA21", "PRODUCT_CPA22",
-    "PRODUCT_BEC", "PRODUCT_BEC5", "PRODUCT_SECTION", "FLOW", "STAT_PROCEDURE", "SUPPL_UNIT", "PERIOD",
-    "VALUE_EUR", "VALUE_NAC", "QUANTITY_KG", "QUANTITY_SUPPL_UNIT",
-)
+# The bulk file's columns, as the Comext reader knows them (a fact of the source layout, not of detection).
+COMEXT_HEADER = comext_source.COLUMNS
 COMTRADE_HEADER = (
     "typeCode", "freqCode", "refPeriodId", "refYear", "refMonth", "period", "reporterCode", "reporterISO",
     "reporterDesc", "flowCode", "flowDesc", "partnerCode", "partnerISO", "partnerDesc", "partner2Code",
