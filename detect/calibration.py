@@ -36,14 +36,14 @@ def _light_growth(recent: str, base: str, params: DetectParams) -> pl.Expr:
 
 
 def median_growth(frame: pl.DataFrame, keys: list[str], recent: str, base: str, params: DetectParams,
-                  *, restricted_only: bool | None) -> pl.DataFrame:
+                  *, restricted: bool | None) -> pl.DataFrame:
     """Per `keys`: the median lightly smoothed log growth (`recent` over `base`) over HS-6 products with a
     base of at least params.yardstick_smoothing, and how many products it rests on (`n`).
-    `restricted_only` False keeps unrestricted products, None all products."""
+    `restricted` False keeps the unrestricted products only, True the restricted ones, None all."""
     rows = frame.filter((pl.col("level") == 6) & pl.col(base).is_not_null() & pl.col(recent).is_not_null()
                         & (pl.col(base) >= params.yardstick_smoothing))
-    if restricted_only is not None:
-        rows = rows.filter(pl.col("restricted") == restricted_only)
+    if restricted is not None:
+        rows = rows.filter(pl.col("restricted") == restricted)
     return (rows.unique([*keys, "product"]).group_by(keys)
             .agg(_light_growth(recent, base, params).median().alias("median"), pl.len().alias("n")))
 
@@ -53,10 +53,10 @@ def pair_yardsticks(routes: pl.DataFrame, params: DetectParams, totals: pl.DataF
     of YARDSTICK_BASES). `totals` (origin_iso3, transit_iso3, totals_growth_log) are all-goods totals, or None."""
     need = params.min_yardstick_products
     pairs = routes.select(PAIR).unique()
-    unrestricted = median_growth(routes, PAIR, "recent", "base", params, restricted_only=False)
-    everything = median_growth(routes, PAIR, "recent", "base", params, restricted_only=None)
+    unrestricted = median_growth(routes, PAIR, "recent", "base", params, restricted=False)
+    everything = median_growth(routes, PAIR, "recent", "base", params, restricted=None)
     # Only unrestricted goods: the origin's restricted goods are the suspects, their diversions would inflate it.
-    origin = median_growth(routes, ["origin_iso3"], "recent", "base", params, restricted_only=False).select(
+    origin = median_growth(routes, ["origin_iso3"], "recent", "base", params, restricted=False).select(
         "origin_iso3", o=pl.when(pl.col("n") >= need).then(pl.col("median")))
     frame = (pairs.join(unrestricted.rename({"median": "u", "n": "u_n"}), on=PAIR, how="left")
              .join(everything.rename({"median": "a", "n": "a_n"}), on=PAIR, how="left")
@@ -81,8 +81,8 @@ def _ordinary(routes: pl.DataFrame, keys: list[str], recent: str, base: str, par
               name: str) -> pl.DataFrame:
     """Per `keys`: the median growth over unrestricted products (enough of them), else over all products."""
     need = params.min_yardstick_products
-    unrestricted = median_growth(routes, keys, recent, base, params, restricted_only=False)
-    everything = median_growth(routes, keys, recent, base, params, restricted_only=None)
+    unrestricted = median_growth(routes, keys, recent, base, params, restricted=False)
+    everything = median_growth(routes, keys, recent, base, params, restricted=None)
     return (everything.rename({"median": "a", "n": "a_n"})
             .join(unrestricted.rename({"median": "u", "n": "u_n"}), on=keys, how="left")
             .select(*keys, pl.when(pl.col("u_n") >= need).then(pl.col("u"))
@@ -103,7 +103,7 @@ def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame 
     # A boom of a whole sector on the pair (its unrestricted goods of the same HS chapter) counts too: the
     # larger of the two is the yardstick, so a chapter-wide boom does not pass for diversion.
     chapters = routes.with_columns(chapter=pl.col("product").str.slice(0, 2))
-    chapter = median_growth(chapters, [*PAIR, "chapter"], "recent", "base", params, restricted_only=False).filter(
+    chapter = median_growth(chapters, [*PAIR, "chapter"], "recent", "base", params, restricted=False).filter(
         pl.col("n") >= params.min_chapter_products).select(*PAIR, "chapter", chapter_growth_log="median")
     out = (chapters.join(pair, on=PAIR, how="left").join(chapter, on=[*PAIR, "chapter"], how="left")
            .join(control, on="origin_iso3", how="left").join(onward, on=ONWARD_PAIR, how="left").drop("chapter"))

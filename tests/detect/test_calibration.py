@@ -167,3 +167,16 @@ def test_fdr_and_windows_are_parameters(boom_run):
     assert strict.flagged.height == 0
     short = engine.run_detection(con, DetectParams(recent_months=6, baseline_months=12, as_of="2023-06"), store=False)
     assert short.windows["recent_start"] == "2023-01" and short.windows["baseline_start"] == "2021-03"
+
+
+def test_weighted_benjamini_hochberg_favours_routes_behind_big_losses():
+    p = np.array([0.004, 0.004, 0.5, 0.5])
+    plain = calibration.benjamini_hochberg(p)
+    assert plain[0] == pytest.approx(0.008)
+    weights = calibration.loss_weights(np.array([900_000.0, 1_000.0, 1_000.0, 0.0]), cap=10.0)
+    assert weights.mean() == pytest.approx(1.0) and weights.max() / weights.min() <= 100 + 1e-9
+    weighted = calibration.benjamini_hochberg(p, weights)
+    assert weighted[0] < plain[0] < weighted[1]
+    # Equal weights are plain BH; no loss anywhere means equal weights.
+    assert np.allclose(calibration.benjamini_hochberg(p, np.ones(4)), plain)
+    assert np.allclose(calibration.loss_weights(np.zeros(4), cap=10.0), 1.0)
