@@ -481,7 +481,7 @@ def _origin_exports(world: _World, fx: _Effects, roles: _Roles) -> tuple[_Block,
     # so every world writes and loads in a few seconds.
     cells = len(origins) * n_k * active_share
     to_rus = cells * (world.restricted.mean() * rus_restricted + (1 - world.restricted.mean()) * rus_open)
-    wanted = _draw(p, "origin_series_budget", float(rng.uniform(1400, 2000))) * 66 / world.months
+    wanted = _draw(p, "origin_series_budget", float(rng.uniform(1100, 1600))) * 66 / world.months
     presence *= _draw(p, "presence_scale", float(np.clip((wanted - to_rus) / (cells * presence.sum()), 0.3, 1.0)))
     p["presence_partner"] = {world.countries[k]: round(float(v), 4) for k, v in zip(partners[1:], presence[1:])}
     active = rng.random((len(origins), n_k)) < active_share
@@ -596,7 +596,7 @@ def _transit_exports(world: _World, fx: _Effects, roles: _Roles) -> _Block:
     for reporter in reporters:
         iso3 = world.countries[reporter]
         partners = [rus] + ([blr] if reporter != blr else []) + [world.index(c) for c in _pick(rng, world.rest, 3)]
-        chance = np.array([rng.uniform(0.2, 0.45)] + [rng.uniform(0.03, 0.15) for _ in partners[1:]])
+        chance = np.array([rng.uniform(0.12, 0.3)] + [rng.uniform(0.02, 0.08) for _ in partners[1:]])
         presence[iso3] = {world.countries[c]: round(float(v), 4) for c, v in zip(partners, chance)}
         pp, kk = (a.ravel() for a in np.meshgrid(np.arange(len(partners)), np.arange(n_k), indexing="ij"))
         exists = rng.random(pp.size) < chance[pp]
