@@ -11,7 +11,8 @@ from tradewatch.detect.config import DetectParams
 # How a pair's ordinary growth was measured, best first (shown per route and counted in the run's notes).
 YARDSTICK_BASES = {
     "unrestricted": "the pair's growth in unrestricted goods (median over products)",
-    "all_goods_totals": "the pair's all-goods totals (trade_totals, e.g. Eurostat DS-045409 TOTAL)",
+    "all_goods_totals": "the pair's all-goods totals less the restricted goods loaded (trade_totals, e.g. Eurostat "
+                        "DS-045409 TOTAL)",
     "all_products": "the median over all the pair's loaded products (the warehouse has too few unrestricted goods)",
     "origin": "the origin's growth in unrestricted goods to all its partners (the pair has too few products; "
               "inflation and exchange rates still net out)",

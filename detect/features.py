@@ -566,7 +566,7 @@ def build_routes(con: duckdb.DuckDBPyConnection, params: DetectParams, *, window
         stats = with_headings(six, new_codes) if 4 in params.product_levels else six
         routes, unavailable, more_notes = _assemble(con, params, windows, stats, counts)
         routes = routes.with_columns(comparable=~((pl.col("level") == 6) & pl.col("product").is_in(sorted(new_codes))))
-        routes = with_excess(calibration.net_growth(routes, params, totals_growth(con, windows)), windows)
+        routes = with_excess(calibration.net_growth(routes, params, totals_growth(con, windows, params)), windows)
         routes = _add_shape(source, params, routes, counts, windows)
         placebo_frame, placebo_notes = placebo_legs(con, params, inventory, coverage, windows)
     finally:
@@ -646,17 +646,33 @@ def placebo_legs(con: duckdb.DuckDBPyConnection, params: DetectParams, inventory
     return frame, [note]
 
 
-def totals_growth(con: duckdb.DuckDBPyConnection, windows: Windows) -> pl.DataFrame | None:
+def totals_growth(con: duckdb.DuckDBPyConnection, windows: Windows, params: DetectParams) -> pl.DataFrame | None:
     """Per origin→partner pair with all-goods export totals in table trade_totals (product_group 'TOTAL',
-    monthly): totals_growth_log, the plain log growth of the seasonally matched recent over baseline
-    average. None when the warehouse has no such totals."""
+    monthly): totals_growth_log, the log growth (seasonally matched recent over baseline average) of the
+    pair's *unrestricted* goods — the total less the restricted goods the warehouse holds for the pair (an
+    all-goods total would carry the very diversions it is meant to net out). None without such totals."""
     exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'trade_totals'")
     if not exists:
         return None
-    monthly = con.sql("""
-        SELECT reporter_iso3 AS reporter, partner_iso3 AS partner, 'export' AS flow, period, sum(value) AS value
-        FROM trade_totals WHERE freq = 'M' AND flow = 'export' AND product_group = 'TOTAL'
-        GROUP BY ALL""").pl()
+    restricted = pl.DataFrame({"hs6": sorted(products.restricted_hs6(
+        [products.read_user_list(path) for path in params.user_lists]))})
+    con.register("tw_detect_restricted_arrow", restricted.to_arrow())
+    try:
+        monthly = con.sql("""
+            WITH totals AS (
+                SELECT reporter_iso3, partner_iso3, period, sum(value) AS value FROM trade_totals
+                WHERE freq = 'M' AND flow = 'export' AND product_group = 'TOTAL' GROUP BY ALL
+            ), restricted AS (
+                SELECT t.reporter_iso3, t.partner_iso3, t.period, sum(t.value) AS value
+                FROM trade_flows t JOIN tw_detect_restricted_arrow r ON left(t.product_code, 6) = r.hs6
+                WHERE t.freq = 'M' AND t.flow = 'export' AND t.product_level = 8 AND t.currency = 'EUR'
+                GROUP BY ALL
+            )
+            SELECT o.reporter_iso3 AS reporter, o.partner_iso3 AS partner, 'export' AS flow, o.period,
+                   greatest(o.value - coalesce(r.value, 0), 0) AS value
+            FROM totals o LEFT JOIN restricted r USING (reporter_iso3, partner_iso3, period)""").pl()
+    finally:
+        con.unregister("tw_detect_restricted_arrow")
     if monthly.height == 0:
         return None
     weights, _ = window_weights(monthly.select("reporter", "flow", "period"), windows)
