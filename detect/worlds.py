@@ -21,6 +21,7 @@ import polars as pl
 from tradewatch.detect import products
 from tradewatch.flows import countries
 from tradewatch.flows.errors import InputError
+from tradewatch.flows.sources import comext as comext_source
 
 FAMILIES: tuple[str, ...] = ("transit_boom", "sector_boom", "inflation", "fx_swing", "hub_reexport",
                              "silent_transit", "provisional", "classic")
@@ -46,11 +47,8 @@ REST_POOL = ("BRA", "MEX", "ZAF", "IDN", "VNM", "CHL", "ARG", "EGY", "MAR", "PHL
              "QAT", "OMN", "KWT", "GHA", "CIV", "SEN", "ETH", "TZA", "CRI", "PAN", "GTM", "DOM", "BOL", "PRY",
              "SRB", "BIH", "MKD", "ALB", "MDA", "IRQ", "LBN", "NPL")
 
-COMEXT_HEADER = (
-    "REPORTER", "PARTNER", "TRADE_TYPE", "PRODUCT_NC", "PRODUCT_SITC", "PRODUCT_CPA21", "PRODUCT_CPA22",
-    "PRODUCT_BEC", "PRODUCT_BEC5", "PRODUCT_SECTION", "FLOW", "STAT_PROCEDURE", "SUPPL_UNIT", "PERIOD",
-    "VALUE_EUR", "VALUE_NAC", "QUANTITY_KG", "QUANTITY_SUPPL_UNIT",
-)
+# The bulk file's columns as the Comext reader knows them: a fact of the source layout, not of detection.
+COMEXT_HEADER = comext_source.COLUMNS
 # The UN Comtrade API v1 CSV columns (the reader maps some and ignores the rest on purpose).
 COMTRADE_HEADER = (
     "typeCode", "freqCode", "refPeriodId", "refYear", "refMonth", "period", "reporterCode", "reporterISO",
