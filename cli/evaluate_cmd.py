@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from tradewatch.cli.common import (AsOfOption, BaselineOption, DbOption, FdrOption, RecentOption, one_line_errors,
-                                   parse_month, say, window_options)
+                                   say, window_options)
 
 
 def register(app: typer.Typer) -> None:
