@@ -91,7 +91,7 @@ def _print_table(rows: list[dict], event: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from tradewatch.detect.report import change, growth_text, money
+    from tradewatch.detect.report import change, growth_text, money, score_text
 
     console = Console()
     if not console.is_terminal:
@@ -114,7 +114,7 @@ def _print_table(rows: list[dict], event: str) -> None:
         tier = f" [tier {row['tier']}]" if row.get("tier") else ""
         product = f"{row['product_code']}{tier} {name[:40]}" + ("…" if len(name) > 40 else "")
         table.add_row(
-            str(row["rank"]), f"{row['score']:.2f}",
+            str(row["rank"]), score_text(row["score"]),
             escape(f"{row['origin_iso3']} → {row['transit_iso3']} → {row['target_iso3']}"),
             escape(product),
             f"{money(row.get('baseline_value'), row.get('currency'))} → {money(row.get('recent_value'), row.get('currency'))}",

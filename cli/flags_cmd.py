@@ -192,7 +192,7 @@ def _print_flags(frame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tradewatch.detect.report import change, growth_text
+    from tradewatch.detect.report import change, growth_text, score_text
 
     console = Console()
     if frame.height == 0:
@@ -210,7 +210,7 @@ def _print_flags(frame) -> None:
         product = f"{row['product_code']} {name[:36]}" + ("…" if len(name) > 36 else "")
         currency = row["currency"]
         table.add_row(
-            _plain(row["id"]), str(row["rank"]), f"{row['score']:.2f}", _plain(row["status"]),
+            _plain(row["id"]), str(row["rank"]), score_text(row["score"]), _plain(row["status"]),
             _plain(f"{row['origin_iso3']}→{row['transit_iso3']}→{row['target_iso3']}"), _plain(product),
             _plain(row["tier"] or "–"),
             f"{_money(row['baseline_value'], currency)} → {_money(row['recent_value'], currency)}",
@@ -226,7 +226,7 @@ def _print_evidence(evidence) -> None:
     from rich.table import Table
 
     from tradewatch.detect import review
-    from tradewatch.detect.report import change, growth_text
+    from tradewatch.detect.report import change, growth_text, score_text
 
     console = Console()
     route, run = evidence.route, evidence.run
@@ -243,7 +243,8 @@ def _print_evidence(evidence) -> None:
     facts.add_row("CHPL tier", _plain(evidence.tier or "not on the Common High Priority List"))
     facts.add_row("status", _plain(evidence.status))
     facts.add_row("run", _plain(f"{run['run_id']} (event {evidence.event:%Y-%m})" if evidence.event else run["run_id"]))
-    facts.add_row("rank, score", f"{route['rank']}, {route['score']:.3f}")
+    facts.add_row("rank, score", f"{route['rank']}, {score_text(route['score'])} (1 − p; see the p_value and "
+                                 "q_value features)")
     facts.add_row("baseline", _plain(f"{_money(route.get('baseline_value'), currency)}/month "
                                      f"({_span(route.get('baseline_start'), route.get('baseline_end'))})"))
     facts.add_row("recent", _plain(f"{_money(route.get('recent_value'), currency)}/month "

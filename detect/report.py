@@ -50,6 +50,14 @@ def times(value) -> str:
     return f"×{value:.1f}" if value < 100 else f"×{value:,.0f}"
 
 
+def score_text(score) -> str:
+    """A score (1 − p) as text that still tells strong routes apart: '1−4e-05' above 0.999, else 0.987."""
+    if score is None:
+        return "–"
+    gap = 1.0 - float(score)
+    return f"1−{gap:.0e}" if 0 < gap < 1e-3 else ("1" if gap <= 0 else f"{float(score):.3f}")
+
+
 def growth_text(route: dict) -> str:
     """The route's growth as '×3.2', or 'from zero' when nothing was traded in the baseline."""
     growth = route.get("growth")
@@ -458,7 +466,7 @@ def _flag_row(row: dict, anchors: dict[str, str]) -> str:
     rank = f'<a href="#{esc(link)}">{row["rank"]}</a>' if link else esc(row["rank"])
     cells = [
         f'<td class="num" data-value="{_sort_value(row["rank"])}">{rank}</td>',
-        f'<td class="num" data-value="{_sort_value(row["score"])}">{row["score"]:.2f}</td>',
+        f'<td class="num" data-value="{_sort_value(row["score"])}">{esc(score_text(row["score"]))}</td>',
         f'<td data-value="{esc(row["status"])}" title="{esc(status_title)}">'
         f'<span class="status status-{esc(row["status"])}">{esc(row["status"])}</span></td>',
         f'<td title="{esc(review.country_name(origin))}">{esc(origin)}</td>',
@@ -489,7 +497,7 @@ def _route_section(index: int, evidence: review.RouteEvidence, anchor: str) -> s
         f'<span class="muted">({esc(_leg_note(leg))})</span></span>'
         for leg, colour in zip(evidence.legs, LEG_COLOURS)
     )
-    facts = (f"score {route['score']:.2f} · {esc(evidence.status)} · baseline {esc(money(route.get('baseline_value'), currency))}/mo"
+    facts = (f"score {esc(score_text(route['score']))} · {esc(evidence.status)} · baseline {esc(money(route.get('baseline_value'), currency))}/mo"
              f" → recent {esc(money(route.get('recent_value'), currency))}/mo ({esc(growth_text(route))}),"
              f" excess {esc(money(route.get('excess_value'), currency))}"
              + (f" · CHPL tier {esc(evidence.tier)}" if evidence.tier else ""))
@@ -739,7 +747,7 @@ def artifact_markdown(run, top: int = DEFAULT_TOP) -> str:
     for row in rows:
         route = f"{row['origin']} → {row['transit']} → {row['target']}"
         product = f"{row['product']} {_shorten(row['product_name'] or '', 50)}".strip()
-        score = f"{row['score']:.2f}" if isinstance(row["score"], (int, float)) else "–"
+        score = score_text(row["score"]) if isinstance(row["score"], (int, float)) else "–"
         lines.append(
             f"| {_md(row['rank'])} | {score} | {_md(route)} | {_md(product)} | {_md(row['tier'] or '–')} | "
             f"{_md(money(row['baseline_value'], row['currency']))} → {_md(money(row['recent_value'], row['currency']))} | "
