@@ -214,3 +214,10 @@ def test_artifacts_from_a_real_detection_run(tmp_path):
         assert rows[0]["origin"] == "DEU" and rows[0]["transit"] == "KAZ" and rows[0]["tier"] == "1"
         text = report.artifact_markdown(run)
         assert f"run {result.run_id}" in text and "(event 2022-03)" in text and rows[0]["id"] in text
+
+
+def test_score_text_tells_strong_routes_apart():
+    from tradewatch.detect.report import score_text
+
+    assert score_text(0.99996) == "1−4e-05" and score_text(0.9991) == "0.999"
+    assert score_text(0.62) == "0.620" and score_text(1.0) == "1" and score_text(None) == "–"
