@@ -219,5 +219,5 @@ def test_artifacts_from_a_real_detection_run(tmp_path):
 def test_score_text_tells_strong_routes_apart():
     from tradewatch.detect.report import score_text
 
-    assert score_text(0.99996) == "1−4e-05" and score_text(0.9991) == "0.999"
+    assert score_text(0.99996) == "1−4e-05" and score_text(0.9991) == "1−9e-04" and score_text(0.998) == "0.998"
     assert score_text(0.62) == "0.620" and score_text(1.0) == "1" and score_text(None) == "–"
