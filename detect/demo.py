@@ -247,7 +247,140 @@ def generate_frame(seed: int = DEFAULT_SEED, scale: float = 1.0) -> pl.DataFrame
     return frame
 
 
+_K_RUS, _K_BLR = 0, 1  # partner indices of the target and the co-target
+
+
+@dataclass
+class _World:
+    """The fixed layout of one world: who trades with whom, in which products, and which are restricted."""
+
+    seed: int
+    scale: float
+    origins: list[str]
+    transits: list[str]
+    controls: list[str]
+    partners: list[str]
+    products: list[str]
+    is_chpl: np.ndarray  # bool per product
+    restricted: np.ndarray  # bool per product
+
+    @property
+    def n_o(self) -> int:
+        return len(self.origins)
+
+    @property
+    def n_k(self) -> int:
+        return len(self.partners)
+
+    @property
+    def n_p(self) -> int:
+        return len(self.products)
+
+    @property
+    def transit_k(self) -> dict[str, int]:
+        return {t: 2 + i for i, t in enumerate(self.transits)}
+
+    @property
+    def control_ks(self) -> list[int]:
+        return [2 + len(self.transits) + i for i in range(len(self.controls))]
+
+
+@dataclass
+class _Levels:
+    """Per-product and per-country traits drawn from the "levels" stream."""
+
+    product_size: np.ndarray
+    unit_value: np.ndarray  # EUR/kg
+    season_amp: np.ndarray
+    season_own: np.ndarray
+    season_phase: np.ndarray
+    origin_active: np.ndarray  # bool (origin, product)
+    origin_size: np.ndarray
+    partner_size: np.ndarray
+    presence: np.ndarray  # per partner
+
+
+@dataclass
+class _State:
+    """The origin-export series (A) while the plan is laid on them, with the "plan" stream and the plan so far."""
+
+    w: _World
+    rng: np.random.Generator  # the "plan" stream
+    oo: np.ndarray  # origin, partner and product index of each A series
+    kk: np.ndarray
+    pp: np.ndarray
+    log_base: np.ndarray
+    exists: np.ndarray
+    quiet: np.ndarray  # low noise, no gaps
+    no_sanction: np.ndarray
+    restricted_idx: np.ndarray
+    chpl_idx: np.ndarray
+    open_idx: np.ndarray
+    transit_weights: np.ndarray
+    # Per-series modifiers set by the plan; defaults describe an ordinary flow.
+    multiplier: dict = field(default_factory=dict)  # series -> (start, length, factor): F *= 1 + (factor-1)*ramp
+    spikes: list = field(default_factory=list)  # (series, month, factor)
+    forced_gaps: list = field(default_factory=list)  # (series, months)
+    used_op: set = field(default_factory=set)
+    routes: list = field(default_factory=list)
+    route_rows: list = field(default_factory=list)  # (o, t_k, p, added_eur, start, len, lag)
+    confounders: list = field(default_factory=list)
+
+
+@dataclass
+class _Transit:
+    """The transit (and Belarus) export series to Russia and Belarus (B), and what the plan sets on them."""
+
+    reporters: list[str]
+    br: np.ndarray  # reporter, target (0 Russia, 1 Belarus) and product index of each B series
+    bk: np.ndarray
+    bp: np.ndarray
+    log_base: np.ndarray
+    exists: np.ndarray
+    quiet: np.ndarray
+    row: dict  # (reporter, target, product) -> series
+    multiplier: dict = field(default_factory=dict)
+    route_b: list = field(default_factory=list)  # (b series, added EUR, start, length, lag, pass-through)
+
+
+@dataclass
+class _Paths:
+    """Monthly values, kilograms and reported-month mask of the series that trade (`rows`, with their product)."""
+
+    rows: np.ndarray
+    prod: np.ndarray
+    values: np.ndarray
+    kg: np.ndarray
+    present: np.ndarray
+
+
 def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
+    """(seed, scale) -> the world's canonical rows and its plan (what the answer key is written from)."""
+    w = _plan_world(seed, scale)
+    levels_rng = _rng(seed, "levels")
+    lv = _draw_levels(w, levels_rng)
+    st = _origin_series(w, lv, levels_rng, _rng(seed, "plan"))
+    _plant_routes(st)
+    _plant_confounders(st)
+    b = _transit_series(w, lv, levels_rng)
+    _plant_transit_side(st, b)
+    noise_rng = _rng(seed, "noise")
+    a_paths = _origin_paths(st, lv, noise_rng)
+    b_paths = _transit_paths(b, lv, noise_rng)
+    c_src, c_paths = _mirror_paths(st, a_paths, noise_rng)
+    rows = _long_rows(st, b, a_paths, b_paths, c_src, c_paths)
+    frame = _to_canonical(rows, [*w.origins, *w.partners], w.products, set(w.origins) & EU27, seed)
+    plan = _Plan(seed=seed, scale=scale, origins=w.origins, transits=w.transits, controls=w.controls,
+                 products=w.products, restricted=w.restricted, is_chpl=w.is_chpl, routes=st.routes,
+                 confounders=st.confounders)
+    return frame, plan
+
+
+# ------------------------------------------------------------------ layout and levels
+
+
+def _plan_world(seed: int, scale: float) -> _World:
+    """(seed, scale) -> the world's origins, partners and products, and which products are CHPL or restricted."""
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     products, origin_factor = _choose_products(seed, scale)
@@ -255,181 +388,217 @@ def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
     transits = list(TRANSITS)
     controls = list(control_countries())
     partners = [TARGET, CO_TARGET, *transits, *controls]
-    n_o, n_k, n_p, T = len(origins), len(partners), len(products), MONTHS
     chpl = set(chpl_codes())
     is_chpl = np.array([p in chpl for p in products])
-
-    rng = _rng(seed, "levels")
-    sensitive_chapter = np.array([p[:2] in ("84", "85", "88", "90", "93") for p in products])
-    # What is restricted is a fact of the world (the EU annexes and the CHPL), not a draw; the draw stays so
-    # that the streams after it are unchanged.
-    rng.random(n_p)
+    # What is restricted is a fact of the world (the EU annexes and the CHPL), not a draw.
     annex = annex_hs6()
     restricted = is_chpl | np.array([p in annex for p in products])
+    return _World(seed=seed, scale=scale, origins=origins, transits=transits, controls=controls,
+                  partners=partners, products=products, is_chpl=is_chpl, restricted=restricted)
+
+
+def _draw_levels(w: _World, rng: np.random.Generator) -> _Levels:
+    """Layout and the "levels" stream -> product sizes, unit values, seasonality, country sizes and presence."""
+    n_o, n_p = w.n_o, w.n_p
+    sensitive_chapter = np.array([p[:2] in ("84", "85", "88", "90", "93") for p in w.products])
+    # Restriction is not drawn (see _plan_world); this draw stays so that the streams after it are unchanged.
+    rng.random(n_p)
     product_size = rng.normal(0.0, 0.9, n_p)
     unit_value = np.exp(rng.normal(np.log(40.0), 1.1, n_p)) * np.where(sensitive_chapter, 3.0, 1.0)  # EUR/kg
     season_amp = rng.uniform(0.3, 1.5, n_p)
     season_own = rng.uniform(0.0, 0.12, n_p)
     season_phase = rng.uniform(0, 2 * np.pi, n_p)
     origin_active = rng.random((n_o, n_p)) < 0.85
-    origin_size = np.array([_ORIGIN_SIZE.get(o, rng.normal(-0.5, 0.3)) for o in origins])
-    partner_size = np.array([_PARTNER_SIZE.get(k, rng.normal(0.0, 0.3)) for k in partners])
-    presence = np.array([_PARTNER_PRESENCE.get(k, _DEFAULT_TRANSIT_PRESENCE if k in transits else _CONTROL_PRESENCE)
-                         for k in partners])
+    origin_size = np.array([_ORIGIN_SIZE.get(o, rng.normal(-0.5, 0.3)) for o in w.origins])
+    partner_size = np.array([_PARTNER_SIZE.get(k, rng.normal(0.0, 0.3)) for k in w.partners])
+    presence = np.array([_PARTNER_PRESENCE.get(k, _DEFAULT_TRANSIT_PRESENCE if k in w.transits else _CONTROL_PRESENCE)
+                         for k in w.partners])
+    return _Levels(product_size=product_size, unit_value=unit_value, season_amp=season_amp, season_own=season_own,
+                   season_phase=season_phase, origin_active=origin_active, origin_size=origin_size,
+                   partner_size=partner_size, presence=presence)
 
-    # --- A: origin exports, every (origin, partner, product) combination; masked to those that trade.
-    oo, kk, pp = (a.ravel() for a in np.meshgrid(np.arange(n_o), np.arange(n_k), np.arange(n_p), indexing="ij"))
+
+def _origin_series(w: _World, lv: _Levels, rng: np.random.Generator, plan_rng: np.random.Generator) -> _State:
+    """Layout, traits, "levels" and "plan" streams -> the unplanned A state: every origin series, base level, trades?"""
+    # Every (origin, partner, product) combination; masked to those that trade.
+    oo, kk, pp = (a.ravel() for a in np.meshgrid(np.arange(w.n_o), np.arange(w.n_k), np.arange(w.n_p), indexing="ij"))
     n_a = oo.size
-    log_base = 11.2 + product_size[pp] + origin_size[oo] + partner_size[kk] + rng.normal(0, 0.8, n_a)
-    exists = origin_active[oo, pp] & (rng.random(n_a) < np.clip(presence[kk] * (1 + 0.4 * product_size[pp]), 0.02, 0.95))
-
-    def a_index(o: int, k: int, p: int) -> int:
-        return (o * n_k + k) * n_p + p
-
-    k_rus, k_blr = 0, 1
-    transit_k = {t: 2 + i for i, t in enumerate(transits)}
-    control_ks = [2 + len(transits) + i for i in range(len(controls))]
-
-    # Per-series modifiers set by the plan below; defaults describe an ordinary flow.
-    multiplier = {}  # series index -> (start, length, factor) ramps, applied as F *= 1 + (factor-1)*ramp
-    spikes = []  # (series, month, factor)
-    forced_gaps = []  # (series, months)
-    quiet = np.zeros(n_a, bool)  # low noise, no gaps
-    no_sanction = np.zeros(n_a, bool)
-
-    plan_rng = _rng(seed, "plan")
-    used_op: set[tuple[int, int]] = set()
-    restricted_idx = np.flatnonzero(restricted)
-    chpl_idx = np.flatnonzero(is_chpl)
-    open_idx = np.flatnonzero(~restricted)
-    routes: list[dict] = []
-    route_rows: list[tuple[int, int, int, float, int, int, float]] = []  # (o, t_k, p, added_eur, start, len, lag)
-    transit_weights = np.array([_TRANSIT_WEIGHT.get(t, 1.0) for t in transits])
+    log_base = 11.2 + lv.product_size[pp] + lv.origin_size[oo] + lv.partner_size[kk] + rng.normal(0, 0.8, n_a)
+    exists = lv.origin_active[oo, pp] & (
+        rng.random(n_a) < np.clip(lv.presence[kk] * (1 + 0.4 * lv.product_size[pp]), 0.02, 0.95))
+    transit_weights = np.array([_TRANSIT_WEIGHT.get(t, 1.0) for t in w.transits])
     transit_weights /= transit_weights.sum()
+    return _State(w=w, rng=plan_rng, oo=oo, kk=kk, pp=pp, log_base=log_base, exists=exists,
+                  quiet=np.zeros(n_a, bool), no_sanction=np.zeros(n_a, bool),
+                  restricted_idx=np.flatnonzero(w.restricted), chpl_idx=np.flatnonzero(w.is_chpl),
+                  open_idx=np.flatnonzero(~w.restricted), transit_weights=transit_weights)
 
-    def take_op(candidates: np.ndarray) -> tuple[int, int]:
-        for _ in range(1000):
-            o = int(plan_rng.integers(n_o))
-            p = int(plan_rng.choice(candidates))
-            if (o, p) not in used_op:
-                used_op.add((o, p))
-                return o, p
-        raise ValueError("the world is too small for the planted routes; use a larger scale")
 
-    n_routes = max(4, round(BASE_ROUTES * scale))
-    for number in range(n_routes):
-        o, p = take_op(chpl_idx if plan_rng.random() < 0.75 or restricted_idx.size == chpl_idx.size else
-                       np.setdiff1d(restricted_idx, chpl_idx))
-        t = transits[int(plan_rng.choice(len(transits), p=transit_weights))]
-        hard = plan_rng.random() < 0.25
-        start = int(plan_rng.integers(EVENT_INDEX + 1, _month_index("2023-06") + 1))
-        length = int(plan_rng.integers(3, 9))
-        lag = int(plan_rng.integers(0, 3))
-        rus = a_index(o, k_rus, p)
-        log_base[rus] = max(log_base[rus], np.log(plan_rng.uniform(4e5, 4e6)))
-        exists[rus] = True
-        lost = float(np.exp(log_base[rus]))  # about what the sanctions take away each month
+# ------------------------------------------------------------------ the plan: routes and confounders
+
+
+def _a_index(w: _World, o: int, k: int, p: int) -> int:
+    """(origin, partner, product) indices -> the A series index."""
+    return (o * w.n_k + k) * w.n_p + p
+
+
+def _take_op(st: _State, candidates: np.ndarray) -> tuple[int, int]:
+    """Plan state and candidate products -> an unused (origin, product) pair drawn from "plan", now marked used."""
+    for _ in range(1000):
+        o = int(st.rng.integers(st.w.n_o))
+        p = int(st.rng.choice(candidates))
+        if (o, p) not in st.used_op:
+            st.used_op.add((o, p))
+            return o, p
+    raise ValueError("the world is too small for the planted routes; use a larger scale")
+
+
+def _draw_transit(st: _State) -> str:
+    """Plan state -> a transit drawn from "plan" by the diversion weights."""
+    return st.w.transits[int(st.rng.choice(len(st.w.transits), p=st.transit_weights))]
+
+
+def _count(scale: float, per_scale: float) -> int:
+    """Scale and a per-unit-scale count -> how many of a thing to plant (at least one)."""
+    return max(1, round(per_scale * scale))
+
+
+def _after_event_start(rng: np.random.Generator) -> int:
+    """The "plan" stream -> a start month after the event, up to 2023-06."""
+    return int(rng.integers(EVENT_INDEX + 1, _month_index("2023-06") + 1))
+
+
+def _plant_routes(st: _State) -> None:
+    """Plan state -> the planted diversion routes added to it: transit series, ramps, route rows and key entries."""
+    w, rng = st.w, st.rng
+    n_routes = max(4, round(BASE_ROUTES * w.scale))
+    for _number in range(n_routes):
+        o, p = _take_op(st, st.chpl_idx if rng.random() < 0.75 or st.restricted_idx.size == st.chpl_idx.size else
+                        np.setdiff1d(st.restricted_idx, st.chpl_idx))
+        t = _draw_transit(st)
+        hard = rng.random() < 0.25
+        start = _after_event_start(rng)
+        length = int(rng.integers(3, 9))
+        lag = int(rng.integers(0, 3))
+        rus = _a_index(w, o, _K_RUS, p)
+        st.log_base[rus] = max(st.log_base[rus], np.log(rng.uniform(4e5, 4e6)))
+        st.exists[rus] = True
+        lost = float(np.exp(st.log_base[rus]))  # about what the sanctions take away each month
         if hard:
-            growth, share = plan_rng.uniform(1.8, 2.8), plan_rng.uniform(0.3, 0.6)
+            growth, share = rng.uniform(1.8, 2.8), rng.uniform(0.3, 0.6)
         else:
-            growth, share = plan_rng.uniform(4.0, 10.0), plan_rng.uniform(0.3, 0.8)
-        series = a_index(o, transit_k[t], p)
-        log_base[series] = np.log(share * lost / (growth - 1))
-        exists[series] = True
-        quiet[series] = True
-        multiplier[series] = (start, length, growth)
-        route_rows.append((o, transit_k[t], p, share * lost, start, length, lag))
-        routes.append({
-            "origin_iso3": origins[o], "transit_iso3": t, "target_iso3": TARGET, "product_code": products[p],
+            growth, share = rng.uniform(4.0, 10.0), rng.uniform(0.3, 0.8)
+        t_k = w.transit_k[t]
+        series = _a_index(w, o, t_k, p)
+        st.log_base[series] = np.log(share * lost / (growth - 1))
+        st.exists[series] = True
+        st.quiet[series] = True
+        st.multiplier[series] = (start, length, growth)
+        st.route_rows.append((o, t_k, p, share * lost, start, length, lag))
+        st.routes.append({
+            "origin_iso3": w.origins[o], "transit_iso3": t, "target_iso3": TARGET, "product_code": w.products[p],
             "start": month_label(start), "difficulty": "hard" if hard else "clear",
             "growth": round(float(growth), 2), "ramp_months": length,
             "monthly_excess_eur": round(share * lost, -2),
         })
 
-    confounders: list[dict] = []
 
-    def count(per_scale: float) -> int:
-        return max(1, round(per_scale * scale))
+def _plant_confounders(st: _State) -> None:
+    """Plan state -> the origin-side confounders added to it, in their fixed order (the draws depend on it)."""
+    _plant_demand_booms(st)
+    _plant_route_like(st, "tiny_base", 6, _tiny)
+    _plant_route_like(st, "one_month_spike", 6, _spike)
+    _plant_route_like(st, "missing_months", 6, _missing)
+    _plant_transit_growth(st)
+    st.confounders.extend(_hs_split_confounders(st.w.products))
 
-    def after_event_start() -> int:
-        return int(plan_rng.integers(EVENT_INDEX + 1, _month_index("2023-06") + 1))
 
-    # (1) Product-wide demand boom: one origin's exports of an unrestricted product grow to every partner.
-    for _ in range(count(6)):
-        o, p = take_op(open_idx if open_idx.size else restricted_idx)
-        start, length, growth = after_event_start(), int(plan_rng.integers(4, 9)), plan_rng.uniform(3.0, 6.0)
-        for k in range(n_k):
-            series = a_index(o, k, p)
-            if k in control_ks or k == k_rus or k in (transit_k["KAZ"], transit_k["TUR"], transit_k["CHN"]):
-                exists[series] = True
-            multiplier[series] = (start, length, growth)
-            no_sanction[series] = True
-        confounders.append({"kind": "demand_boom", "origin_iso3": origins[o], "product_code": products[p],
-                            "start": month_label(start), "growth": round(float(growth), 2)})
+def _plant_demand_booms(st: _State) -> None:
+    """Plan state -> (1) demand booms added: one origin's unrestricted product grows to every partner."""
+    w, rng = st.w, st.rng
+    boom_ks = (w.transit_k["KAZ"], w.transit_k["TUR"], w.transit_k["CHN"])
+    control_ks = w.control_ks
+    for _ in range(_count(w.scale, 6)):
+        o, p = _take_op(st, st.open_idx if st.open_idx.size else st.restricted_idx)
+        start, length, growth = _after_event_start(rng), int(rng.integers(4, 9)), rng.uniform(3.0, 6.0)
+        for k in range(w.n_k):
+            series = _a_index(w, o, k, p)
+            if k in control_ks or k == _K_RUS or k in boom_ks:
+                st.exists[series] = True
+            st.multiplier[series] = (start, length, growth)
+            st.no_sanction[series] = True
+        st.confounders.append({"kind": "demand_boom", "origin_iso3": w.origins[o], "product_code": w.products[p],
+                               "start": month_label(start), "growth": round(float(growth), 2)})
 
-    def plant_route_like(kind: str, per_scale: float, setup: Callable[[int, int], dict]) -> None:
-        for _ in range(count(per_scale)):
-            o, p = take_op(restricted_idx)
-            t = transits[int(plan_rng.choice(len(transits), p=transit_weights))]
-            series = a_index(o, transit_k[t], p)
-            exists[series] = True
-            extra = setup(series, p)
-            confounders.append({"kind": kind, "origin_iso3": origins[o], "transit_iso3": t,
-                                "target_iso3": TARGET, "product_code": products[p], **extra})
 
-    # (2) Tiny base, huge ratio: about 100 EUR a month growing to about 20k EUR a month.
-    def tiny(series: int, p: int) -> dict:
-        start, growth = after_event_start(), plan_rng.uniform(150, 250)
-        log_base[series] = np.log(plan_rng.uniform(60, 150))
-        quiet[series] = True
-        multiplier[series] = (start, 3, growth)
-        return {"start": month_label(start), "growth": round(float(growth), 1)}
+def _plant_route_like(st: _State, kind: str, per_scale: float, setup: Callable[[_State, int], dict]) -> None:
+    """Plan state, a confounder kind and its setup -> that many route-shaped confounders on restricted products."""
+    w = st.w
+    for _ in range(_count(w.scale, per_scale)):
+        o, p = _take_op(st, st.restricted_idx)
+        t = _draw_transit(st)
+        series = _a_index(w, o, w.transit_k[t], p)
+        st.exists[series] = True
+        extra = setup(st, series)
+        st.confounders.append({"kind": kind, "origin_iso3": w.origins[o], "transit_iso3": t,
+                               "target_iso3": TARGET, "product_code": w.products[p], **extra})
 
-    plant_route_like("tiny_base", 6, tiny)
 
-    # (3) One-month spike: a single shipment thirty times the usual month, otherwise flat.
-    def spike(series: int, p: int) -> dict:
-        month = int(plan_rng.integers(EVENT_INDEX + 2, MONTHS - 3))
-        log_base[series] = max(log_base[series], np.log(plan_rng.uniform(2e4, 2e5)))
-        quiet[series] = True
-        spikes.append((series, month, 30.0))
-        return {"period": month_label(month), "factor": 30}
+def _tiny(st: _State, series: int) -> dict:
+    """(2) Plan state and a series -> tiny base, huge ratio: about 100 EUR a month growing to about 20k EUR."""
+    start, growth = _after_event_start(st.rng), st.rng.uniform(150, 250)
+    st.log_base[series] = np.log(st.rng.uniform(60, 150))
+    st.quiet[series] = True
+    st.multiplier[series] = (start, 3, growth)
+    return {"start": month_label(start), "growth": round(float(growth), 1)}
 
-    plant_route_like("one_month_spike", 6, spike)
 
-    # (5) Missing months in the baseline year, no growth at all.
-    def missing(series: int, p: int) -> dict:
-        months = np.sort(plan_rng.choice(np.arange(EVENT_INDEX - 12, EVENT_INDEX), size=int(plan_rng.integers(4, 7)),
-                                         replace=False))
-        log_base[series] = max(log_base[series], np.log(plan_rng.uniform(2e4, 3e5)))
-        quiet[series] = True
-        forced_gaps.append((series, months))
-        return {"missing_months": [month_label(int(m)) for m in months]}
+def _spike(st: _State, series: int) -> dict:
+    """(3) Plan state and a series -> a one-month spike thirty times the usual month, otherwise flat."""
+    month = int(st.rng.integers(EVENT_INDEX + 2, MONTHS - 3))
+    st.log_base[series] = max(st.log_base[series], np.log(st.rng.uniform(2e4, 2e5)))
+    st.quiet[series] = True
+    st.spikes.append((series, month, 30.0))
+    return {"period": month_label(month), "factor": 30}
 
-    plant_route_like("missing_months", 6, missing)
 
-    # (7) Ordinary transit growth: an origin's unrestricted exports to China grow steadily from 2021,
-    # with no fall in its exports to Russia.
-    for _ in range(count(6)):
-        o, p = take_op(open_idx if open_idx.size else restricted_idx)
-        series = a_index(o, transit_k["CHN"], p)
-        exists[series] = True
-        growth = plan_rng.uniform(2.5, 4.0)
-        multiplier[series] = (_month_index("2021-01"), 30, growth)
-        no_sanction[a_index(o, k_rus, p)] = True
-        confounders.append({"kind": "transit_growth", "origin_iso3": origins[o], "transit_iso3": "CHN",
-                            "target_iso3": TARGET, "product_code": products[p], "start": "2021-01",
-                            "growth": round(float(growth), 2)})
+def _missing(st: _State, series: int) -> dict:
+    """(5) Plan state and a series -> missing months in the baseline year, no growth at all."""
+    rng = st.rng
+    months = np.sort(rng.choice(np.arange(EVENT_INDEX - 12, EVENT_INDEX), size=int(rng.integers(4, 7)),
+                                replace=False))
+    st.log_base[series] = max(st.log_base[series], np.log(rng.uniform(2e4, 3e5)))
+    st.quiet[series] = True
+    st.forced_gaps.append((series, months))
+    return {"missing_months": [month_label(int(m)) for m in months]}
 
-    # (4) The HS 2022 split: every code of the world that had another HS 2017 code.
+
+def _plant_transit_growth(st: _State) -> None:
+    """Plan state -> (7) ordinary growth added: origin exports to China grow from 2021, Russia unsanctioned."""
+    w, rng = st.w, st.rng
+    for _ in range(_count(w.scale, 6)):
+        o, p = _take_op(st, st.open_idx if st.open_idx.size else st.restricted_idx)
+        series = _a_index(w, o, w.transit_k["CHN"], p)
+        st.exists[series] = True
+        growth = rng.uniform(2.5, 4.0)
+        st.multiplier[series] = (_month_index("2021-01"), 30, growth)
+        st.no_sanction[_a_index(w, o, _K_RUS, p)] = True
+        st.confounders.append({"kind": "transit_growth", "origin_iso3": w.origins[o], "transit_iso3": "CHN",
+                               "target_iso3": TARGET, "product_code": w.products[p], "start": "2021-01",
+                               "growth": round(float(growth), 2)})
+
+
+def _hs_split_confounders(products: list[str]) -> list[dict]:
+    """The world's products -> (4) the HS 2022 split entries: every code that had another HS 2017 code."""
     splits = hs2022_to_hs2017()
-    for code in products:
-        if code in splits:
-            confounders.append({"kind": "hs_split", "product_code": code, "hs2017_code": splits[code],
-                                "hs2017_until": month_label(HS2022_INDEX - 1)})
+    return [{"kind": "hs_split", "product_code": code, "hs2017_code": splits[code],
+             "hs2017_until": month_label(HS2022_INDEX - 1)} for code in products if code in splits]
 
-    # --- B: transits (and Belarus) report their exports to Russia and Belarus.
-    b_reporters = [*transits, CO_TARGET]
+
+def _transit_series(w: _World, lv: _Levels, rng: np.random.Generator) -> _Transit:
+    """Layout, traits and the "levels" stream -> unplanned B: transit/Belarus exports to RUS/BLR, base level, trades?"""
+    n_p = w.n_p
+    b_reporters = [*w.transits, CO_TARGET]
     br, bk, bp = [], [], []
     for i, t in enumerate(b_reporters):
         for target in ((TARGET, CO_TARGET) if t != CO_TARGET else (TARGET,)):
@@ -439,149 +608,195 @@ def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
     br, bk, bp = np.concatenate(br), np.concatenate(bk), np.concatenate(bp)
     n_b = br.size
     b_size = np.array([{"CHN": 1.2, "TUR": 0.3, "KAZ": 0.0, "BLR": 0.5, "ARE": -0.3}.get(t, -1.0) for t in b_reporters])
-    b_log_base = 10.8 + product_size[bp] + b_size[br] - 0.8 * bk + rng.normal(0, 0.8, n_b)
+    b_log_base = 10.8 + lv.product_size[bp] + b_size[br] - 0.8 * bk + rng.normal(0, 0.8, n_b)
     b_exists = rng.random(n_b) < np.where(bk == 0, 0.55, 0.3)
-    b_multiplier: dict[int, tuple[int, int, float]] = {}
-    b_quiet = np.zeros(n_b, bool)
     b_row = {(b_reporters[r], int(k), int(p)): i for i, (r, k, p) in enumerate(zip(br, bk, bp))}
-    route_b = []  # (b series, added EUR, start, length, lag, pass-through)
-    for (o, t_k, p, added, start, length, lag), route in zip(route_rows, routes):
-        i = b_row[(partners[t_k], 0, p)]
-        b_exists[i] = True
-        b_quiet[i] = True
+    return _Transit(reporters=b_reporters, br=br, bk=bk, bp=bp, log_base=b_log_base, exists=b_exists,
+                    quiet=np.zeros(n_b, bool), row=b_row)
+
+
+def _plant_transit_side(st: _State, b: _Transit) -> None:
+    """Plan state and B -> B with the routes' echo, (6) Belarus co-target confounders and China's growth set."""
+    rng = st.rng
+    for (_o, t_k, p, added, start, length, lag), route in zip(st.route_rows, st.routes):
+        i = b.row[(st.w.partners[t_k], 0, p)]
+        b.exists[i] = True
+        b.quiet[i] = True
         # Clear routes: the transit's exports to Russia rise several-fold; hard ones on a larger base.
         ceiling = 2.0 if route["difficulty"] == "hard" else 0.4
-        b_log_base[i] = min(b_log_base[i], np.log(ceiling * added))
-        route_b.append((i, added, start, length, lag, plan_rng.uniform(0.7, 1.0) * plan_rng.uniform(1.0, 1.3)))
+        b.log_base[i] = min(b.log_base[i], np.log(ceiling * added))
+        b.route_b.append((i, added, start, length, lag, rng.uniform(0.7, 1.0) * rng.uniform(1.0, 1.3)))
     # (6) Belarus is a co-target: its own exports to Russia of restricted goods rise, which is not diversion.
-    for p in plan_rng.choice(restricted_idx, size=min(restricted_idx.size, count(8)), replace=False):
-        i = b_row[(CO_TARGET, 0, int(p))]
-        b_exists[i] = True
-        start, growth = after_event_start(), plan_rng.uniform(2.5, 5.0)
-        b_multiplier[i] = (start, int(plan_rng.integers(4, 9)), growth)
-        confounders.append({"kind": "belarus", "transit_iso3": CO_TARGET, "target_iso3": TARGET,
-                            "product_code": products[int(p)], "start": month_label(start),
-                            "growth": round(float(growth), 2)})
+    for p in rng.choice(st.restricted_idx, size=min(st.restricted_idx.size, _count(st.w.scale, 8)), replace=False):
+        i = b.row[(CO_TARGET, 0, int(p))]
+        b.exists[i] = True
+        start, growth = _after_event_start(rng), rng.uniform(2.5, 5.0)
+        b.multiplier[i] = (start, int(rng.integers(4, 9)), growth)
+        st.confounders.append({"kind": "belarus", "transit_iso3": CO_TARGET, "target_iso3": TARGET,
+                               "product_code": st.w.products[int(p)], "start": month_label(start),
+                               "growth": round(float(growth), 2)})
     # China's exports to Russia grew across the board after 2022: ordinary growth, not a route.
-    for i in np.flatnonzero((br == b_reporters.index("CHN")) & (bk == 0)):
-        b_multiplier[int(i)] = (EVENT_INDEX, 10, 1.7)
+    for i in np.flatnonzero((b.br == b.reporters.index("CHN")) & (b.bk == 0)):
+        b.multiplier[int(i)] = (EVENT_INDEX, 10, 1.7)
 
-    # ------------------------------------------------------------------ time paths (vectorised)
-    a_rows = np.flatnonzero(exists)
-    a_pos = np.full(n_a, -1)
-    a_pos[a_rows] = np.arange(a_rows.size)
-    b_rows = np.flatnonzero(b_exists)
-    b_pos = np.full(n_b, -1)
-    b_pos[b_rows] = np.arange(b_rows.size)
-    noise_rng = _rng(seed, "noise")
-    months = np.arange(T)
 
-    def paths(log_level: np.ndarray, prod: np.ndarray, quiet_mask: np.ndarray, drift: np.ndarray) -> np.ndarray:
-        n = log_level.size
-        growth = noise_rng.normal(0.03, 0.07, n) + drift
-        season = season_amp[prod, None] * _SEASON[months % 12][None, :] + season_own[prod, None] * np.sin(
-            2 * np.pi * months[None, :] / 12 + season_phase[prod, None])
-        walk = np.cumsum(noise_rng.normal(0, 0.035, (n, T)), axis=1)
-        walk -= walk[:, :1]
-        sigma = np.clip(0.5 - 0.05 * (log_level - 9.0), 0.12, 0.6)
-        sigma = np.where(quiet_mask, 0.12, sigma)
-        shocks = np.clip(noise_rng.standard_t(4, (n, T)), -4, 4) * sigma[:, None]
-        covid = np.zeros(T)
-        for m, v in _COVID.items():
-            covid[m] = v
-        log_v = (log_level[:, None] + growth[:, None] * months[None, :] / 12 + season + walk
-                 + shocks + covid[None, :])
-        return np.exp(log_v)
+# ------------------------------------------------------------------ time paths (vectorised)
 
-    def presence_mask(log_level: np.ndarray, quiet_mask: np.ndarray) -> np.ndarray:
-        n = log_level.size
-        p_miss = np.clip(0.03 + 0.35 / (1 + np.exp(log_level - np.log(2e4))), 0, 0.45)
-        p_miss = np.where(quiet_mask, 0.01, p_miss)
-        mask = noise_rng.random((n, T)) >= p_miss[:, None]
-        born = np.where((noise_rng.random(n) < 0.04) & ~quiet_mask, noise_rng.integers(1, 36, n), 0)
-        return mask & (months[None, :] >= born[:, None])
 
-    def ramp(start: np.ndarray, length: np.ndarray) -> np.ndarray:
-        return np.clip((months[None, :] - start[:, None] + 1) / length[:, None], 0.0, 1.0)
+def _positions(exists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which series trade -> (their indices, each series' row among them or -1)."""
+    rows = np.flatnonzero(exists)
+    pos = np.full(exists.size, -1)
+    pos[rows] = np.arange(rows.size)
+    return rows, pos
 
-    def apply_multipliers(values: np.ndarray, table: dict, pos: np.ndarray) -> None:
-        if not table:
-            return
-        keys = np.array(list(table))
-        keys = keys[pos[keys] >= 0]
-        spec = np.array([table[int(k)] for k in keys], dtype=float).reshape(-1, 3)
-        rows = pos[keys]
-        values[rows] *= 1 + (spec[:, 2:3] - 1) * ramp(spec[:, 0], spec[:, 1])
 
-    # A
-    a_prod = pp[a_rows]
-    a_drift = np.where(np.isin(kk[a_rows], [transit_k[t] for t in ("ARE", "CHN", "UZB")]), 0.02, 0.0)
-    values_a = paths(log_base[a_rows], a_prod, quiet[a_rows], a_drift)
-    present_a = presence_mask(log_base[a_rows], quiet[a_rows])
-    apply_multipliers(values_a, multiplier, a_pos)
-    # Sanctions on coalition exports to Russia and Belarus from 2022-03, ramping over 1-3 months.
-    to_target = np.isin(kk[a_rows], [k_rus, k_blr]) & ~no_sanction[a_rows]
-    hit = np.flatnonzero(to_target)
-    hard_hit = restricted[a_prod[hit]]
-    # Restricted goods fall to 0-10% (leakage), a fifth of them to nothing; other goods fall less.
-    residual = np.where(hard_hit, noise_rng.uniform(0.0, 0.1, hit.size) * (noise_rng.random(hit.size) >= 0.2),
-                        noise_rng.uniform(0.35, 1.0, hit.size))
-    length = np.where(hard_hit, noise_rng.integers(1, 4, hit.size), noise_rng.integers(2, 7, hit.size))
-    values_a[hit] *= 1 - (1 - residual[:, None]) * ramp(np.full(hit.size, EVENT_INDEX), length)
-    sporadic = hard_hit[:, None] & (months[None, :] >= EVENT_INDEX) & (noise_rng.random((hit.size, T)) < 0.35)
-    present_a[hit] &= ~sporadic
-    for series, month, factor in spikes:
+def _paths(rng: np.random.Generator, lv: _Levels, log_level: np.ndarray, prod: np.ndarray, quiet_mask: np.ndarray,
+           drift: np.ndarray) -> np.ndarray:
+    """Noise stream, traits, per-series level/product/quietness/drift -> monthly values (trend, season, shocks)."""
+    months = np.arange(MONTHS)
+    n = log_level.size
+    growth = rng.normal(0.03, 0.07, n) + drift
+    season = lv.season_amp[prod, None] * _SEASON[months % 12][None, :] + lv.season_own[prod, None] * np.sin(
+        2 * np.pi * months[None, :] / 12 + lv.season_phase[prod, None])
+    walk = np.cumsum(rng.normal(0, 0.035, (n, MONTHS)), axis=1)
+    walk -= walk[:, :1]
+    sigma = np.clip(0.5 - 0.05 * (log_level - 9.0), 0.12, 0.6)
+    sigma = np.where(quiet_mask, 0.12, sigma)
+    shocks = np.clip(rng.standard_t(4, (n, MONTHS)), -4, 4) * sigma[:, None]
+    covid = np.zeros(MONTHS)
+    for m, v in _COVID.items():
+        covid[m] = v
+    log_v = (log_level[:, None] + growth[:, None] * months[None, :] / 12 + season + walk
+             + shocks + covid[None, :])
+    return np.exp(log_v)
+
+
+def _presence_mask(rng: np.random.Generator, log_level: np.ndarray, quiet_mask: np.ndarray) -> np.ndarray:
+    """The "noise" stream and per-series level and quietness -> which months are reported (gaps, late starts)."""
+    months = np.arange(MONTHS)
+    n = log_level.size
+    p_miss = np.clip(0.03 + 0.35 / (1 + np.exp(log_level - np.log(2e4))), 0, 0.45)
+    p_miss = np.where(quiet_mask, 0.01, p_miss)
+    mask = rng.random((n, MONTHS)) >= p_miss[:, None]
+    born = np.where((rng.random(n) < 0.04) & ~quiet_mask, rng.integers(1, 36, n), 0)
+    return mask & (months[None, :] >= born[:, None])
+
+
+def _ramp(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Per-series start month and length -> a (series, month) ramp from 0 to 1."""
+    months = np.arange(MONTHS)
+    return np.clip((months[None, :] - start[:, None] + 1) / length[:, None], 0.0, 1.0)
+
+
+def _apply_multipliers(values: np.ndarray, table: dict, pos: np.ndarray) -> None:
+    """Values, a series -> (start, length, factor) table and series rows -> values ramped by the factors, in place."""
+    if not table:
+        return
+    keys = np.array(list(table))
+    keys = keys[pos[keys] >= 0]
+    spec = np.array([table[int(k)] for k in keys], dtype=float).reshape(-1, 3)
+    rows = pos[keys]
+    values[rows] *= 1 + (spec[:, 2:3] - 1) * _ramp(spec[:, 0], spec[:, 1])
+
+
+def _kg(rng: np.random.Generator, values: np.ndarray, unit_value: np.ndarray) -> np.ndarray:
+    """Noise stream, values and per-row unit values (a column) -> kilograms with per-series and monthly noise."""
+    return values / (unit_value * np.exp(rng.normal(0, 0.25, len(values)))[:, None]
+                     * np.exp(rng.normal(0, 0.15, values.shape)))
+
+
+def _origin_paths(st: _State, lv: _Levels, rng: np.random.Generator) -> _Paths:
+    """Planned A, traits and the "noise" stream -> A's paths with ramps, sanctions, spikes and forced gaps."""
+    w = st.w
+    a_rows, a_pos = _positions(st.exists)
+    a_prod = st.pp[a_rows]
+    a_drift = np.where(np.isin(st.kk[a_rows], [w.transit_k[t] for t in ("ARE", "CHN", "UZB")]), 0.02, 0.0)
+    values_a = _paths(rng, lv, st.log_base[a_rows], a_prod, st.quiet[a_rows], a_drift)
+    present_a = _presence_mask(rng, st.log_base[a_rows], st.quiet[a_rows])
+    _apply_multipliers(values_a, st.multiplier, a_pos)
+    _apply_sanctions(st, rng, a_rows, values_a, present_a)
+    for series, month, factor in st.spikes:
         values_a[a_pos[series], month] *= factor
         present_a[a_pos[series], month] = True
-    for series, gap_months in forced_gaps:
+    for series, gap_months in st.forced_gaps:
         present_a[a_pos[series], gap_months] = False
-    kg_a = values_a / (unit_value[a_prod, None] * np.exp(noise_rng.normal(0, 0.25, a_rows.size))[:, None]
-                       * np.exp(noise_rng.normal(0, 0.15, values_a.shape)))
+    kg_a = _kg(rng, values_a, lv.unit_value[a_prod, None])
+    return _Paths(rows=a_rows, prod=a_prod, values=values_a, kg=kg_a, present=present_a)
 
-    # B
-    b_prod = bp[b_rows]
-    values_b = paths(b_log_base[b_rows], b_prod, b_quiet[b_rows], np.zeros(b_rows.size))
-    present_b = presence_mask(b_log_base[b_rows], b_quiet[b_rows])
-    apply_multipliers(values_b, b_multiplier, b_pos)
-    if route_b:
-        spec = np.array(route_b, dtype=float)
+
+def _apply_sanctions(st: _State, rng: np.random.Generator, a_rows: np.ndarray, values: np.ndarray,
+                     present: np.ndarray) -> None:
+    """Planned A, the "noise" stream and A's paths -> exports to Russia and Belarus cut from 2022-03, in place."""
+    months = np.arange(MONTHS)
+    to_target = np.isin(st.kk[a_rows], [_K_RUS, _K_BLR]) & ~st.no_sanction[a_rows]
+    hit = np.flatnonzero(to_target)
+    hard_hit = st.w.restricted[st.pp[a_rows][hit]]
+    # Restricted goods fall to 0-10% (leakage), a fifth of them to nothing; other goods fall less.
+    residual = np.where(hard_hit, rng.uniform(0.0, 0.1, hit.size) * (rng.random(hit.size) >= 0.2),
+                        rng.uniform(0.35, 1.0, hit.size))
+    length = np.where(hard_hit, rng.integers(1, 4, hit.size), rng.integers(2, 7, hit.size))
+    values[hit] *= 1 - (1 - residual[:, None]) * _ramp(np.full(hit.size, EVENT_INDEX), length)
+    sporadic = hard_hit[:, None] & (months[None, :] >= EVENT_INDEX) & (rng.random((hit.size, MONTHS)) < 0.35)
+    present[hit] &= ~sporadic
+
+
+def _transit_paths(b: _Transit, lv: _Levels, rng: np.random.Generator) -> _Paths:
+    """Planned B, traits and the "noise" stream -> B's paths with ramps and the routes' added trade."""
+    b_rows, b_pos = _positions(b.exists)
+    b_prod = b.bp[b_rows]
+    values_b = _paths(rng, lv, b.log_base[b_rows], b_prod, b.quiet[b_rows], np.zeros(b_rows.size))
+    present_b = _presence_mask(rng, b.log_base[b_rows], b.quiet[b_rows])
+    _apply_multipliers(values_b, b.multiplier, b_pos)
+    if b.route_b:
+        spec = np.array(b.route_b, dtype=float)
         rows = b_pos[spec[:, 0].astype(int)]
-        added = (spec[:, 1:2] * spec[:, 5:6] * ramp(spec[:, 2] + spec[:, 4], spec[:, 3])
-                 * np.exp(noise_rng.normal(0, 0.15, (rows.size, T))))
+        added = (spec[:, 1:2] * spec[:, 5:6] * _ramp(spec[:, 2] + spec[:, 4], spec[:, 3])
+                 * np.exp(rng.normal(0, 0.15, (rows.size, MONTHS))))
         np.add.at(values_b, rows, added)
-    kg_b = values_b / (unit_value[b_prod, None] * np.exp(noise_rng.normal(0, 0.25, b_rows.size))[:, None]
-                       * np.exp(noise_rng.normal(0, 0.15, values_b.shape)))
+    kg_b = _kg(rng, values_b, lv.unit_value[b_prod, None])
+    return _Paths(rows=b_rows, prod=b_prod, values=values_b, kg=kg_b, present=present_b)
 
-    # C: transits and Belarus report imports from the origins: the mirror of A, CIF (about 6% above FOB).
-    mirror_partners = [transit_k[t] for t in transits] + [k_blr]
-    c_src = np.flatnonzero(np.isin(kk[a_rows], mirror_partners))
-    values_c = values_a[c_src] * 1.06 * np.exp(noise_rng.normal(0, 0.1, (c_src.size, T)))
-    kg_c = kg_a[c_src] * np.exp(noise_rng.normal(0, 0.05, (c_src.size, T)))
-    present_c = present_a[c_src] & (noise_rng.random((c_src.size, T)) >= 0.04)
 
-    # ------------------------------------------------------------------ long canonical frame
-    reporters_all = [*origins, *partners]
+def _mirror_paths(st: _State, a: _Paths, rng: np.random.Generator) -> tuple[np.ndarray, _Paths]:
+    """A's paths and the "noise" stream -> (mirrored A rows, C): transits and Belarus report imports, CIF ~6% up."""
+    mirror_partners = [st.w.transit_k[t] for t in st.w.transits] + [_K_BLR]
+    c_src = np.flatnonzero(np.isin(st.kk[a.rows], mirror_partners))
+    values_c = a.values[c_src] * 1.06 * np.exp(rng.normal(0, 0.1, (c_src.size, MONTHS)))
+    kg_c = a.kg[c_src] * np.exp(rng.normal(0, 0.05, (c_src.size, MONTHS)))
+    present_c = a.present[c_src] & (rng.random((c_src.size, MONTHS)) >= 0.04)
+    return c_src, _Paths(rows=a.rows[c_src], prod=a.prod[c_src], values=values_c, kg=kg_c, present=present_c)
 
-    def long(values, kg, present, reporter_idx, partner_idx, product_idx, flow):
-        s, t = np.nonzero(present)
-        return pl.DataFrame({
-            "reporter": reporter_idx[s].astype(np.int32), "partner": partner_idx[s].astype(np.int32),
-            "product": product_idx[s].astype(np.int32), "flow_code": np.full(s.size, flow, np.int8),
-            "month": t.astype(np.int32), "value_eur": values[s, t], "kg": kg[s, t],
-        })
 
-    n_origins = len(origins)
+# ------------------------------------------------------------------ long canonical frame
+
+
+def _long(values: np.ndarray, kg: np.ndarray, present: np.ndarray, reporter_idx: np.ndarray,
+          partner_idx: np.ndarray, product_idx: np.ndarray, flow: int) -> pl.DataFrame:
+    """(series, month) values, kg and mask with per-series indices -> one long row per reported month."""
+    s, t = np.nonzero(present)
+    return pl.DataFrame({
+        "reporter": reporter_idx[s].astype(np.int32), "partner": partner_idx[s].astype(np.int32),
+        "product": product_idx[s].astype(np.int32), "flow_code": np.full(s.size, flow, np.int8),
+        "month": t.astype(np.int32), "value_eur": values[s, t], "kg": kg[s, t],
+    })
+
+
+def _long_rows(st: _State, b: _Transit, a_paths: _Paths, b_paths: _Paths, c_src: np.ndarray,
+               c_paths: _Paths) -> pl.DataFrame:
+    """A, B and C with their paths -> the long frame, reporters indexed over origins then partners."""
+    n_origins = st.w.n_o
+    a_rows = a_paths.rows
+    b_reporter_k = np.array([st.w.partners.index(r) for r in b.reporters])
     frames = [
-        long(values_a, kg_a, present_a, oo[a_rows], n_origins + kk[a_rows], a_prod, _EXPORT),
-        long(values_b, kg_b, present_b, n_origins + np.array([partners.index(r) for r in b_reporters])[br[b_rows]],
-             n_origins + bk[b_rows], b_prod, _EXPORT),
-        long(values_c, kg_c, present_c, n_origins + kk[a_rows][c_src], oo[a_rows][c_src], a_prod[c_src], _IMPORT),
+        _long(a_paths.values, a_paths.kg, a_paths.present, st.oo[a_rows], n_origins + st.kk[a_rows], a_paths.prod,
+              _EXPORT),
+        _long(b_paths.values, b_paths.kg, b_paths.present, n_origins + b_reporter_k[b.br[b_paths.rows]],
+              n_origins + b.bk[b_paths.rows], b_paths.prod, _EXPORT),
+        _long(c_paths.values, c_paths.kg, c_paths.present, n_origins + st.kk[a_rows][c_src], st.oo[a_rows][c_src],
+              c_paths.prod, _IMPORT),
     ]
-    rows = pl.concat(frames)
-    frame = _to_canonical(rows, reporters_all, products, set(origins) & EU27, seed)
-    plan = _Plan(seed=seed, scale=scale, origins=origins, transits=transits, controls=controls, products=products,
-                 restricted=restricted, is_chpl=is_chpl, routes=routes, confounders=confounders)
-    return frame, plan
+    return pl.concat(frames)
 
 
 def _to_canonical(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
