@@ -127,7 +127,7 @@ def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.W
     and `flag` (tested, q ≤ params.fdr and every gate; an HS-4 route only when none of its HS-6 routes is
     flagged), sorted best first with stable tie-breakers."""
     frame = _calibrated(_with_risk(routes, params), params, placebo).with_columns(
-        score=(1.0 - pl.col("p_value")).round(6).fill_null(0.0),
+        score=(1.0 - pl.col("p_value")).round(12).fill_null(0.0),
     ).with_columns(
         flag=(pl.col("tested") & (pl.col("q_value") <= params.fdr) & _gates(params)).fill_null(False),
     )
