@@ -71,8 +71,13 @@ def list_flags(
 ) -> None:
     """List the flagged routes of a run with their review status, filtered and sorted."""
     from tradewatch.detect import export, review
-    from tradewatch.flows import warehouse
+    from tradewatch.flows import countries, warehouse
 
+    # Every filter is checked before the warehouse is opened: a typo is an error, not "no route matches".
+    transit = countries.resolve(transit, "--transit") if transit is not None else None
+    origin = countries.resolve(origin, "--origin") if origin is not None else None
+    product = review.check_product(product) if product is not None else None
+    tier = review.check_tier(tier) if tier is not None else None
     con = warehouse.connect(db, read_only=True, on_wait=say)
     try:
         frame = review.list_flags(
@@ -126,6 +131,10 @@ def review_route(
     from tradewatch.detect import review
     from tradewatch.flows import warehouse
 
+    if not note.strip():
+        from tradewatch.flows.errors import InputError
+
+        raise InputError("--note", "expected a note saying what you checked and what you found")
     con = warehouse.connect(db, on_wait=say)
     try:
         record = review.review(con, route, status.value, note, by=by, run=run)

@@ -84,6 +84,25 @@ _ANOMALY_COLUMNS = (
 # data/chpl_2024-02-23.csv; a route's trade rows come from tradewatch.detect.route_rows, which reads them
 # as the scoring does (including the HS 2017 -> 2022 correlation).
 
+TIERS = ("1", "2", "3", "3.A", "3.B", "4", "4.A", "4.B")
+
+
+def check_tier(text: str, option: str = "--tier") -> str:
+    """A CHPL tier as the filters take it ('3.a' -> '3.A', 'Tier 2' -> '2'); InputError for anything else."""
+    wanted = (text or "").strip().upper().removeprefix("TIER").strip()
+    if wanted not in TIERS:
+        raise InputError(f"{option} {text}", f"expected a CHPL tier: {', '.join(TIERS)}")
+    return wanted
+
+
+def check_product(text: str, option: str = "--product") -> str:
+    """An HS or CN code prefix of 2 to 8 digits (dots and spaces ignored); InputError for anything else."""
+    code = (text or "").replace(".", "").replace(" ", "")
+    if not (code.isdigit() and 2 <= len(code) <= 8):
+        raise InputError(f"{option} {text}", "expected an HS or CN code (prefix) of 2 to 8 digits, e.g. 8542")
+    return code
+
+
 def tier_matches(tier: str | None, wanted: str) -> bool:
     """'1' matches tier 1; '3' matches 3.A and 3.B; '3.a' matches 3.A."""
     if tier is None:

@@ -130,3 +130,27 @@ def m49_mapping_sql_values() -> str:
     pairs = {str(int(c.numeric)): c.alpha_3 for c in pycountry.countries}
     pairs.update(_EXTRA_M49)
     return ", ".join(f"('{n}', '{a3}')" for n, a3 in sorted(pairs.items()))
+
+
+def resolve(text: str, option: str) -> str:
+    """The ISO alpha-3 code a user means: an alpha-3 code in any case, or a country's name when it names
+    exactly one country ('Germany' -> 'DEU'). Raises InputError naming `option`, with the closest codes or
+    names as a suggestion, for anything else."""
+    import difflib
+
+    from tradewatch.flows.errors import InputError
+
+    value = (text or "").strip()
+    if len(value) == 3 and is_iso3(value):
+        return value.upper()
+    if len(value) > 3:
+        try:
+            return pycountry.countries.lookup(value).alpha_3
+        except LookupError:
+            pass
+    codes = [country.alpha_3 for country in pycountry.countries]
+    names = {country.name: country.alpha_3 for country in pycountry.countries}
+    close = difflib.get_close_matches(value.upper(), codes, n=2, cutoff=0.6) + [
+        names[name] for name in difflib.get_close_matches(value, list(names), n=2, cutoff=0.75)]
+    hint = f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
+    raise InputError(f"{option} {text}", f"not an ISO 3166 alpha-3 code or a country's name{hint}")

@@ -63,11 +63,14 @@ def test_list_filters_sort_and_limit(db):
     assert {r["id"] for r in json.loads(result.stdout)} == {fixture.ROUTE_SCRIPT, fixture.ROUTE_LEDS}
 
 
-def test_list_injection_attempt_returns_nothing(db):
+def test_list_injection_attempt_is_refused_and_a_real_code_may_match_nothing(db):
+    # Issue 15: a filter that is not a country is an error, no longer an empty list.
     result = run("flags", "list", "--db", db, "--transit", "KAZ' OR 1=1 --", "--format", "json")
+    assert result.exit_code == 2 and "--transit KAZ' OR 1=1 --: not an ISO 3166 alpha-3 code" in result.stderr
+    result = run("flags", "list", "--db", db, "--transit", "MNG", "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == []
-    table = run("flags", "list", "--db", db, "--transit", "KAZ' OR 1=1 --")
+    table = run("flags", "list", "--db", db, "--transit", "MNG")
     assert table.exit_code == 0 and "No flagged route matches" in table.stdout
 
 
@@ -206,3 +209,41 @@ def test_decisions_survive_a_new_detect_run(tmp_path, monkeypatch):
     report = run("report", "--db", db, "--out", str(out))
     assert report.exit_code == 0, report.output
     assert route in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--transit", "KAZZ"], "--transit KAZZ: not an ISO 3166 alpha-3 code or a country's name; did you mean KAZ?"),
+    (["--origin", "Germny"], "--origin Germny: not an ISO 3166 alpha-3 code or a country's name; did you mean DEU?"),
+    (["--tier", "5"], "--tier 5: expected a CHPL tier: 1, 2, 3, 3.A, 3.B, 4, 4.A, 4.B"),
+    (["--product", "abc"], "--product abc: expected an HS or CN code (prefix) of 2 to 8 digits"),
+])
+def test_list_refuses_a_filter_that_cannot_match_in_one_line(db, args, expected):
+    result = run("flags", "list", "--db", db, *args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0]
+
+
+def test_list_takes_country_names_and_lower_case_codes(db):
+    by_code = json.loads(run("flags", "list", "--db", db, "-f", "json", "--origin", "DEU").stdout)
+    assert by_code
+    for spelling in ("deu", "Germany"):
+        result = run("flags", "list", "--db", db, "-f", "json", "--origin", spelling)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == by_code
+
+
+def test_review_needs_a_note(db):
+    import duckdb
+
+    def reviews() -> int:
+        con = duckdb.connect(db, read_only=True)
+        try:
+            return con.execute("SELECT count(*) FROM reviews").fetchone()[0]
+        finally:
+            con.close()
+
+    before = reviews()
+    result = run("flags", "review", fixture.ROUTE_CHIPS, "--status", "watch", "--note", "  ", "--db", db)
+    assert result.exit_code == 2 and "--note: expected a note" in result.stderr
+    assert reviews() == before
