@@ -16,6 +16,7 @@ import polars as pl
 
 from tradewatch.flows import countries, schema
 from tradewatch.flows.sources import comext as comext_source
+from tradewatch.flows.sources import comtrade as comtrade_source
 
 DEFAULT_SEED = 20220224
 # Bump when the generator changes what it writes: a manifest with another version is rewritten.
@@ -44,15 +45,7 @@ BASE_ROUTES = 40
 
 # The bulk file's columns, as the Comext reader knows them (a fact of the source layout, not of detection).
 COMEXT_HEADER = comext_source.COLUMNS
-COMTRADE_HEADER = (
-    "typeCode", "freqCode", "refPeriodId", "refYear", "refMonth", "period", "reporterCode", "reporterISO",
-    "reporterDesc", "flowCode", "flowDesc", "partnerCode", "partnerISO", "partnerDesc", "partner2Code",
-    "partner2ISO", "partner2Desc", "classificationCode", "classificationSearchCode", "isOriginalClassification",
-    "cmdCode", "cmdDesc", "aggrLevel", "isLeaf", "customsCode", "customsDesc", "mosCode", "motCode", "motDesc",
-    "qtyUnitCode", "qtyUnitAbbr", "qty", "isQtyEstimated", "altQtyUnitCode", "altQtyUnitAbbr", "altQty",
-    "isAltQtyEstimated", "netWgt", "isNetWgtEstimated", "grossWgt", "isGrossWgtEstimated", "cifvalue", "fobvalue",
-    "primaryValue", "legacyEstimationFlag", "isReported", "isAggregate",
-)
+COMTRADE_HEADER = comtrade_source.API_COLUMNS
 ECB_HEADER = (
     "KEY", "FREQ", "CURRENCY", "CURRENCY_DENOM", "EXR_TYPE", "EXR_SUFFIX", "TIME_PERIOD", "OBS_VALUE",
     "OBS_STATUS", "OBS_CONF", "OBS_PRE_BREAK", "OBS_COM", "TIME_FORMAT", "BREAKS", "COLLECTION", "COMPILING_ORG",

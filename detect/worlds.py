@@ -22,6 +22,7 @@ from tradewatch.detect import products
 from tradewatch.flows import countries
 from tradewatch.flows.errors import InputError
 from tradewatch.flows.sources import comext as comext_source
+from tradewatch.flows.sources import comtrade as comtrade_source
 
 FAMILIES: tuple[str, ...] = ("transit_boom", "sector_boom", "inflation", "fx_swing", "hub_reexport",
                              "silent_transit", "provisional", "classic")
@@ -49,16 +50,8 @@ REST_POOL = ("BRA", "MEX", "ZAF", "IDN", "VNM", "CHL", "ARG", "EGY", "MAR", "PHL
 
 # The bulk file's columns as the Comext reader knows them: a fact of the source layout, not of detection.
 COMEXT_HEADER = comext_source.COLUMNS
-# The UN Comtrade API v1 CSV columns (the reader maps some and ignores the rest on purpose).
-COMTRADE_HEADER = (
-    "typeCode", "freqCode", "refPeriodId", "refYear", "refMonth", "period", "reporterCode", "reporterISO",
-    "reporterDesc", "flowCode", "flowDesc", "partnerCode", "partnerISO", "partnerDesc", "partner2Code",
-    "partner2ISO", "partner2Desc", "classificationCode", "classificationSearchCode", "isOriginalClassification",
-    "cmdCode", "cmdDesc", "aggrLevel", "isLeaf", "customsCode", "customsDesc", "mosCode", "motCode", "motDesc",
-    "qtyUnitCode", "qtyUnitAbbr", "qty", "isQtyEstimated", "altQtyUnitCode", "altQtyUnitAbbr", "altQty",
-    "isAltQtyEstimated", "netWgt", "isNetWgtEstimated", "grossWgt", "isGrossWgtEstimated", "cifvalue", "fobvalue",
-    "primaryValue", "legacyEstimationFlag", "isReported", "isAggregate",
-)
+# The UN Comtrade API v1 CSV columns, as the Comtrade reader's module lists them (a layout fact).
+COMTRADE_HEADER = comtrade_source.API_COLUMNS
 ECB_KEY = "EXR.M.USD.EUR.SP00.A"
 ECB_HEADER = (
     "KEY", "FREQ", "CURRENCY", "CURRENCY_DENOM", "EXR_TYPE", "EXR_SUFFIX", "TIME_PERIOD", "OBS_VALUE",

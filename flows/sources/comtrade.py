@@ -16,6 +16,18 @@ SOURCE = "comtrade"
 # within each reporter-month, not the whole reporter-month (warehouse.replace_partitions by_product).
 REPLACE_BY_PRODUCT = True
 
+# Every column of the UN Comtrade API v1 CSV answer, in order (the reader maps some and ignores the rest on
+# purpose); the synthetic worlds write files in this layout.
+API_COLUMNS = (
+    "typeCode", "freqCode", "refPeriodId", "refYear", "refMonth", "period", "reporterCode", "reporterISO",
+    "reporterDesc", "flowCode", "flowDesc", "partnerCode", "partnerISO", "partnerDesc", "partner2Code",
+    "partner2ISO", "partner2Desc", "classificationCode", "classificationSearchCode", "isOriginalClassification",
+    "cmdCode", "cmdDesc", "aggrLevel", "isLeaf", "customsCode", "customsDesc", "mosCode", "motCode", "motDesc",
+    "qtyUnitCode", "qtyUnitAbbr", "qty", "isQtyEstimated", "altQtyUnitCode", "altQtyUnitAbbr", "altQty",
+    "isAltQtyEstimated", "netWgt", "isNetWgtEstimated", "grossWgt", "isGrossWgtEstimated", "cifvalue", "fobvalue",
+    "primaryValue", "legacyEstimationFlag", "isReported", "isAggregate",
+)
+
 # Columns the reader maps; everything else in a Comtrade file is a description or flag of these
 # (reporterDesc, cmdDesc, isQtyEstimated, isLeaf, …) or a value we do not use (cifvalue, fobvalue:
 # primaryValue is the one the reporter published) and is ignored on purpose.
