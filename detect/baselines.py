@@ -19,19 +19,28 @@ EC_BASELINE_FIRST = date(2019, 1, 1)
 EC_BASELINE_LAST = date(2021, 12, 1)
 EC_MIN_GROWTH = 2.0
 EC_MIN_ANNUAL_EUR = 1_000_000.0
+# A plain analyst's threshold: exports to the transit at least doubled.
+GROWTH_FLAG = 2.0
 
 
 def _keys(frame: pl.DataFrame, target: str) -> list[RouteKey]:
     return [(o, t, target, k) for o, t, k in frame.select("origin_iso3", "transit_iso3", "product").iter_rows()]
 
 
-def plain_growth_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
+def plain_growth(con: duckdb.DuckDBPyConnection, params: DetectParams) -> tuple[list[RouteKey], list[RouteKey]]:
     """Every origin→transit HS-6 flow with a baseline, ranked by recent over seasonally matched baseline
-    value (the same windows tradewatch uses), highest first: growth and nothing else."""
+    value (the same windows tradewatch uses), highest first — growth and nothing else — and the plain
+    analyst's list: the flows that at least doubled (GROWTH_FLAG)."""
     legs, _ = features.origin_legs(con, params)
     ranked = (legs.filter(pl.col("base") > 0).with_columns(growth=pl.col("recent") / pl.col("base"))
               .sort(["growth", "origin_iso3", "transit_iso3", "product"], descending=[True, False, False, False]))
-    return _keys(ranked, params.targets[0])
+    flagged = ranked.filter(pl.col("growth") >= GROWTH_FLAG).sort("origin_iso3", "transit_iso3", "product")
+    return _keys(ranked, params.targets[0]), _keys(flagged, params.targets[0])
+
+
+def plain_growth_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
+    """The ranking of plain_growth."""
+    return plain_growth(con, params)[0]
 
 
 def ec_rule_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
@@ -60,21 +69,10 @@ def ec_rule_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> lis
     )
     return _keys(ranked, params.targets[0])
 
-
-# A plain analyst's threshold: exports to the transit at least doubled.
-GROWTH_FLAG = 2.0
 # The simple heuristic's thresholds: origin→Russia fell by half, growth net of control countries ×1.5, EUR 1 M.
 SIMPLE_MIN_DROP = 0.5
 SIMPLE_MIN_NET = 1.5
 SIMPLE_MIN_EXCESS = 1_000_000.0
-
-
-def plain_growth_flags(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
-    """The plain-growth list: origin→transit HS-6 flows that at least doubled against the matched baseline."""
-    legs, _ = features.origin_legs(con, params)
-    flagged = legs.filter((pl.col("base") > 0) & (pl.col("recent") >= GROWTH_FLAG * pl.col("base"))).sort(
-        "origin_iso3", "transit_iso3", "product")
-    return _keys(flagged, params.targets[0])
 
 
 def simple_rule(routes: pl.DataFrame, params: DetectParams) -> tuple[list[RouteKey], list[RouteKey]]:

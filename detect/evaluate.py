@@ -249,8 +249,7 @@ def list_metrics(ranked: list[RouteKey], flagged: list[RouteKey], positives: set
 def method_lists(con: duckdb.DuckDBPyConnection, params: DetectParams) -> dict[str, tuple[list[RouteKey], list[RouteKey]]]:
     """(ranking, flagged list) of HS-6 routes for tradewatch and the three baselines on one warehouse."""
     ours, flagged, frame = tradewatch_lists(con, params)
-    growth = baselines.plain_growth_ranking(con, params)
-    growth_flags = baselines.plain_growth_flags(con, params)
+    growth, growth_flags = baselines.plain_growth(con, params)
     ec = baselines.ec_rule_ranking(con, params)
     simple_ranked, simple_flags = baselines.simple_rule(frame.routes, params)
     return {"tradewatch": (ours, flagged), "growth": (growth, growth_flags), "ec_rule": (ec, ec),
