@@ -103,7 +103,7 @@ def measure_pandas(db: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from tradewatch.detect import products
+    from tradewatch.flows.core import products
     from tradewatch.detect.config import DetectParams
 
     params = DetectParams()
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.rows < 10_000:
         parser.error("--rows must be at least 10000")
-    from tradewatch.flows import settings
+    from tradewatch.flows.core import settings
 
     db = args.db or settings.home() / "bench" / f"detect_{args.rows}.duckdb"
     db.parent.mkdir(parents=True, exist_ok=True)

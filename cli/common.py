@@ -35,7 +35,7 @@ def one_line_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from tradewatch.flows.errors import TradewatchError
+        from tradewatch.flows.core.errors import TradewatchError
 
         try:
             return func(*args, **kwargs)
@@ -60,18 +60,9 @@ def parse_month(value: str | None, option: str) -> str | None:
     """Validate a YYYY-MM option value; returns it normalised or raises InputError naming the option."""
     if value is None:
         return None
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.months import checked_month
 
-    text = value.strip()
-    parts = text.split("-")
-    if len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()) or len(parts[0]) != 4:
-        raise InputError(f"{option} {value}", "expected a month as YYYY-MM, e.g. 2022-03")
-    year, month = int(parts[0]), int(parts[1])
-    if not 1 <= month <= 12:
-        raise InputError(f"{option} {value}", f"month {month} is not between 01 and 12; expected YYYY-MM")
-    if not 1988 <= year <= 2100:
-        raise InputError(f"{option} {value}", f"year {year} is outside 1988-2100; expected YYYY-MM")
-    return f"{year:04d}-{month:02d}"
+    return checked_month(value, f"{option} {value}")
 
 
 AsOfOption = Annotated[Optional[str], typer.Option(
@@ -88,7 +79,7 @@ def window_options(event: str | None, as_of: str | None, baseline_months: int | 
                    fdr: float | None, config: Path | None) -> dict:
     """The detection options given on the command line (None: not given, so --config or the defaults
     decide), validated; raises InputError naming the option."""
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     if config is not None and not config.is_file():
         raise InputError(f"--config {config}", "no such file; expected a TOML file")

@@ -91,7 +91,8 @@ def _print_table(rows: list[dict], event: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from tradewatch.detect.report import change, growth_text, money, score_text
+    from tradewatch.detect.report import growth_text
+    from tradewatch.flows.core.numbers import change, money, score_text
 
     console = Console()
     if not console.is_terminal:

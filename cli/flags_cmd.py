@@ -71,7 +71,8 @@ def list_flags(
 ) -> None:
     """List the flagged routes of a run with their review status, filtered and sorted."""
     from tradewatch.detect import export, review
-    from tradewatch.flows import countries, warehouse
+    from tradewatch.flows.core import countries
+    from tradewatch.flows import warehouse
 
     # Every filter is checked before the warehouse is opened: a typo is an error, not "no route matches".
     transit = countries.resolve(transit, "--transit") if transit is not None else None
@@ -88,7 +89,7 @@ def list_flags(
         con.close()
     if format is Format.table:
         if out is not None:
-            from tradewatch.flows.errors import InputError
+            from tradewatch.flows.core.errors import InputError
 
             raise InputError(f"--out {out}", "a table is for the terminal; use --format csv, json or parquet with --out")
         _print_flags(frame)
@@ -132,7 +133,7 @@ def review_route(
     from tradewatch.flows import warehouse
 
     if not note.strip():
-        from tradewatch.flows.errors import InputError
+        from tradewatch.flows.core.errors import InputError
 
         raise InputError("--note", "expected a note saying what you checked and what you found")
     con = warehouse.connect(db, on_wait=say)
@@ -185,7 +186,7 @@ def _num(value) -> str:
 
 
 def _money(value, currency) -> str:
-    from tradewatch.detect.report import money
+    from tradewatch.flows.core.numbers import money
 
     return money(value, currency)
 
@@ -201,7 +202,8 @@ def _print_flags(frame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tradewatch.detect.report import change, growth_text, score_text
+    from tradewatch.detect.report import growth_text
+    from tradewatch.flows.core.numbers import change, score_text
 
     console = Console()
     if frame.height == 0:
@@ -235,7 +237,8 @@ def _print_evidence(evidence) -> None:
     from rich.table import Table
 
     from tradewatch.detect import review
-    from tradewatch.detect.report import change, growth_text, score_text
+    from tradewatch.detect.report import growth_text
+    from tradewatch.flows.core.numbers import change, score_text
 
     console = Console()
     route, run = evidence.route, evidence.run

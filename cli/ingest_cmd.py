@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
 
 def _periods(first: str, last: str, freq: str) -> list[str]:
     from tradewatch.flows import ingest
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     freq = freq.strip().upper()
     if freq not in ("M", "A"):
@@ -48,11 +48,11 @@ def _periods(first: str, last: str, freq: str) -> list[str]:
             if not (len(value) in (4, 7) and value[:4].isdigit()):
                 raise InputError(f"{option} {value}", "expected a year YYYY (or YYYY-MM) with --freq A")
         return ingest.years_between(first, last)
-    return ingest.months_between(parse_month(first, "--from"), parse_month(last, "--to"))
+    return ingest.month_range(parse_month(first, "--from"), parse_month(last, "--to"))
 
 
 def _check_runner(task_runner: str, dask_address: str | None) -> str:
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     runner = task_runner.strip().lower()
     if runner not in ("thread", "dask", "none"):
@@ -67,7 +67,7 @@ def _check_url(value: str | None, option: str) -> None:
         return
     from urllib.parse import urlsplit
 
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -113,7 +113,7 @@ def comext(
 ) -> None:
     """Download Eurostat Comext bulk files for the months (or years, --freq A) and load them."""
     from tradewatch.flows import ingest
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     if source_dir is not None and base_url is not None:
         raise InputError("--source-dir/--base-url", "give one of them, not both")
@@ -188,7 +188,7 @@ def baci(
 ) -> None:
     """Load CEPII BACI annual data: the release zip as downloaded from CEPII, or its CSV files (no Prefect)."""
     from tradewatch.flows import ingest
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     years = _years(first, last)
     for path in ingest.expand_paths(paths):
@@ -200,7 +200,7 @@ def baci(
 
 def _years(first: str | None, last: str | None) -> tuple[int, int] | None:
     """--from/--to as (first, last) years; either alone means an open end. None when neither is given."""
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     if first is None and last is None:
         return None
@@ -220,7 +220,7 @@ def _years(first: str | None, last: str | None) -> tuple[int, int] | None:
 
 def _load_local(paths, db, *, country_codes, force, as_json, years=None) -> None:
     from tradewatch.flows import ingest
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     if country_codes is not None and not country_codes.is_file():
         raise InputError(f"--country-codes {country_codes}", "no such file; expected BACI's country_codes_V*.csv")
@@ -242,7 +242,7 @@ def ecb(
 ) -> None:
     """Load ECB euro reference rates (USD per EUR, monthly averages, series EXR/M.USD.EUR.SP00.A)."""
     from tradewatch.flows import ingest
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     if file is not None and base_url is not None:
         raise InputError("--file/--base-url", "give one of them, not both")

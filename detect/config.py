@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 

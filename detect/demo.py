@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tradewatch.flows import countries, schema
+from tradewatch.flows.core import countries
+from tradewatch.flows import schema
 from tradewatch.flows.sources import comext as comext_source
 from tradewatch.flows.sources import comtrade as comtrade_source
 

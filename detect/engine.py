@@ -12,9 +12,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from tradewatch.detect import calibration, features, products
+from tradewatch.flows.core import products
+from tradewatch.detect import calibration, features
 from tradewatch.detect.config import DetectParams
-from tradewatch.detect.report import money
+from tradewatch.flows.core.numbers import finite, money
+from tradewatch.flows.core.months import month_text
 
 __all__ = ["DetectParams", "RunResult", "run_detection", "load_run", "score_routes", "route_id", "MODEL_VERSION"]
 
@@ -200,7 +202,7 @@ def _features_json(row: dict, unavailable: dict[str, str]) -> str:
     values = {}
     for name in features.FEATURES:
         value = row.get(name)
-        if name in unavailable or value is None or (isinstance(value, float) and not math.isfinite(value)):
+        if name in unavailable or finite(value) is None:
             values[name] = None
         else:
             values[name] = round(float(value), 6) if name not in ("p_value", "q_value") else float(f"{value:.6g}")
@@ -284,10 +286,10 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
         {"params": params.to_dict(), "loads": loads, "model": MODEL_VERSION}, sort_keys=True, default=str
     ).encode()).hexdigest()
     window_text = {
-        "baseline_start": features.month_text(windows.baseline_start),
-        "baseline_end": features.month_text(windows.baseline_end),
-        "recent_start": features.month_text(windows.recent_start),
-        "recent_end": features.month_text(windows.recent_end),
+        "baseline_start": month_text(windows.baseline_start),
+        "baseline_end": month_text(windows.baseline_end),
+        "recent_start": month_text(windows.recent_start),
+        "recent_end": month_text(windows.recent_end),
     }
     result = RunResult(
         run_id="", params=params, flagged=flagged, candidates=frame.routes.height,

@@ -12,7 +12,9 @@ import polars as pl
 
 from tradewatch.detect import baselines, engine, features
 from tradewatch.detect.config import DetectParams
-from tradewatch.flows import settings, warehouse
+from tradewatch.flows.core import settings
+from tradewatch.flows import warehouse
+from tradewatch.flows.core.months import add_months, month_text, months_between, parse_month
 
 METRIC_NAMES = ("average_precision", "precision_at_10", "precision_at_25", "precision_at_50", "recall_at_50")
 
@@ -92,13 +94,13 @@ def placebo(con: duckdb.DuckDBPyConnection, params: DetectParams | None = None, 
     params = params or DetectParams()
     true_run = engine.run_detection(con, params, store=False)
     true_windows = true_run.windows
-    recent_length = features.months_between(features.parse_month(true_windows["recent_start"]),
-                                             features.parse_month(true_windows["recent_end"]))
-    event = features.parse_month(params.event)
-    placebo_event = features.add_months(event, -shift_months)
+    recent_length = months_between(parse_month(true_windows["recent_start"]),
+                                             parse_month(true_windows["recent_end"]))
+    event = parse_month(params.event)
+    placebo_event = add_months(event, -shift_months)
     # Same recent length as the true run, but never reaching the true event.
-    as_of = min(features.add_months(placebo_event, recent_length - 1), features.add_months(event, -1))
-    placebo_params = params.replace(event=features.month_text(placebo_event), as_of=features.month_text(as_of),
+    as_of = min(add_months(placebo_event, recent_length - 1), add_months(event, -1))
+    placebo_params = params.replace(event=month_text(placebo_event), as_of=month_text(as_of),
                                     recent_months=recent_length)
     placebo_run = engine.run_detection(con, placebo_params, store=False)
     flags_event, flags_placebo = true_run.flagged.height, placebo_run.flagged.height
@@ -224,7 +226,7 @@ def family_names(text: str) -> list[str]:
     """The family names of a --families value ('all', or names separated by commas); raises InputError
     naming the option for an unknown one."""
     from tradewatch.detect import worlds
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     known = list(worlds.FAMILIES) + ["mixed"]
     names = [name.strip() for name in text.split(",") if name.strip()]

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
 
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
+from tradewatch.flows.core.numbers import finite, finite_only
 
 FORMATS = ("csv", "json", "parquet")
 BINARY_FORMATS = ("parquet",)
-
-
-def finite_only(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with NaN and ±inf floats replaced by null: JSON has no such numbers, and a growth of
-    'infinity' (nothing in the baseline) reads better as 'no baseline' in every format alike."""
-    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
-    if not floats:
-        return frame
-    return frame.with_columns(
-        [pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c) for c in floats]
-    )
 
 
 def _json_value(value):
@@ -33,8 +22,8 @@ def _json_value(value):
         return value.isoformat(timespec="microseconds")
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return finite(value)
     return value
 
 

@@ -9,9 +9,11 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from tradewatch.detect import calibration, products
+from tradewatch.flows.core import products
+from tradewatch.detect import calibration
 from tradewatch.detect.config import DetectParams
-from tradewatch.flows.errors import TradewatchError
+from tradewatch.flows.core.errors import TradewatchError
+from tradewatch.flows.core.months import add_months, month_span, month_text, months_between, parse_month
 
 # The EU as one origin when params.eu_rollup: Comtrade's code for the European Union (M49 97).
 EU_CODE = "EUR"
@@ -51,25 +53,6 @@ FEATURES: dict[str, str] = {
 
 
 # --- months and windows ------------------------------------------------------------------------------
-
-def parse_month(text: str) -> date:
-    year, month = str(text)[:7].split("-")
-    return date(int(year), int(month), 1)
-
-
-def add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def months_between(first: date, last: date) -> int:
-    """Number of months from `first` to `last`, both included."""
-    return (last.year - first.year) * 12 + last.month - first.month + 1
-
-
-def month_text(day: date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
 
 @dataclass
 class Windows:
@@ -130,16 +113,12 @@ def compute_windows(params: DetectParams, data_start: date, data_end: date) -> W
         notes.append(f"baseline shortened to {months_between(baseline_start, baseline_end)} months: "
                      f"data starts {month_text(data_start)}")
     windows = Windows(event, baseline_start, baseline_end, recent_start, recent_end, data_start, data_end, notes)
-    matched = {d.month for d in _month_range(baseline_start, baseline_end)}
-    unmatched = sorted({d.month for d in _month_range(recent_start, recent_end)} - matched)
+    matched = {d.month for d in month_span(baseline_start, baseline_end)}
+    unmatched = sorted({d.month for d in month_span(recent_start, recent_end)} - matched)
     if unmatched:
         notes.append(f"{len(unmatched)} calendar month(s) of the recent window have no baseline counterpart; "
                      "they are compared with the whole-baseline average")
     return windows
-
-
-def _month_range(first: date, last: date) -> list[date]:
-    return [add_months(first, i) for i in range(months_between(first, last))]
 
 
 # --- what the warehouse holds -----------------------------------------------------------------------
@@ -502,7 +481,7 @@ def fx_window_rates(con: duckdb.DuckDBPyConnection, windows: Windows) -> tuple[f
     rates = {date(p.year, p.month, 1): r for p, r in rows if p is not None and r is not None and r > 0}
     out = []
     for first, last in ((windows.baseline_start, windows.baseline_end), (windows.recent_start, windows.recent_end)):
-        months = _month_range(first, last)
+        months = month_span(first, last)
         if any(m not in rates for m in months):
             return None
         out.append(sum(rates[m] for m in months) / len(months))

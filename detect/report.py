@@ -14,9 +14,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tradewatch.detect import products, review, route_rows
+from tradewatch.flows.core import products
+from tradewatch.detect import review, route_rows
 from tradewatch.detect.export import output_path, write_atomically
-from tradewatch.flows import settings
+from tradewatch.flows.core import settings
+from tradewatch.flows.core.numbers import finite, money, score_text, times
 
 DEFAULT_TOP = 20
 LEG_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")  # origin→transit, origin→target, transit→target
@@ -27,49 +29,12 @@ def esc(value) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
-def money(value, currency: str | None = None) -> str:
-    """1234567.0, 'EUR' -> '€1.2m'; '–' for missing or non-finite values."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    symbol = {"EUR": "€", "USD": "$"}.get(currency or "", "")
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    for limit, suffix in ((1e9, "bn"), (1e6, "m"), (1e3, "k")):
-        if value >= limit:
-            return f"{sign}{symbol}{value / limit:.1f}{suffix}"
-    return f"{sign}{symbol}{value:.0f}"
-
-
-def times(value) -> str:
-    if value is None or not isinstance(value, (int, float)):
-        return "–"
-    if math.isinf(value) and value > 0:
-        return "from zero"
-    if not math.isfinite(value):
-        return "–"
-    return f"×{value:.1f}" if value < 100 else f"×{value:,.0f}"
-
-
-def score_text(score) -> str:
-    """A score (1 − p) as text that still tells strong routes apart: '1−4e-05' above 0.999, else 0.987."""
-    if score is None:
-        return "–"
-    gap = 1.0 - float(score)
-    return f"1−{gap:.0e}" if 0 < gap < 1e-3 else ("1" if gap <= 0 else f"{float(score):.3f}")
-
-
 def growth_text(route: dict) -> str:
     """The route's growth as '×3.2', or 'from zero' when nothing was traded in the baseline."""
     growth = route.get("growth")
     if growth is None and route.get("baseline_value") == 0 and (route.get("recent_value") or 0) > 0:
         return "from zero"
     return times(growth)
-
-
-def change(value) -> str:
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    return f"{value * 100:+.0f}%"
 
 
 def _sort_value(value) -> str:
@@ -670,8 +635,8 @@ def _attribute(run, name: str, default=None):
 
 
 def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return finite(value)
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return value

@@ -26,8 +26,11 @@ from datetime import date, datetime, timezone
 import duckdb
 import polars as pl
 
-from tradewatch.detect import products, route_rows
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core import products
+from tradewatch.detect import route_rows
+from tradewatch.flows.core.errors import InputError, TradewatchError
+from tradewatch.flows.core.months import month_or_none
+from tradewatch.flows.core.numbers import finite
 
 MATERIAL_SCORE_GAP_SHARE = 0.25
 MATERIAL_EXCESS_GAIN = 0.50
@@ -80,7 +83,7 @@ _ANOMALY_COLUMNS = (
 
 
 # --- reference data ------------------------------------------------------------------------------------
-# Product names and CHPL tiers come from tradewatch.detect.products, the one place that reads
+# Product names and CHPL tiers come from tradewatch.flows.core.products, the one place that reads
 # data/chpl_2024-02-23.csv; a route's trade rows come from tradewatch.detect.route_rows, which reads them
 # as the scoring does (including the HS 2017 -> 2022 correlation).
 
@@ -112,7 +115,7 @@ def tier_matches(tier: str | None, wanted: str) -> bool:
 
 
 def country_name(iso3: str | None) -> str:
-    from tradewatch.flows.countries import name
+    from tradewatch.flows.core.countries import name
 
     return name(iso3) if iso3 else ""
 
@@ -162,12 +165,7 @@ def run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
 
 def event_month(info: dict) -> date | None:
     """The event month of a run (params 'event', YYYY-MM) as its first day; None when absent."""
-    value = (info.get("params") or {}).get("event")
-    try:
-        year, month = str(value)[:7].split("-")
-        return date(int(year), int(month), 1)
-    except (ValueError, TypeError):
-        return None
+    return month_or_none((info.get("params") or {}).get("event"))
 
 
 def parse_json(text, default):
@@ -188,9 +186,6 @@ def materially_stronger(
     """True when a dismissed route's evidence grew materially since its dismissal (see the module notes):
     the score (0-1) closed at least MATERIAL_SCORE_GAP_SHARE of its gap to 1.0 and the excess value rose
     at least MATERIAL_EXCESS_GAIN (relative)."""
-
-    def finite(value) -> float | None:
-        return float(value) if value is not None and math.isfinite(float(value)) else None
 
     score_then, excess_then = finite(score_then), finite(excess_then)
     score_now, excess_now = finite(score_now), finite(excess_now)

@@ -4,7 +4,7 @@
 # and this module reads them with the scoring's own pieces (features.take_inventory for the one source per
 # reporter and flow, features.RowSource for the filters, the CN8 → HS-6 cut and the HS 2017 → 2022 split
 # weights, features.window_weights for the seasonally matched averages). It repeats only the choice of which
-# report a leg is read from (features._assemble: the exporter's export report, else the importer's import
+# report a leg is read from (features.build_routes: the exporter's export report, else the importer's import
 # report divided by params.cif_fob), because that choice lives inside a polars expression there.
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import polars as pl
 
 from tradewatch.detect import features
 from tradewatch.detect.config import DetectParams
-from tradewatch.flows.errors import TradewatchError
+from tradewatch.flows.core.errors import TradewatchError
+from tradewatch.flows.core.months import month_or_none, parse_month
 
 ROLES = ("transit", "target", "onward")  # origin→transit, origin→target, transit→target
 DEFAULT_TARGET = "RUS"
@@ -70,23 +71,14 @@ def run_params(stored: dict | None) -> tuple[DetectParams, dict]:
     return DetectParams.from_dict(stored), windows if isinstance(windows, dict) else {}
 
 
-def _month(value) -> date | None:
-    if isinstance(value, date):
-        return value.replace(day=1)
-    try:
-        return features.parse_month(str(value))
-    except (ValueError, TypeError):
-        return None
-
-
 def stored_windows(params: DetectParams, windows: dict | None, route: dict | None = None) -> features.Windows | None:
     """The windows a run scored with: from the run's stored windows ('YYYY-MM' texts), else from a route row
     of that run (anomalies baseline_start … recent_end, dates), else None."""
     keys = ("baseline_start", "baseline_end", "recent_start", "recent_end")
     for given in (windows or {}, route or {}):
-        months = [_month(given.get(key)) for key in keys]
+        months = [month_or_none(given.get(key)) for key in keys]
         if all(months):
-            event = features.parse_month(params.event)
+            event = parse_month(params.event)
             return features.Windows(event, *months, data_start=months[0], data_end=months[3])
     return None
 
@@ -170,7 +162,7 @@ class RouteRows:
                 for role, exporter, importer in zip(ROLES, (origin, origin, transit), (transit, target, target))]
 
     def _plan(self, role: str, exporter: str, importer: str, product: str, level: int) -> Leg:
-        """Which report a leg is read from, by features._assemble's rules: the exporter's export report when
+        """Which report a leg is read from, by features.build_routes's rules: the exporter's export report when
         it reports exports in both windows; else the importer's import report (for the origin→target and
         onward legs only the target's) when it reports imports in both windows; else none."""
         leg = Leg(name=f"{exporter}→{importer}", exporter=exporter, importer=importer, role=role,
@@ -227,7 +219,7 @@ class RouteRows:
         """HS-6 codes under the HS-4 keys that the scoring leaves out of HS-4 roll-ups
         (features.codes_new_at_revision: rows after the HS 2022 revision, none before, over every reporter
         with both windows), when the baseline reaches back before the revision."""
-        revision = features.parse_month(self.params.hs_revision)
+        revision = parse_month(self.params.hs_revision)
         if not self.windows.baseline_start < revision <= self.windows.recent_end:
             return set()
         rows = self.con.execute(f"""

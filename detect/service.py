@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tradewatch.flows import settings, warehouse
+from tradewatch.flows.core import settings
+from tradewatch.flows import warehouse
 
 
 @dataclass
@@ -42,7 +43,7 @@ def detect(
         outcome = DetectOutcome(run=None)
         if warehouse.row_count(con) == 0:
             if not seed_demo:
-                from tradewatch.flows.errors import TradewatchError
+                from tradewatch.flows.core.errors import TradewatchError
 
                 raise TradewatchError("the warehouse is empty; run `tradewatch ingest …` or allow the demo world")
             from tradewatch.detect import demo

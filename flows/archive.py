@@ -12,7 +12,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core.errors import InputError, TradewatchError
 
 # A real monthly Comext file expands to about 400 MB; 8 GB leaves room for growth and stops bombs.
 # $TRADEWATCH_MAX_EXPANDED_BYTES overrides it.

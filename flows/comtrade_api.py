@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tradewatch.flows import countries, download, settings
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core import countries, settings
+from tradewatch.flows import download
+from tradewatch.flows.core.errors import InputError, TradewatchError
 
 DEFAULT_BASE_URL = "https://comtradeapi.un.org"
 KEY_ENV = "COMTRADE_API_KEY"

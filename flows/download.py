@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tradewatch.flows import archive
-from tradewatch.flows.errors import TradewatchError
+from tradewatch.flows.core.errors import TradewatchError
 
 # The public sources tradewatch downloads from. A URL given explicitly by the user (--base-url) adds its
 # host; loopback is always allowed so a local mirror or a test server works without configuration.

@@ -15,10 +15,12 @@ from types import ModuleType
 
 import duckdb
 
-from tradewatch.flows import archive, schema, settings, warehouse
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core import settings
+from tradewatch.flows import archive, schema, warehouse
+from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources import registry
 from tradewatch.flows.sources.common import sql_path, sql_text
+from tradewatch.flows.core.months import month_labels
 
 # Bump when a reader's output changes, so Parquet parsed by an older reader is not reused.
 # 4: readers refuse files whose rows do not match their lines (a quote left open), non-UTF-8 text and
@@ -492,17 +494,11 @@ class Fetch:
     request: dict | None = None  # a Comtrade unit of work (comtrade_api.Request as a dict)
 
 
-def months_between(first: str, last: str, *, option_from: str = "--from", option_to: str = "--to") -> list[str]:
+def month_range(first: str, last: str, *, option_from: str = "--from", option_to: str = "--to") -> list[str]:
     """YYYY-MM months from `first` to `last` inclusive; InputError naming the options when reversed."""
-    y1, m1 = (int(x) for x in first.split("-"))
-    y2, m2 = (int(x) for x in last.split("-"))
-    if (y2, m2) < (y1, m1):
+    months = month_labels(first, last)
+    if not months:
         raise InputError(f"{option_from} {first} {option_to} {last}", "--from is after --to")
-    months = []
-    year, month = y1, m1
-    while (year, month) <= (y2, m2):
-        months.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return months
 
 

@@ -13,9 +13,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tradewatch.flows import settings
+from tradewatch.flows.core import settings
 from tradewatch.flows.sources.common import sql_path
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.pipeline_config import PipelineConfig, check_cron, load_config, source_months
 
 ARTIFACT_KEY = "flagged-routes"

@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
+from tradewatch.flows.core.months import month_labels, month_text
 
 DEFAULTS_RESOURCE = "pipeline_defaults.toml"
 SUPPORTED_SOURCES = ("comext",)
@@ -72,14 +73,7 @@ class PipelineConfig:
 def source_months(start: str, end: str | None, today: date | None = None) -> list[str]:
     """The months (YYYY-MM, oldest first) from `start` to `end`, or to the current month when `end` is None."""
     today = today or date.today()
-    last = end or f"{today.year:04d}-{today.month:02d}"
-    year, month = (int(x) for x in start.split("-"))
-    end_year, end_month = (int(x) for x in last.split("-"))
-    out = []
-    while (year, month) <= (end_year, end_month):
-        out.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return out
+    return month_labels(start, end or month_text(today))
 
 
 def defaults_text() -> str:
@@ -249,7 +243,7 @@ def _month(value: Any, where: str, key: str) -> str:
 def _country(value: Any, where: str) -> str:
     text = value.strip().upper() if isinstance(value, str) else ""
     if len(text) == 2:
-        from tradewatch.flows import countries
+        from tradewatch.flows.core import countries
 
         iso3 = countries.alpha2_to_iso3(text)
         if iso3:

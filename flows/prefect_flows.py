@@ -11,8 +11,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.futures import wait
 
-from tradewatch.flows import ingest, settings
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core import settings
+from tradewatch.flows import ingest
+from tradewatch.flows.core.errors import InputError, TradewatchError
 
 FLOW_NAME = "ingest"
 # Events from tasks reach the caller's progress display through this table (thread runner only: tasks

@@ -12,8 +12,9 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tradewatch.flows import schema, settings
-from tradewatch.flows.errors import InputError, TradewatchError, WarehouseBusy
+from tradewatch.flows.core import settings
+from tradewatch.flows import schema
+from tradewatch.flows.core.errors import InputError, TradewatchError, WarehouseBusy
 
 # Each migration is a list of statements; the warehouse records the highest version applied, so a newer
 # tradewatch opens an older warehouse by applying the rest. Never edit a released migration: add one.

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import duckdb
 
-from tradewatch.flows import countries, schema
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core import countries
+from tradewatch.flows import schema
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (StageResult, check_complete, newline_count, read_header, reading,
                                              sql_path, sql_text, summarise_quarantine)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from tradewatch.flows import schema
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core.errors import InputError, TradewatchError
 
 
 @dataclass

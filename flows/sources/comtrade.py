@@ -6,8 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from tradewatch.flows import countries
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core import countries
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (StageResult, check_complete, read_error, read_header, reading, sql_path,
                                              sql_text, stage_from_typed)
 

@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 
 from tradewatch.flows import archive, warehouse
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources.common import check_complete, read_header, reading, sql_path, sql_text
 
 SOURCE = "ecb"

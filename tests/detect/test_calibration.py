@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from detect_worlds import World, sanctioned, steady, step
-from tradewatch.detect import calibration, engine, features, products
+from tradewatch.flows.core import products
+from tradewatch.detect import calibration, engine, features
 from tradewatch.detect.config import DetectParams
 
 # Candidate HS-6 codes of ordinary goods; the test keeps those not on the restricted lists.

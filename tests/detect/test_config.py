@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 
 from tradewatch.detect.config import DetectParams, country_groups
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 
 def test_defaults_come_from_the_shipped_files():

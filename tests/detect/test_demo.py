@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from tradewatch.detect import demo
-from tradewatch.flows import archive, countries, schema, warehouse
+from tradewatch.flows.core import countries
+from tradewatch.flows import archive, schema, warehouse
 
 SMALL = 0.1
 EU_ALPHA2 = {countries.iso3_to_alpha2(c) for c in demo.EU27}
@@ -376,7 +377,7 @@ def test_confounders_are_recorded_and_present_in_the_data():
 
     gaps = by_kind["missing_months"][0]
     # Before 2022 a code that changed at the HS revision is reported under its HS 2017 predecessor.
-    from tradewatch.detect import products
+    from tradewatch.flows.core import products
 
     series = monthly(gaps["origin_iso3"], gaps["transit_iso3"], "export", gaps["product_code"])
     for old, news in products.hs2017_to_hs2022().items():

@@ -12,7 +12,7 @@ import pytest
 from detect_worlds import World, base_world, sanctioned, steady, step
 from tradewatch.detect import engine
 from tradewatch.detect.config import DetectParams
-from tradewatch.flows.errors import TradewatchError
+from tradewatch.flows.core.errors import TradewatchError
 
 
 @pytest.fixture(scope="module")

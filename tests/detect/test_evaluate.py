@@ -106,7 +106,7 @@ def test_list_metrics_by_hand():
 
 def test_family_names_are_checked():
     from tradewatch.detect import worlds
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     assert evaluate.family_names("all") == [*worlds.FAMILIES, "mixed"]
     assert evaluate.family_names("transit_boom, mixed") == ["transit_boom", "mixed"]

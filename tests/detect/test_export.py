@@ -12,7 +12,7 @@ from conftest import ROUTE_CARS, ROUTE_MODEMS, ROUTE_SCRIPT, RUN_OLD
 
 from tradewatch.detect import export, review
 from tradewatch.flows import warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from detect_worlds import MONTHS, World, base_world, sanctioned, steady, step
 from tradewatch.detect import features
 from tradewatch.detect.config import DetectParams
-from tradewatch.flows.errors import TradewatchError
+from tradewatch.flows.core.errors import TradewatchError
 
 
 @pytest.fixture(scope="module")

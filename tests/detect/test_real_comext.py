@@ -8,7 +8,8 @@ from datetime import date
 
 import pytest
 
-from tradewatch.detect import engine, evaluate, products
+from tradewatch.flows.core import products
+from tradewatch.detect import engine, evaluate
 from tradewatch.detect.config import DetectParams
 
 

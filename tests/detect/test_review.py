@@ -12,7 +12,7 @@ from conftest import (
 
 from tradewatch.detect import review
 from tradewatch.flows import warehouse
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core.errors import InputError, TradewatchError
 
 
 @pytest.fixture

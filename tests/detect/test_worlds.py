@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tradewatch.detect import products, worlds
+from tradewatch.flows.core import products
+from tradewatch.detect import worlds
 from tradewatch.flows import warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 SOURCE = Path(worlds.__file__)
 # Set to sweep the loaded-world checks over other seeds (they hold for any seed, not one we tuned on).

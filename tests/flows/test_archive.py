@@ -9,7 +9,7 @@ import pytest
 
 from ingest_helpers import FIXTURES, home  # noqa: F401  (fixtures)
 from tradewatch.flows import archive, ingest, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 
 def _flows(db) -> list[tuple]:

@@ -11,7 +11,7 @@ import pytest
 
 from ingest_helpers import FIXTURES, home  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 
 def test_baci_rows_scaled_and_mapped(home):

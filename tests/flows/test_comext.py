@@ -12,7 +12,7 @@ import pytest
 from ingest_helpers import FIXTURES, Reply, comext_dir, home, server  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
 from tradewatch.flows.download import DownloadError
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources import comext
 
 DAT = FIXTURES / "comext" / "full_202203.dat"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tradewatch.cli.main import app
 from tradewatch.flows import ingest, schema, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources import comext_sdmx
 
 FIXTURE = Path(__file__).parent / "fixtures" / "comext_sdmx" / "ds-045409_sample.csv"

@@ -167,7 +167,7 @@ def test_units_fetched_saved_and_loaded_through_the_file_loader(home, server, mo
 
 
 def test_plan_refuses_unknown_reporters_and_products():
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     with pytest.raises(InputError, match="--reporters XXQ"):
         comtrade_api.plan(["XXQ"], ["2022-01"], freq="M", keyed=False)

@@ -8,7 +8,7 @@ import pytest
 
 from ingest_helpers import FIXTURES, home  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 EXPECTED = {
     ("KAZ", "RUS", "export", "8542"): (1000.0, 4, 10.0),   # the total row, not 1000 + 600 + 400 + 300

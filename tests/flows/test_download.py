@@ -130,7 +130,7 @@ def test_secret_header_never_appears_in_errors(home, server, monkeypatch):
 
 def test_unreadable_download_is_forgotten_so_the_next_run_fetches_it_again(home, server):
     from tradewatch.flows import ingest
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     broken = b"7z\xbc\xaf\x27\x1c" + b"\x00" * 200  # a 7z signature and nothing readable behind it
     server.route("/full_v2_202203.7z", Reply(200, broken, {"ETag": '"v1"'}))

@@ -8,7 +8,7 @@ import pytest
 
 from ingest_helpers import FIXTURES, Reply, home, server  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources import ecb
 
 ECB_FILE = FIXTURES / "ecb" / "EXR_M.USD.EUR.SP00.A.csv"

@@ -253,7 +253,7 @@ def test_scope_keeps_only_the_configured_reporters_and_products(prefect_api, eur
 
 
 def test_a_damaged_month_fails_the_run_in_one_line_and_loads_nothing(prefect_api, eurostat, tmp_path):
-    from tradewatch.flows.errors import TradewatchError
+    from tradewatch.flows.core.errors import TradewatchError
     from tradewatch.flows.pipeline import run_pipeline
 
     db = tmp_path / "w.duckdb"
@@ -317,7 +317,7 @@ def test_config_overrides_only_the_keys_given(tmp_path):
     ('[publish]\nartifact_rows = 0\n', "publish.artifact_rows"),
 ])
 def test_config_errors_name_the_file_and_key(tmp_path, text, expected):
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
     from tradewatch.flows.pipeline_config import load_config
 
     config = tmp_path / "p.toml"

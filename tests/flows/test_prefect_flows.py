@@ -9,7 +9,7 @@ import pytest
 
 from ingest_helpers import FIXTURES, Reply, home, server  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
-from tradewatch.flows.errors import TradewatchError
+from tradewatch.flows.core.errors import TradewatchError
 
 pytestmark = pytest.mark.slow
 

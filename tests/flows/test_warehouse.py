@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from tradewatch.flows import schema, warehouse
-from tradewatch.flows.errors import InputError, TradewatchError, WarehouseBusy
+from tradewatch.flows.core.errors import InputError, TradewatchError, WarehouseBusy
 
 
 def _stage(con, name, rows):

@@ -13,7 +13,7 @@ from corpus import GOOD_ROWS, Case, all_cases, dat, seven_zip
 from reliability_helpers import (assert_one_line_error, cli, db_snapshot, home, seeded_db,  # noqa: F401
                                  seeded_status, seeded_template, snapshot, status_json)
 from tradewatch.flows import archive, ingest, warehouse
-from tradewatch.flows.errors import InputError, TradewatchError
+from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources import ecb
 
 CASES = all_cases()

@@ -15,7 +15,8 @@ import duckdb
 import pytest
 
 from corpus import seven_zip
-from tradewatch.flows import ingest, settings, warehouse
+from tradewatch.flows.core import settings
+from tradewatch.flows import ingest, warehouse
 
 HEADER = ("REPORTER,PARTNER,TRADE_TYPE,PRODUCT_NC,PRODUCT_SITC,PRODUCT_CPA21,PRODUCT_CPA22,PRODUCT_BEC,"
           "PRODUCT_BEC5,PRODUCT_SECTION,FLOW,STAT_PROCEDURE,SUPPL_UNIT,PERIOD,VALUE_EUR,VALUE_NAC,QUANTITY_KG,"

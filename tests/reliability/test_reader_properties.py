@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from corpus import BACI_HEADER, CT_HEADER, ECB_HEADER, HEADER, seven_zip
 from reliability_helpers import build_seeded, snapshot
 from tradewatch.flows import ingest, schema, warehouse
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources import ecb
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

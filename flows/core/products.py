@@ -9,7 +9,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core.errors import InputError
 
 CHPL_FILE = "chpl_2024-02-23.csv"
 CORRELATION_FILE = "hs2017_hs2022.csv"

@@ -138,7 +138,7 @@ def resolve(text: str, option: str) -> str:
     names as a suggestion, for anything else."""
     import difflib
 
-    from tradewatch.flows.errors import InputError
+    from tradewatch.flows.core.errors import InputError
 
     value = (text or "").strip()
     if len(value) == 3 and is_iso3(value):

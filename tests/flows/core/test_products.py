@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from tradewatch.detect import products
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core import products
+from tradewatch.flows.core.errors import InputError
 
 
 def test_chpl_copy_matches_the_reference_publication(shared_data):
@@ -84,7 +84,7 @@ def test_restricted_goods_copy_matches_the_reference_list(shared_data):
 
 
 def test_restricted_goods_are_the_annexes_the_chpl_and_user_lists(tmp_path):
-    from tradewatch.detect import products
+    from tradewatch.flows.core import products
 
     annex = products.eu_restricted_hs6()
     assert len(annex) > 1000 and all(len(code) == 6 and code.isdigit() for code in annex)

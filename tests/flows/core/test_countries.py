@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tradewatch.flows import countries
-from tradewatch.flows.errors import InputError
+from tradewatch.flows.core import countries
+from tradewatch.flows.core.errors import InputError
 
 
 @pytest.mark.parametrize("text, iso3", [("KAZ", "KAZ"), ("kaz", "KAZ"), (" Germany ", "DEU"), ("Kazakhstan", "KAZ"),

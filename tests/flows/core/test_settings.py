@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tradewatch.flows import settings
+from tradewatch.flows.core import settings
 
 
 def test_state_folders_follow_tradewatch_home(tmp_path, monkeypatch):
