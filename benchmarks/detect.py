@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from reporting import print_result  # benchmarks/ is on sys.path when a script here runs
+
 DEFAULT_ROWS = 10_000_000
 ROWS_AT_SCALE_1 = 1_246_000  # the demo world at scale 1.0
 
@@ -281,12 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "build_s": round(build_s, 1),
         "cores": os.cpu_count(),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        width = max(len(k) for k in report)
-        for key, value in report.items():
-            print(f"{key:<{width}}  {value}")
+    print_result(report, args.json)
     return 0
 
 
