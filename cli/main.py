@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "tradewatch.cli.report_cmd",
     "tradewatch.cli.evaluate_cmd",
     "tradewatch.cli.ingest_cmd",
+    "tradewatch.cli.runs_cmd",
 ]
 
 for _name in COMMAND_MODULES:
