@@ -1,7 +1,9 @@
-"""The canonical trade-flow and trade-total schemas, declared once; DuckDB DDL and polars dtypes are derived from them."""
+"""Every warehouse table declared once (fields with type, unit and meaning; key columns): DuckDB DDL,
+polars dtypes, column lists and named INSERT statements are derived from the declarations in TABLES."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -120,6 +122,187 @@ QUARANTINE: tuple[Field, ...] = (
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(f.name for f in TRADE_FLOWS)
+
+# --- the bookkeeping tables ------------------------------------------------------------------------------
+# Column order is the order a warehouse holds them in: columns a later migration added come last.
+
+LOADS: tuple[Field, ...] = (
+    Field("load_id", "BIGINT", False, "", "the load (sequence load_ids); one row per source, freq and period it wrote"),
+    Field("source", "VARCHAR", False, "", "the source read: comext, comtrade, baci, ecb, demo"),
+    Field("freq", "VARCHAR", True, "", "'M' or 'A'; NULL for a failed or empty load"),
+    Field("period", "DATE", True, "", "the period written; NULL for a failed or empty load and for ECB rates"),
+    Field("reporters", "INTEGER", True, "countries", "distinct reporters written for the period"),
+    Field("file", "VARCHAR", False, "", "the file loaded, as named to the user"),
+    Field("checksum", "VARCHAR", True, "SHA-256 hex", "checksum of the file's bytes"),
+    Field("rows", "BIGINT", True, "rows", "rows stored"),
+    Field("value_sum", "DOUBLE", True, "currency", "sum of the stored rows' values"),
+    Field("currency", "VARCHAR", True, "ISO 4217", "the currencies of the stored rows, comma-separated"),
+    Field("quarantined", "BIGINT", True, "rows", "rows of the file quarantined by the load"),
+    Field("started_at", "TIMESTAMP", False, "UTC", "when the load started"),
+    Field("finished_at", "TIMESTAMP", True, "UTC", "when the load finished"),
+    Field("status", "VARCHAR", False, "", "ok, empty or failed"),
+    Field("message", "VARCHAR", True, "", "why a load failed or was empty; the series and months for ECB rates"),
+)
+
+LOAD_PARTITIONS: tuple[Field, ...] = (
+    Field("load_id", "BIGINT", False, "", "the load that replaced the partition (loads.load_id)"),
+    *(_SHARED[name] for name in PARTITION_KEY),
+)
+
+FX_RATES: tuple[Field, ...] = (
+    Field("period", "DATE", False, "", "first day of the month the rate averages"),
+    Field("base", "VARCHAR", False, "ISO 4217", "the currency priced (EUR)"),
+    Field("quote", "VARCHAR", False, "ISO 4217", "the currency it is priced in (USD)"),
+    Field("rate", "DOUBLE", False, "quote per base", "units of `quote` per one `base` (USD per EUR)"),
+    Field("source", "VARCHAR", False, "", "where the rate came from: ecb"),
+    Field("loaded_at", "TIMESTAMP", False, "UTC", "when the rate was stored"),
+)
+
+RUNS: tuple[Field, ...] = (
+    Field("run_id", "VARCHAR", False, "", "the run: start time, sequence number and the first characters of its hash"),
+    Field("started_at", "TIMESTAMP", False, "UTC", "when the run started"),
+    Field("finished_at", "TIMESTAMP", True, "UTC", "when the run was stored"),
+    Field("params_json", "VARCHAR", False, "JSON", "the detection parameters and the run's windows"),
+    Field("loads_json", "VARCHAR", True, "JSON",
+          "the loads behind the data: a list of {source, freq, period, load_id, checksum}"),
+    Field("model_version", "VARCHAR", True, "", "the detection model's version text"),
+    Field("run_hash", "VARCHAR", True, "SHA-256 hex", "hash of parameters, loads and model: same hash, same flags"),
+    Field("flagged", "INTEGER", True, "routes", "routes flagged"),
+    Field("candidates", "INTEGER", True, "routes", "candidate routes scored"),
+    Field("unavailable_json", "VARCHAR", True, "JSON",
+          "features the data could not support: a list of {feature, reason}"),
+    Field("notes_json", "VARCHAR", True, "JSON", "the run's notes (shortened windows, calibration): a list of texts"),
+)
+
+ANOMALIES: tuple[Field, ...] = (
+    Field("run_id", "VARCHAR", False, "", "the run that flagged the route (runs.run_id)"),
+    Field("route_id", "VARCHAR", False, "", "stable identity of the route across runs"),
+    Field("rank", "INTEGER", False, "", "1 for the best-scored flag of the run"),
+    Field("score", "DOUBLE", False, "0-1", "1 - p against the run's null"),
+    Field("origin_iso3", "VARCHAR", False, "ISO 3166 alpha-3", "the country the goods leave"),
+    Field("transit_iso3", "VARCHAR", False, "ISO 3166 alpha-3", "the country they pass through"),
+    Field("target_iso3", "VARCHAR", False, "ISO 3166 alpha-3", "the restricted destination"),
+    Field("product_code", "VARCHAR", False, "HS code", "the product, leading zeros kept"),
+    Field("product_level", "TINYINT", False, "digits", "digits of product_code"),
+    Field("currency", "VARCHAR", True, "ISO 4217", "currency of the values"),
+    Field("baseline_start", "DATE", True, "", "first day of the baseline window"),
+    Field("baseline_end", "DATE", True, "", "last day of the baseline window"),
+    Field("recent_start", "DATE", True, "", "first day of the recent window"),
+    Field("recent_end", "DATE", True, "", "last day of the recent window"),
+    Field("baseline_value", "DOUBLE", True, "currency per month", "origin→transit trade in the baseline window"),
+    Field("recent_value", "DOUBLE", True, "currency per month", "origin→transit trade in the recent window"),
+    Field("growth", "DOUBLE", True, "ratio", "net growth of origin→transit (recent over baseline, net of the pair)"),
+    Field("target_change", "DOUBLE", True, "share", "relative change of origin→target (-0.8: fell 80 %)"),
+    Field("excess_value", "DOUBLE", True, "currency", "origin→transit trade above the expected band, recent window"),
+    Field("features_json", "VARCHAR", True, "JSON", "the route's features, name -> value (null: unavailable)"),
+    Field("reasons", "VARCHAR", True, "", "the flag in words with numbers"),
+    Field("onward_growth", "DOUBLE", True, "ratio", "transit→target recent over baseline"),
+    Field("product_name", "VARCHAR", True, "", "the product's name"),
+    Field("tier", "VARCHAR", True, "CHPL tier", "the product's Common High Priority List tier, if listed"),
+)
+
+REVIEWS: tuple[Field, ...] = (
+    Field("route_id", "VARCHAR", False, "", "the route decided on (anomalies.route_id)"),
+    Field("status", "VARCHAR", False, "", "confirmed, dismissed or watch"),
+    Field("note", "VARCHAR", True, "", "the analyst's note"),
+    Field("reviewer", "VARCHAR", True, "", "who decided"),
+    Field("reviewed_at", "TIMESTAMP", False, "UTC", "when"),
+    Field("run_id", "VARCHAR", True, "", "the run the decision was made against"),
+    Field("score_at_review", "DOUBLE", True, "0-1", "the route's score in that run"),
+    Field("excess_at_review", "DOUBLE", True, "currency", "the route's excess value in that run"),
+)
+
+SCHEMA_VERSION: tuple[Field, ...] = (
+    Field("version", "INTEGER", False, "", "a migration applied"),
+    Field("applied_at", "TIMESTAMP", False, "UTC", "when"),
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One warehouse table: its fields in column order and the columns that identify a row (`key`);
+    with `primary_key` the key is declared to DuckDB, otherwise it is a rule the writers keep."""
+
+    name: str
+    fields: tuple[Field, ...]
+    key: tuple[str, ...] = ()
+    primary_key: bool = False
+    description: str = ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+    def ddl(self) -> str:
+        return ddl(self.name, self.fields, self.key if self.primary_key else None)
+
+    def polars_schema(self, columns: Iterable[str] | None = None) -> dict[str, pl.DataType]:
+        """Column name -> polars dtype for `columns` (default all, in column order)."""
+        names = self.columns if columns is None else tuple(columns)
+        return {name: self.field(name).polars_type for name in names}
+
+    def pick(self, *columns: str) -> tuple[str, ...]:
+        """`columns` as given, checked to be columns of this table (a presentation's choice by name)."""
+        for name in columns:
+            self.field(name)
+        return columns
+
+    def checked(self, columns: Iterable[str]) -> tuple[str, ...]:
+        """The columns an INSERT names: each a column of the table, none twice, every NOT NULL one there."""
+        names = tuple(columns)
+        unknown = [c for c in names if c not in self.columns]
+        if unknown:
+            raise ValueError(f"{self.name} has no column {', '.join(unknown)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: a column is named twice in {', '.join(names)}")
+        missing = [f.name for f in self.fields if not f.nullable and f.name not in names]
+        if missing:
+            raise ValueError(f"{self.name}: NOT NULL column {', '.join(missing)} not given")
+        return names
+
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    Table("trade_flows", TRADE_FLOWS, TRADE_FLOWS_KEY, description="canonical product rows of every source"),
+    Table("trade_totals", TRADE_TOTALS, TRADE_TOTALS_KEY, description="all-goods and chapter totals"),
+    Table("loads", LOADS, ("load_id", "source", "freq", "period"), description="one row per load and period"),
+    Table("load_partitions", LOAD_PARTITIONS, ("load_id", *PARTITION_KEY),
+          description="the partitions each load replaced"),
+    Table("quarantine", QUARANTINE, ("load_id", "file", "line"), description="rows a load refused, with why"),
+    Table("fx_rates", FX_RATES, ("period", "base", "quote", "source"), True, "monthly exchange rates"),
+    Table("runs", RUNS, ("run_id",), True, "detection runs"),
+    Table("anomalies", ANOMALIES, ("run_id", "route_id"), True, "the routes each run flagged"),
+    Table("reviews", REVIEWS, description="analysts' decisions on routes, oldest first"),
+    Table("schema_version", SCHEMA_VERSION, ("version",), description="the migrations applied"),
+)}
+
+
+def insert_sql(table: str, columns: Iterable[str]) -> str:
+    """A named INSERT into `table` of `columns`, bound by name: `INSERT INTO t (a, b) VALUES ($a, $b)`;
+    pass the values as a dict. Columns left out are NULL; ValueError for an unknown column or a missing
+    NOT NULL one."""
+    names = TABLES[table].checked(columns)
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('$' + c for c in names)})"
+
+
+def bind(table: str, row: Mapping[str, object]) -> tuple[str, dict[str, object]]:
+    """(statement, parameters) inserting one row of `table` given as column -> value:
+    `con.execute(*schema.bind("loads", {...}))`."""
+    return insert_sql(table, row), dict(row)
+
+
+def insert_select_sql(table: str, expressions: Mapping[str, str], rest: str) -> str:
+    """A named `INSERT INTO table (columns) SELECT expressions rest`: `expressions` maps each column written
+    to the SQL giving its value (a column of the source, a constant or a `$name` parameter); `rest` is the
+    FROM … clause. Columns left out are NULL; ValueError for an unknown column or a missing NOT NULL one."""
+    names = TABLES[table].checked(expressions)
+    select = ", ".join(f"{expressions[c]} AS {c}" for c in names)
+    return f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} {rest}"
 
 
 def ddl(table: str, fields: tuple[Field, ...], primary_key: tuple[str, ...] | None = None) -> str:

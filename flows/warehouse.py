@@ -18,12 +18,30 @@ from tradewatch.flows.core.errors import InputError, TradewatchError, WarehouseB
 
 # Each migration is a list of statements; the warehouse records the highest version applied, so a newer
 # tradewatch opens an older warehouse by applying the rest. Never edit a released migration: add one.
+# The statements are history, written out as released (not derived from flows/schema.py, whose
+# declarations describe the newest warehouse): tests/flows/test_warehouse.py proves that a fresh warehouse,
+# and one made at every earlier version, ends with exactly the tables and columns of schema.TABLES. A new
+# column or table is declared in schema.TABLES and added here by a new migration.
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
         # No PRIMARY KEY on trade_flows: DuckDB's ART index makes bulk loads slow and memory-hungry at
         # tens of millions of rows. Key uniqueness is a declared check on every staged load instead,
         # and a partition is always replaced whole, so the key stays unique.
-        schema.ddl("trade_flows", schema.TRADE_FLOWS),
+        """CREATE TABLE IF NOT EXISTS trade_flows (
+  source VARCHAR NOT NULL,
+  freq VARCHAR NOT NULL,
+  period DATE NOT NULL,
+  reporter_iso3 VARCHAR NOT NULL,
+  partner_iso3 VARCHAR NOT NULL,
+  flow VARCHAR NOT NULL,
+  product_code VARCHAR NOT NULL,
+  product_level TINYINT NOT NULL,
+  value DOUBLE NOT NULL,
+  currency VARCHAR NOT NULL,
+  net_weight_kg DOUBLE,
+  quantity DOUBLE,
+  quantity_unit VARCHAR
+)""",
         """CREATE SEQUENCE IF NOT EXISTS load_ids START 1""",
         """CREATE TABLE IF NOT EXISTS loads (
             load_id BIGINT NOT NULL,
@@ -42,7 +60,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             status VARCHAR NOT NULL,
             message VARCHAR
         )""",
-        schema.ddl("quarantine", schema.QUARANTINE),
+        """CREATE TABLE IF NOT EXISTS quarantine (
+  load_id BIGINT NOT NULL,
+  file VARCHAR NOT NULL,
+  line BIGINT,
+  reason VARCHAR NOT NULL,
+  raw VARCHAR,
+  quarantined_at TIMESTAMP NOT NULL
+)""",
         """CREATE TABLE IF NOT EXISTS runs (
             run_id VARCHAR PRIMARY KEY,
             started_at TIMESTAMP NOT NULL,
@@ -126,7 +151,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     # from the product rows of trade_flows so nothing is counted twice; detection reads them as a pair's
     # all-goods yardstick when the warehouse holds only restricted goods.
     (5, [
-        schema.ddl("trade_totals", schema.TRADE_TOTALS),
+        """CREATE TABLE IF NOT EXISTS trade_totals (
+  source VARCHAR NOT NULL,
+  freq VARCHAR NOT NULL,
+  period DATE NOT NULL,
+  reporter_iso3 VARCHAR NOT NULL,
+  partner_iso3 VARCHAR NOT NULL,
+  flow VARCHAR NOT NULL,
+  product_group VARCHAR NOT NULL,
+  product_level TINYINT NOT NULL,
+  value DOUBLE NOT NULL,
+  currency VARCHAR NOT NULL,
+  obs_flag VARCHAR,
+  load_id BIGINT NOT NULL
+)""",
     ]),
 ]
 
@@ -254,7 +292,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         try:
             for statement in statements:
                 con.execute(statement)
-            con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
+            con.execute(*schema.bind("schema_version", {"version": version, "applied_at": _now()}))
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -368,10 +406,9 @@ def replace_partitions(
         for spec, rows in pieces:
             _replace_rows(con, spec, rows, load_id=load_id, by_product=by_product)
         if quarantine_table:
-            con.execute(
-                f"INSERT INTO quarantine SELECT ?, file, line, reason, raw, ? FROM {quarantine_table}",
-                [load_id, started],
-            )
+            con.execute(schema.insert_select_sql("quarantine", {
+                "load_id": "$load_id", "file": "file", "line": "line", "reason": "reason", "raw": "raw",
+                "quarantined_at": "$started"}, f"FROM {quarantine_table}"), {"load_id": load_id, "started": started})
         _record_loads(con, load_id, source=source, file=file, checksum=checksum, quarantined=quarantined,
                       started=started)
         con.execute("COMMIT")
@@ -422,20 +459,20 @@ def _record_loads(con: duckdb.DuckDBPyConnection, load_id: int, *, source: str, 
     """Inside the caller's transaction: the `loads` rows (one per source, freq, period; an 'empty' one when
     nothing was staged) and the `load_partitions` rows of this load, from TEMP _partitions."""
     finished = _now()
-    con.execute(
-        """INSERT INTO loads
-            SELECT ?, source, freq, period, count(DISTINCT reporter_iso3), ?, ?, sum(rows), sum(value_sum),
-                   string_agg(DISTINCT currency, ','), ?, ?, ?, 'ok', NULL
-            FROM _partitions GROUP BY source, freq, period ORDER BY period""",
-        [load_id, file, checksum, quarantined, started, finished],
-    )
-    con.execute("INSERT INTO load_partitions SELECT DISTINCT ?, source, freq, period, reporter_iso3 FROM _partitions",
-                [load_id])
+    given = {"load_id": load_id, "file": file, "checksum": checksum, "quarantined": quarantined,
+             "started_at": started, "finished_at": finished}
+    con.execute(schema.insert_select_sql("loads", {
+        **{name: f"${name}" for name in given},
+        "source": "source", "freq": "freq", "period": "period", "reporters": "count(DISTINCT reporter_iso3)",
+        "rows": "sum(rows)", "value_sum": "sum(value_sum)", "currency": "string_agg(DISTINCT currency, ',')",
+        "status": "'ok'",
+    }, "FROM _partitions GROUP BY source, freq, period ORDER BY period"), given)
+    con.execute(schema.insert_select_sql(
+        "load_partitions", {"load_id": "$load_id", **{c: c for c in schema.PARTITION_KEY}},
+        f"FROM (SELECT DISTINCT {', '.join(schema.PARTITION_KEY)} FROM _partitions)"), {"load_id": load_id})
     if con.execute("SELECT count(*) FROM _partitions").fetchall()[0][0] == 0:
-        con.execute(
-            "INSERT INTO loads VALUES (?, ?, NULL, NULL, 0, ?, ?, 0, 0, NULL, ?, ?, ?, 'empty', ?)",
-            [load_id, source, file, checksum, quarantined, started, finished, "no rows to load"],
-        )
+        con.execute(*schema.bind("loads", {**given, "source": source, "reporters": 0, "rows": 0, "value_sum": 0,
+                                           "status": "empty", "message": "no rows to load"}))
 
 
 def _fill_result(con: duckdb.DuckDBPyConnection, result: LoadResult) -> None:
@@ -452,10 +489,10 @@ def _fill_result(con: duckdb.DuckDBPyConnection, result: LoadResult) -> None:
 
 def _record_failure(con, load_id, source, file, checksum, started, message) -> None:
     try:
-        con.execute(
-            "INSERT INTO loads VALUES (?, ?, NULL, NULL, NULL, ?, ?, 0, 0, NULL, 0, ?, ?, 'failed', ?)",
-            [load_id, source, file, checksum, started, _now(), message[:500]],
-        )
+        con.execute(*schema.bind("loads", {
+            "load_id": load_id, "source": source, "file": file, "checksum": checksum, "rows": 0, "value_sum": 0,
+            "quarantined": 0, "started_at": started, "finished_at": _now(), "status": "failed",
+            "message": message[:500]}))
     except duckdb.Error:
         pass
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tradewatch.flows import archive, warehouse
+from tradewatch.flows import archive, schema, warehouse
 from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources.common import check_complete, read_header, reading, sql_path, sql_text
 
@@ -115,17 +115,20 @@ def _store(con: duckdb.DuckDBPyConnection, path: Path, *, where: str, checksum: 
     try:
         con.execute(f"""DELETE FROM fx_rates WHERE base = '{BASE}' AND quote = '{QUOTE}' AND source = '{SOURCE}'
                         AND period IN (SELECT period FROM _ecb_typed WHERE problem IS NULL)""")
-        con.execute(f"""INSERT INTO fx_rates SELECT period, '{BASE}', '{QUOTE}', rate, '{SOURCE}', ?
-                        FROM _ecb_typed WHERE problem IS NULL""", [now])
-        con.execute(f"""INSERT INTO quarantine SELECT ?, {sql_text(where)}, line, problem, raw, ?
-                        FROM _ecb_typed WHERE problem IS NOT NULL""", [load_id, now])
+        con.execute(schema.insert_select_sql("fx_rates", {
+            "period": "period", "base": f"'{BASE}'", "quote": f"'{QUOTE}'", "rate": "rate", "source": f"'{SOURCE}'",
+            "loaded_at": "$now"}, "FROM _ecb_typed WHERE problem IS NULL"), {"now": now})
+        con.execute(schema.insert_select_sql("quarantine", {
+            "load_id": "$load_id", "file": sql_text(where), "line": "line", "reason": "problem", "raw": "raw",
+            "quarantined_at": "$now"}, "FROM _ecb_typed WHERE problem IS NOT NULL"), {"load_id": load_id, "now": now})
         stats = con.execute("""SELECT count_if(problem IS NULL), count_if(problem IS NOT NULL),
                                       strftime(min(period) FILTER (WHERE problem IS NULL), '%Y-%m'),
                                       strftime(max(period) FILTER (WHERE problem IS NULL), '%Y-%m')
                                FROM _ecb_typed""").fetchone()
-        con.execute("""INSERT INTO loads VALUES (?, ?, 'M', NULL, NULL, ?, ?, ?, NULL, NULL, ?, ?, ?, 'ok', ?)""",
-                    [load_id, SOURCE, where, checksum, stats[0], stats[1], now,
-                     datetime.now(timezone.utc).replace(tzinfo=None), f"{SERIES} {stats[2]}..{stats[3]}"])
+        con.execute(*schema.bind("loads", {
+            "load_id": load_id, "source": SOURCE, "freq": "M", "file": where, "checksum": checksum, "rows": stats[0],
+            "quarantined": stats[1], "started_at": now, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "status": "ok", "message": f"{SERIES} {stats[2]}..{stats[3]}"}))
         con.execute("COMMIT")
     except Exception as exc:
         con.execute("ROLLBACK")

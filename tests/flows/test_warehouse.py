@@ -48,6 +48,86 @@ def test_older_warehouse_is_migrated(tmp_path, monkeypatch):
     assert warehouse.row_count(con) == 1  # data survives the migration
 
 
+def _layout(con) -> dict[str, list[tuple[str, str, bool]]]:
+    """Every table of the warehouse: its columns in order as (name, DuckDB type, nullable)."""
+    rows = con.execute("""SELECT table_name, column_name, data_type, is_nullable = 'YES' FROM information_schema.columns
+                          WHERE table_catalog = current_database() AND table_schema = 'main'
+                          ORDER BY table_name, ordinal_position""").fetchall()
+    layout: dict[str, list[tuple[str, str, bool]]] = {}
+    for table, *column in rows:
+        layout.setdefault(table, []).append(tuple(column))
+    return layout
+
+
+def _primary_keys(con) -> dict[str, tuple[str, ...]]:
+    rows = con.execute("""SELECT table_name, constraint_column_names FROM duckdb_constraints()
+                          WHERE constraint_type = 'PRIMARY KEY' AND database_name = current_database()""").fetchall()
+    return {table: tuple(columns) for table, columns in rows}
+
+
+DECLARED = {name: [(f.name, f.duckdb_type, f.nullable) for f in table.fields] for name, table in schema.TABLES.items()}
+DECLARED_KEYS = {name: table.key for name, table in schema.TABLES.items() if table.primary_key}
+
+
+def test_fresh_warehouse_holds_exactly_the_declared_tables(tmp_path):
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    assert _layout(con) == DECLARED
+    assert _primary_keys(con) == DECLARED_KEYS
+
+
+@pytest.mark.parametrize("applied", range(1, len(warehouse.MIGRATIONS)))
+def test_warehouse_made_at_an_earlier_version_ends_like_a_fresh_one(tmp_path, monkeypatch, applied):
+    """A warehouse an earlier tradewatch made (only the first `applied` migrations), reopened by this one."""
+    path = tmp_path / "old.duckdb"
+    with monkeypatch.context() as patch:
+        patch.setattr(warehouse, "MIGRATIONS", warehouse.MIGRATIONS[:applied])
+        con = warehouse.connect(path)
+        assert _layout(con) != DECLARED
+        _stage(con, "s", [{}])
+        con.execute("INSERT INTO trade_flows SELECT * FROM s")
+        con.execute(*schema.bind("loads", {"load_id": 1, "source": "demo", "file": "old.csv",
+                                           "started_at": dt.datetime(2022, 2, 1), "status": "ok"}))
+        con.close()
+    con = warehouse.connect(path)
+    assert warehouse.schema_version(con) == warehouse.SCHEMA_VERSION
+    assert _layout(con) == DECLARED
+    assert _primary_keys(con) == DECLARED_KEYS
+    assert warehouse.row_count(con) == 1
+    assert con.execute("SELECT file, status FROM loads").fetchall() == [("old.csv", "ok")]
+
+
+def test_loads_rows_are_written_by_column_name(tmp_path):
+    """The ok, empty and failed rows of `loads` carry each value in its own column."""
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    _stage(con, "s", [{}, {"partner_iso3": "ARM", "value": 50.0}])
+    ok = warehouse.replace_partitions(con, "s", file="f.csv", checksum="c1", source="demo")
+    con.execute("CREATE OR REPLACE TEMP TABLE e AS SELECT * FROM trade_flows LIMIT 0")
+    empty = warehouse.replace_partitions(con, "e", file="e.csv", checksum="c2", source="demo")
+    _stage(con, "s", [{"value": -1.0}])
+    with pytest.raises(InputError):
+        warehouse.replace_partitions(con, "s", file="bad.csv", checksum="c3", source="demo")
+    cursor = con.execute("SELECT * FROM loads ORDER BY load_id")
+    names = [c[0] for c in cursor.description]
+    rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    assert names == list(schema.TABLES["loads"].columns)
+    first, second, third = rows
+    assert first["load_id"] == ok.load_id and second["load_id"] == empty.load_id
+    assert {k: first[k] for k in ("source", "freq", "period", "reporters", "file", "checksum", "rows", "value_sum",
+                                  "currency", "quarantined", "status", "message")} == {
+        "source": "demo", "freq": "M", "period": dt.date(2022, 1, 1), "reporters": 1, "file": "f.csv",
+        "checksum": "c1", "rows": 2, "value_sum": 150.0, "currency": "EUR", "quarantined": 0, "status": "ok",
+        "message": None}
+    assert (second["status"], second["rows"], second["reporters"], second["period"], second["message"]) == (
+        "empty", 0, 0, None, "no rows to load")
+    assert (third["status"], third["file"], third["checksum"], third["rows"], third["reporters"]) == (
+        "failed", "bad.csv", "c3", 0, None)
+    assert "not a finite non-negative" in third["message"]
+    for row in rows:
+        assert row["started_at"] <= row["finished_at"]
+    assert con.execute("SELECT * FROM load_partitions").fetchall() == [(ok.load_id, "demo", "M", dt.date(2022, 1, 1),
+                                                                        "DEU")]
+
+
 def test_replace_partition_is_idempotent_and_replaces(tmp_path):
     con = warehouse.connect(tmp_path / "w.duckdb")
     rows = [{"partner_iso3": "KAZ"}, {"partner_iso3": "ARM", "value": 50.0}]
