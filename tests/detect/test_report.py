@@ -31,6 +31,7 @@ class _Collector(HTMLParser):
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
         self.scripts: list[str] = []
+        self.text: list[str] = []  # text outside scripts, entities resolved: what a reader sees
         self._in_script = False
 
     def handle_starttag(self, tag, attrs):
@@ -42,8 +43,7 @@ class _Collector(HTMLParser):
             self._in_script = False
 
     def handle_data(self, data):
-        if self._in_script:
-            self.scripts.append(data)
+        (self.scripts if self._in_script else self.text).append(data)
 
 
 def parse(text: str) -> _Collector:
@@ -102,7 +102,8 @@ def test_everything_from_data_is_escaped(con, monkeypatch):
     assert [tag for tag, _ in page.tags].count("script") == 1
     assert not any(tag == "img" or tag == "b" for tag, _ in page.tags)
     assert "alert" not in "".join(page.scripts)
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text  # the reason, shown as text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text  # the reason, escaped ...
+    assert "<script>alert('x')</script>" in "".join(page.text)  # ... and shown as text
     assert "&lt;img src=x onerror=alert(1)&gt;KAZ" in text
     assert "<script>alert" not in text and "<img" not in text
 
@@ -196,8 +197,9 @@ def test_growth_formatting():
 
 
 def test_artifacts_from_a_real_detection_run(tmp_path):
-    engine = pytest.importorskip("tradewatch.detect.engine")
     from conftest import build_detectable_warehouse
+
+    from tradewatch.detect import engine
 
     con = warehouse.connect(build_detectable_warehouse(tmp_path / "w.duckdb"))
     try:
