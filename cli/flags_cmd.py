@@ -233,20 +233,31 @@ def _print_flags(frame) -> None:
 
 
 def _print_evidence(evidence) -> None:
+    """`flags show`: a route's facts, its features, its legs month by month, the loads and the decisions."""
     from rich.console import Console
+
+    console = Console()
+    console.rule(f"Route {_plain(evidence.route['route_id'])}")
+    console.print(_facts_table(evidence))
+    console.print(_features_table(evidence))
+    _print_legs(console, evidence)
+    _print_loads(console, evidence.loads)
+    _print_decisions(console, evidence.reviews)
+
+
+def _facts_table(evidence):
+    """Route, product, tier, status, run, rank and score, windows, growth, excess, reasons."""
     from rich.table import Table
 
     from tradewatch.detect import review
     from tradewatch.detect.report import growth_text
     from tradewatch.flows.core.numbers import change, score_text
 
-    console = Console()
     route, run = evidence.route, evidence.run
     currency = route.get("currency")
     countries = " → ".join(
         f"{route[key]} {review.country_name(route[key])}" for key in ("origin_iso3", "transit_iso3", "target_iso3")
     )
-    console.rule(f"Route {_plain(route['route_id'])}")
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
@@ -264,58 +275,80 @@ def _print_evidence(evidence) -> None:
     facts.add_row("growth", f"{growth_text(route)}; to target {change(route.get('target_change'))}")
     facts.add_row("excess", _money(route.get("excess_value"), currency))
     facts.add_row("reasons", _plain(route.get("reasons") or ""))
-    console.print(facts)
+    return facts
+
+
+def _features_table(evidence):
+    from rich.table import Table
 
     features = Table(title="Features", title_justify="left")
     features.add_column("feature")
     features.add_column("value", justify="right")
     features.add_column("meaning", overflow="fold")
     for name, value in evidence.features.items():
-        meaning = evidence.descriptions.get(name, "")
-        if value is None:
-            why = evidence.unavailable.get(name, "")
-            text = "unavailable" + (f": {why}" if why else " for this route with this data")
-            features.add_row(_plain(name), "–", _plain(f"{meaning} — {text}" if meaning else text))
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            features.add_row(_plain(name), _plain(value), _plain(meaning))
-        elif not math.isfinite(value):
-            features.add_row(_plain(name), _plain(value), _plain(f"{meaning} (not finite)"))
-        else:
-            features.add_row(_plain(name), f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}", _plain(meaning))
-    console.print(features)
+        features.add_row(_plain(name), *_feature_cells(evidence, name, value))
+    return features
+
+
+def _feature_cells(evidence, name: str, value) -> tuple[str, str]:
+    """A feature's value and meaning as shown: unavailable ones say why, non-finite ones say so."""
+    meaning = evidence.descriptions.get(name, "")
+    if value is None:
+        why = evidence.unavailable.get(name, "")
+        text = "unavailable" + (f": {why}" if why else " for this route with this data")
+        return "–", _plain(f"{meaning} — {text}" if meaning else text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _plain(value), _plain(meaning)
+    if not math.isfinite(value):
+        return _plain(value), _plain(f"{meaning} (not finite)")
+    return (f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"), _plain(meaning)
+
+
+_LEG_LABEL_WIDTH = 24
+
+
+def _print_legs(console, evidence) -> None:
+    """Each leg as a sparkline over the months, then the window markers and the month axis."""
+    from tradewatch.detect import review
 
     console.print("[bold]Monthly trade on each leg[/bold] (each leg scaled to its own maximum; "
                   "blank: no data from that source; ▲ event month, ─ baseline, ━ recent months)")
     months = evidence.months
     if not months:
         console.print("  no monthly trade rows for this route in the warehouse")
-    else:
-        label_width = 24
-        for leg in evidence.legs:
-            label = f"{leg.name}"
-            if leg.available:
-                finite = [v for v in leg.values if v is not None]
-                note = (f"{leg.source} {leg.currency}{', mirror' if leg.basis == 'mirror' else ''}; "
-                        f"max {_money(max(finite), leg.currency)}, last {_money(finite[-1], leg.currency)}")
-                console.print(f"  {label:<{label_width}}{review.sparkline(leg.values)}  {_plain(note)}", markup=False,
-                              highlight=False)
-            else:
-                console.print(f"  {label:<{label_width}}{'·' * len(months)}  no data in the warehouse",
-                              markup=False, highlight=False)
-        console.print(f"  {'':<{label_width}}{review.marker_line(months, evidence.event, route)}",
-                      markup=False, highlight=False)
-        console.print(f"  {'':<{label_width}}{_axis(months, evidence.event)}", markup=False, highlight=False)
+        return
+    for leg in evidence.legs:
+        console.print(f"  {leg.name:<{_LEG_LABEL_WIDTH}}{_leg_line(leg, len(months))}", markup=False, highlight=False)
+    console.print(f"  {'':<{_LEG_LABEL_WIDTH}}{review.marker_line(months, evidence.event, evidence.route)}",
+                  markup=False, highlight=False)
+    console.print(f"  {'':<{_LEG_LABEL_WIDTH}}{_axis(months, evidence.event)}", markup=False, highlight=False)
 
+
+def _leg_line(leg, month_count: int) -> str:
+    """A leg's sparkline and note (source, currency, basis, maximum, last value), or dots when it has no data."""
+    from tradewatch.detect import review
+
+    if not leg.available:
+        return f"{'·' * month_count}  no data in the warehouse"
+    finite = [v for v in leg.values if v is not None]
+    note = (f"{leg.source} {leg.currency}{', mirror' if leg.basis == 'mirror' else ''}; "
+            f"max {_money(max(finite), leg.currency)}, last {_money(finite[-1], leg.currency)}")
+    return f"{review.sparkline(leg.values)}  {_plain(note)}"
+
+
+def _print_loads(console, loads: list[dict]) -> None:
     console.print("[bold]Loads the series came from[/bold]")
-    if not evidence.loads:
+    if not loads:
         console.print("  none recorded")
-    for line in _load_lines(evidence.loads):
+    for line in _load_lines(loads):
         console.print(f"  {_plain(line)}", highlight=False)
 
+
+def _print_decisions(console, reviews: list[dict]) -> None:
     console.print("[bold]Decisions[/bold]")
-    if not evidence.reviews:
+    if not reviews:
         console.print("  none yet: `tradewatch flags review ID --status confirmed|dismissed|watch --note TEXT`")
-    for item in evidence.reviews:
+    for item in reviews:
         console.print(_plain(f"  {item['reviewed_at']:%Y-%m-%d %H:%M} UTC {item['status']} by {item['reviewer']}: "
                              f"{item['note'] or ''} (run {item['run_id']}, score {_num(item['score_at_review'])})"),
                       highlight=False)
