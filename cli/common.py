@@ -65,25 +65,36 @@ def parse_month(value: str | None, option: str) -> str | None:
     return checked_month(value, f"{option} {value}")
 
 
+@functools.lru_cache(maxsize=1)
+def _detect_defaults() -> dict:
+    import tomllib
+    from importlib import resources
+
+    return tomllib.loads(resources.files("tradewatch.data").joinpath("detect_defaults.toml").read_text(encoding="utf-8"))
+
+
+def _detect_default(key: str) -> str:
+    """A detection default as help text shows it, read from data/detect_defaults.toml (where it lives)."""
+    return str(_detect_defaults().get(key, "?"))
+
+
 AsOfOption = Annotated[Optional[str], typer.Option(
     "--as-of", help="Last month of the recent window, YYYY-MM (default: the latest month in the data).")]
 BaselineOption = Annotated[Optional[int], typer.Option(
-    "--baseline-months", min=1, max=240, help="Months before the event in the baseline (default 24).")]
+    "--baseline-months", min=1, max=240,
+    help=f"Months before the event in the baseline (default {_detect_default('baseline_months')}).")]
 RecentOption = Annotated[Optional[int], typer.Option(
-    "--recent-months", min=1, max=240, help="Months in the recent window, ending at --as-of (default 12).")]
+    "--recent-months", min=1, max=240,
+    help=f"Months in the recent window, ending at --as-of (default {_detect_default('recent_months')}).")]
 FdrOption = Annotated[Optional[float], typer.Option(
-    "--fdr", help="False discovery rate of the flagged list, Benjamini–Hochberg (default 0.10).")]
+    "--fdr", help=f"False discovery rate of the flagged list, Benjamini–Hochberg (default {_detect_default('fdr')}).")]
 
 
 def window_options(event: str | None, as_of: str | None, baseline_months: int | None, recent_months: int | None,
-                   fdr: float | None, config: Path | None) -> dict:
-    """The detection options given on the command line (None: not given, so --config or the defaults
-    decide), validated; raises InputError naming the option."""
-    from tradewatch.flows.core.errors import InputError
-
-    if config is not None and not config.is_file():
-        raise InputError(f"--config {config}", "no such file; expected a TOML file")
-    if fdr is not None and not 0 < fdr < 1:
-        raise InputError(f"--fdr {fdr}", "expected a false discovery rate between 0 and 1, e.g. 0.10")
-    return {"event": parse_month(event, "--event"), "as_of": parse_month(as_of, "--as-of"),
-            "baseline_months": baseline_months, "recent_months": recent_months, "fdr": fdr}
+                   fdr: float | None, config: Path | None = None) -> dict:
+    """The detection options typed on the command line, None where not typed. Pass them with the --config
+    file to DetectParams.from_toml, which applies typed option > --config file > data/detect_defaults.toml
+    and checks every value in one place (a bad one fails naming its option, a bad file naming file and key).
+    `config` is accepted for the callers' sake; the file is read there."""
+    return {"event": event, "as_of": as_of, "baseline_months": baseline_months, "recent_months": recent_months,
+            "fdr": fdr}

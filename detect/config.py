@@ -1,263 +1,344 @@
-"""Detection parameters: defaults from data/detect_defaults.toml and countries.toml, overridable by a TOML file or keywords."""
+"""Detection parameters as one pydantic model. Every default lives in data/detect_defaults.toml (its empty
+country lists meaning the groups of countries.toml); a --config TOML file overrides it and options typed on
+the command line override both. Every bad value becomes one InputError naming the file or option and key."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from tradewatch.flows.core.errors import InputError
+from tradewatch.flows.core.months import checked_month
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+DEFAULTS_RESOURCE = "detect_defaults.toml"
+OPTION = "option"  # the origin of a value typed on the command line (or passed as a keyword)
+STORED = "stored run"
+# An empty country list in the defaults file stands for these groups of countries.toml.
+GROUPS = {"origins": ("eu27", "coalition_other"), "targets": ("targets",), "co_targets": ("co_targets",),
+          "controls": ("controls",)}
+LATEST = "latest"  # as_of: the latest month in the data
+
+
+def read_resource(name: str) -> str:
+    """A file shipped in tradewatch/data, as text."""
+    return resources.files("tradewatch.data").joinpath(name).read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)
 def shipped_defaults() -> dict[str, Any]:
     """The keys of data/detect_defaults.toml as parsed TOML."""
-    text = resources.files("tradewatch.data").joinpath("detect_defaults.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    return tomllib.loads(read_resource(DEFAULTS_RESOURCE))
 
 
 @lru_cache(maxsize=1)
 def country_groups() -> dict[str, tuple[str, ...]]:
     """The country groups of data/countries.toml (eu27, coalition_other, targets, co_targets, controls, …)."""
-    text = resources.files("tradewatch.data").joinpath("countries.toml").read_text(encoding="utf-8")
-    return {key: tuple(value) for key, value in tomllib.loads(text).items() if isinstance(value, list)}
+    return {key: tuple(value) for key, value in tomllib.loads(read_resource("countries.toml")).items()
+            if isinstance(value, list)}
 
 
-def _group_default(key: str, groups: tuple[str, ...]):
-    def make() -> tuple[str, ...]:
-        given = shipped_defaults().get(key) or []
-        if given:
-            return tuple(given)
-        return tuple(code for group in groups for code in country_groups()[group])
-    return make
+def defaults() -> dict[str, Any]:
+    """Every parameter's default: the defaults file, its empty country lists filled from countries.toml."""
+    values = dict(shipped_defaults())
+    for key, groups in GROUPS.items():
+        if key in values and not values[key]:
+            values[key] = [code for group in groups for code in country_groups()[group]]
+    return values
 
 
-def _default(key: str):
-    def make():
-        value = shipped_defaults()[key]
-        return tuple(value) if isinstance(value, list) else value
-    return make
+def read_toml_file(path: Path | str, expected: str) -> dict[str, Any]:
+    """The TOML file given with --config, parsed; InputError naming it when missing, unreadable or not TOML."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"--config {path}", f"no such file; expected {expected}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), f"not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(str(path), "not UTF-8 text; expected a TOML file") from None
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
 
 
-@dataclass
-class DetectParams:
+# --- one-line errors ----------------------------------------------------------------------------------
+
+def problem(text: str, key: str | None = None, **value) -> PydanticCustomError:
+    """A validation failure whose message is `text` as it stands. A check over several fields names the
+    field (`key`, below the model's own place) and may pass the offending `value`."""
+    context = {"key": key, **value} if key is not None else None
+    return PydanticCustomError("tradewatch", text, context)
+
+
+def input_error(exc: ValidationError, origin: Callable[[str], str], *, unknown: Callable[[tuple], str],
+                defaults_file: str, prefix: str = "") -> InputError:
+    """The one place where pydantic's ValidationError becomes tradewatch's one-line InputError: the first
+    error, as 'FILE: KEY VALUE: what was expected' (or '--KEY VALUE: …' for a typed option). `origin`
+    says where a dotted key's value came from; `unknown(loc)` words an unknown key at `loc`."""
+    error = exc.errors(include_url=False)[0]
+    context = error.get("ctx") or {}
+    loc = tuple(str(part) for part in error.get("loc") or ())
+    if context.get("key") is not None:
+        loc += (str(context["key"]),)
+    key = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        text = unknown(loc)
+    elif kind == "missing":
+        text = f"no value; every key needs one in {defaults_file}"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        text = f"expected a table [{prefix}{key}]"
+    elif kind == "tradewatch":
+        text = error["msg"]
+    else:
+        text = error["msg"][:1].lower() + error["msg"][1:]
+    where = origin(key)
+    value = context.get("value", error.get("input")) if "key" in context else error.get("input")
+    if where == OPTION:
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        return InputError(f"--{key.replace('_', '-')} {shown}", text)
+    if kind == "missing" or (context.get("key") is not None and "value" not in context):
+        return InputError(where, f"{prefix}{key}: {text}")
+    return InputError(where, f"{prefix}{key} {_shown(value)}: {text}")
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return repr(value)
+
+
+# --- value checks ---------------------------------------------------------------------------------------
+
+def _month(value) -> str:
+    try:
+        return checked_month(value, "")
+    except InputError as exc:
+        raise problem(exc.problem) from None
+
+
+def _month_or_latest(value) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", LATEST)):
+        return None
+    return _month(value)
+
+
+def _whole(low: int, high: int, text: str) -> BeforeValidator:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise problem(text)
+        return value
+    return BeforeValidator(check)
+
+
+def _number(accept: Callable[[float], bool], text: str) -> BeforeValidator:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise problem("expected a number")
+        if not accept(float(value)):
+            raise problem(text)
+        return float(value)
+    return BeforeValidator(check)
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise problem("expected true or false")
+    return value
+
+
+def _texts(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise problem("expected a list of text values")
+    return tuple(v.strip() for v in value)
+
+
+def _countries(value) -> tuple[str, ...]:
+    codes = tuple(code.upper() for code in _texts(value))
+    for code in codes:
+        if not re.fullmatch(r"[A-Z]{3}", code):
+            raise problem(f"{code!r} is not a country code; expected ISO 3166 alpha-3 country codes, e.g. RUS")
+    return codes
+
+
+def _some(text: str) -> AfterValidator:
+    def check(value):
+        if not value:
+            raise problem(text)
+        return value
+    return AfterValidator(check)
+
+
+def _levels(value) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise problem("expected a list of whole numbers, [6] or [6, 4]")
+    if not value or any(level not in (4, 6) for level in value) or 6 not in value:
+        raise problem("expected [6] or [6, 4]")
+    return tuple(value)
+
+
+Month = Annotated[str, BeforeValidator(_month)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Texts = Annotated[tuple[str, ...], BeforeValidator(_texts)]
+Countries = Annotated[tuple[str, ...], BeforeValidator(_countries)]
+Months = Annotated[int, _whole(1, 240, "expected a whole number of months from 1 to 240")]
+Count = Annotated[int, _whole(1, 1000, "expected a whole number from 1 to 1000")]
+Number = Annotated[float, _number(lambda v: v == v, "expected a number, not nan")]
+AtLeastZero = Annotated[float, _number(lambda v: v >= 0, "expected a number ≥ 0")]
+Positive = Annotated[float, _number(lambda v: v > 0, "expected a number > 0")]
+Ratio = Annotated[float, _number(lambda v: v >= 1, "expected a ratio ≥ 1")]
+Share = Annotated[float, _number(lambda v: 0 <= v <= 1, "expected a number from 0 to 1")]
+
+
+class _KeywordsAreOptions(type(BaseModel)):
+    """`DetectParams(event="2022-3")` checks its keywords as typed options: InputError naming --event. (Not
+    an __init__: pydantic would route model_validate through it and lose where values came from.)"""
+
+    def __call__(cls, **values: Any):
+        try:
+            return super().__call__(**values)
+        except ValidationError as exc:
+            raise _input_error(exc, lambda key: OPTION if key in values else DEFAULTS_RESOURCE) from None
+
+
+class DetectParams(BaseModel, metaclass=_KeywordsAreOptions):
     """Everything a detection run depends on besides the data. Months are 'YYYY-MM'; money values are in
-    the route's own currency; ratios are plain ratios (2.0 = doubled)."""
+    the route's own currency; ratios are plain ratios (2.0 = doubled). No field has a default here: keys
+    not given take data/detect_defaults.toml's (see its comments for what each one means)."""
 
-    event: str = field(default_factory=_default("event"))
-    baseline_months: int = field(default_factory=_default("baseline_months"))
-    recent_months: int = field(default_factory=_default("recent_months"))
-    as_of: str | None = None
-    targets: tuple[str, ...] = ("RUS",)
-    co_targets: tuple[str, ...] = ("BLR",)
-    origins: tuple[str, ...] = field(default_factory=_group_default("origins", ("eu27", "coalition_other")))
-    controls: tuple[str, ...] = field(default_factory=_group_default("controls", ("controls",)))
-    eu_rollup: bool = field(default_factory=_default("eu_rollup"))
-    hs_revision: str = field(default_factory=_default("hs_revision"))
-    product_levels: tuple[int, ...] = field(default_factory=_default("product_levels"))
-    use_chpl: bool = field(default_factory=_default("use_chpl"))
-    user_lists: tuple[str, ...] = field(default_factory=_default("user_lists"))
-    source_priority: tuple[str, ...] = field(default_factory=_default("source_priority"))
-    smoothing: float = field(default_factory=_default("smoothing"))
-    cif_fob: float = field(default_factory=_default("cif_fob"))
-    control_floor: float = field(default_factory=_default("control_floor"))
-    band: float = field(default_factory=_default("band"))
-    screen_share: float = field(default_factory=_default("screen_share"))
-    yardstick_smoothing: float = field(default_factory=_default("yardstick_smoothing"))
-    min_yardstick_products: int = field(default_factory=_default("min_yardstick_products"))
-    min_chapter_products: int = field(default_factory=_default("min_chapter_products"))
-    fdr: float = field(default_factory=_default("fdr"))
-    weight_cap: float = field(default_factory=_default("weight_cap"))
-    null_dof: int = field(default_factory=_default("null_dof"))
-    min_null_size: int = field(default_factory=_default("min_null_size"))
-    scale_floor: float = field(default_factory=_default("scale_floor"))
-    small_null_scale: float = field(default_factory=_default("small_null_scale"))
-    min_excess: float = field(default_factory=_default("min_excess"))
-    min_growth: float = field(default_factory=_default("min_growth"))
-    min_persistence: float = field(default_factory=_default("min_persistence"))
-    max_spike_share: float = field(default_factory=_default("max_spike_share"))
-    min_target_drop: float = field(default_factory=_default("min_target_drop"))
-    min_target_base: float = field(default_factory=_default("min_target_base"))
-    min_onward_net: float = field(default_factory=_default("min_onward_net"))
-    min_onward_growth: float = field(default_factory=_default("min_onward_growth"))
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        self._validate("option")
+    event: Month
+    baseline_months: Months
+    recent_months: Months
+    as_of: Annotated[str | None, BeforeValidator(_month_or_latest)]
+    targets: Annotated[tuple[str, ...], BeforeValidator(_countries), _some("expected at least one target country")]
+    co_targets: Countries
+    origins: Annotated[tuple[str, ...], BeforeValidator(_countries), _some("expected at least one origin country")]
+    controls: Countries
+    eu_rollup: Flag
+    hs_revision: Month
+    product_levels: Annotated[tuple[int, ...], BeforeValidator(_levels)]
+    use_chpl: Flag
+    user_lists: Texts
+    source_priority: Texts
+    smoothing: AtLeastZero
+    cif_fob: Annotated[float, _number(lambda v: v >= 1, "expected a ratio ≥ 1 (CIF is FOB plus freight)")]
+    control_floor: Number
+    band: Ratio
+    screen_share: Share
+    yardstick_smoothing: AtLeastZero
+    min_yardstick_products: Count
+    min_chapter_products: Count
+    fdr: Annotated[float, _number(lambda v: 0 < v < 1, "expected a false discovery rate between 0 and 1, e.g. 0.10")]
+    weight_cap: Ratio
+    null_dof: Count
+    min_null_size: Count
+    scale_floor: Positive
+    small_null_scale: Positive
+    min_excess: AtLeastZero
+    min_growth: Ratio
+    min_persistence: Share
+    max_spike_share: Share
+    min_target_drop: Share
+    min_target_base: AtLeastZero
+    min_onward_net: Number
+    min_onward_growth: Ratio
+
+    @model_validator(mode="before")
+    @classmethod
+    def _under_defaults(cls, values: Any) -> Any:
+        """Keys not given take the defaults file's values (the only place defaults live)."""
+        return {**defaults(), **values} if isinstance(values, dict) else values
+
+    @field_validator("user_lists")
+    @classmethod
+    def _lists_exist(cls, paths: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if (info.context or {}).get("check_files", True):
+            for path in paths:
+                if not Path(path).expanduser().is_file():
+                    raise problem(f"{path}: no such file; expected a CSV of HS or CN codes")
+        return paths
+
+    @model_validator(mode="after")
+    def _origins_are_not_targets(self) -> "DetectParams":
+        overlap = set(self.origins) & (set(self.targets) | set(self.co_targets))
+        if overlap:
+            raise problem("a country cannot be both origin and target", "origins", value=sorted(overlap))
+        return self
 
     # --- construction ---------------------------------------------------------------------------
 
     @classmethod
+    def from_layers(cls, layers: list[tuple[str, dict[str, Any]]], *, prefix: str = "",
+                    check_files: bool = True) -> "DetectParams":
+        """Parameters from the defaults overlaid with each (origin, values) of `layers` in turn, the last
+        winning. An error names the origin of the bad key's value (a file, OPTION for a typed option);
+        `prefix` is put before key names (the pipeline's "detect.")."""
+        values: dict[str, Any] = {}
+        for _, layer in layers:
+            values.update(layer)
+
+        def origin(key: str) -> str:
+            return next((where for where, layer in reversed(layers) if key in layer), DEFAULTS_RESOURCE)
+
+        try:
+            return cls.model_validate(values, context={"check_files": check_files})
+        except ValidationError as exc:
+            raise _input_error(exc, origin, prefix) from None
+
+    @classmethod
     def from_toml(cls, path: Path | str | None, **overrides) -> "DetectParams":
         """Parameters from the shipped defaults, then the TOML file at `path` (None: none), then keyword
-        `overrides` (None values ignored). Raises InputError naming the file and key for bad content."""
-        values: dict[str, Any] = {}
+        `overrides` (None values ignored): typed option > --config file > defaults. Raises InputError
+        naming the file (or option) and key for bad content."""
+        layers: list[tuple[str, dict[str, Any]]] = []
         if path is not None:
-            path = Path(path)
-            where = str(path)
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise InputError(where, "no such file; expected a TOML file of detection parameters") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(where, f"cannot read: {exc}") from None
-            except tomllib.TOMLDecodeError as exc:
-                raise InputError(where, f"not valid TOML ({exc})") from None
+            data = read_toml_file(path, "a TOML file of detection parameters")
             if isinstance(data.get("detect"), dict) and len(data) == 1:
                 data = data["detect"]
-            values.update(_coerce(data, where))
-        values.update(_coerce({k: v for k, v in overrides.items() if v is not None}, "option"))
-        params = cls.__new__(cls)
-        defaults = cls()
-        for f in dataclasses.fields(cls):
-            setattr(params, f.name, values.get(f.name, getattr(defaults, f.name)))
-        params._validate(str(path) if path is not None else "option")
-        return params
+            layers.append((str(path), data))
+        layers.append((OPTION, {k: v for k, v in overrides.items() if v is not None}))
+        return cls.from_layers(layers)
 
     def replace(self, **changes) -> "DetectParams":
-        """A copy with `changes` applied (validated)."""
-        return dataclasses.replace(self, **_coerce(changes, "option"))
+        """A copy with `changes` applied (validated, as typed options)."""
+        return self.from_layers([(STORED, self.to_dict()), (OPTION, changes)],
+                                check_files="user_lists" in changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every parameter (tuples as lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in self}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DetectParams":
-        """Rebuild from to_dict() output; unknown keys (from other versions) are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**_coerce({k: v for k, v in data.items() if k in known}, "stored run"))
-
-    # --- checks ---------------------------------------------------------------------------------
-
-    def _validate(self, where: str) -> None:
-        for name in ("event", "hs_revision") + (("as_of",) if self.as_of is not None else ()):
-            value = getattr(self, name)
-            match = _MONTH.match(str(value))
-            if not match or not 1 <= int(match.group(2)) <= 12:
-                raise InputError(_where(where, name, value), "expected a month as YYYY-MM, e.g. 2022-03")
-        for name in ("baseline_months", "recent_months"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 240:
-                raise InputError(_where(where, name, value), "expected a whole number of months from 1 to 240")
-        for name in ("targets", "co_targets", "origins", "controls"):
-            for code in getattr(self, name):
-                if not isinstance(code, str) or not re.fullmatch(r"[A-Z]{3}", code):
-                    raise InputError(_where(where, name, code), "expected ISO 3166 alpha-3 country codes, e.g. RUS")
-        if not self.targets:
-            raise InputError(_where(where, "targets", "[]"), "expected at least one target country")
-        if not self.origins:
-            raise InputError(_where(where, "origins", "[]"), "expected at least one origin country")
-        overlap = set(self.origins) & (set(self.targets) | set(self.co_targets))
-        if overlap:
-            raise InputError(_where(where, "origins", ",".join(sorted(overlap))), "a country cannot be both origin and target")
-        if not self.product_levels or any(level not in (4, 6) for level in self.product_levels) or 6 not in self.product_levels:
-            raise InputError(_where(where, "product_levels", list(self.product_levels)), "expected [6] or [6, 4]")
-        for name in ("smoothing", "yardstick_smoothing", "min_excess", "min_target_base"):
-            if not getattr(self, name) >= 0:
-                raise InputError(_where(where, name, getattr(self, name)), "expected a number ≥ 0")
-        if not self.cif_fob >= 1:
-            raise InputError(_where(where, "cif_fob", self.cif_fob), "expected a ratio ≥ 1 (IMF default 1.06)")
-        if not self.min_growth >= 1:
-            raise InputError(_where(where, "min_growth", self.min_growth), "expected a ratio ≥ 1")
-        for name in ("min_yardstick_products", "min_chapter_products", "null_dof", "min_null_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
-                raise InputError(_where(where, name, value), "expected a whole number from 1 to 1000")
-        for name in ("band", "min_onward_growth", "weight_cap"):
-            if not getattr(self, name) >= 1:
-                raise InputError(_where(where, name, getattr(self, name)), "expected a ratio ≥ 1")
-        if not 0 < self.fdr < 1:
-            raise InputError(_where(where, "fdr", self.fdr), "expected a false discovery rate between 0 and 1, e.g. 0.10")
-        for name in ("scale_floor", "small_null_scale"):
-            if not getattr(self, name) > 0:
-                raise InputError(_where(where, name, getattr(self, name)), "expected a number > 0")
-        for name in ("min_persistence", "max_spike_share", "min_target_drop", "screen_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise InputError(_where(where, name, getattr(self, name)), "expected a number from 0 to 1")
-        for path in self.user_lists:
-            if not Path(path).expanduser().is_file():
-                raise InputError(_where(where, "user_lists", path), "no such file; expected a CSV of HS or CN codes")
+        """Rebuild from to_dict() output (a stored run's): unknown keys (from other versions) are ignored,
+        keys an older run lacks take today's defaults, and user lists need not exist any more."""
+        known = {key: value for key, value in data.items() if key in cls.model_fields}
+        return cls.from_layers([(STORED, known)], check_files=False)
 
 
-def _where(where: str, key: str, value) -> str:
-    if where == "option":
-        return f"--{key.replace('_', '-')} {value}"
-    return f"{where}: {key} = {value!r}"
+def parameter_names() -> list[str]:
+    """The detection parameters' names, in the model's order."""
+    return list(DetectParams.model_fields)
 
 
-def _field_kinds() -> dict[str, str]:
-    kinds = {}
-    for f in dataclasses.fields(DetectParams):
-        text = str(f.type)
-        if text.startswith("tuple[str"):
-            kinds[f.name] = "strs"
-        elif text.startswith("tuple[int"):
-            kinds[f.name] = "ints"
-        elif text == "bool":
-            kinds[f.name] = "bool"
-        elif text == "int":
-            kinds[f.name] = "int"
-        elif text == "float":
-            kinds[f.name] = "float"
-        else:
-            kinds[f.name] = "str"
-    return kinds
-
-
-def _coerce(values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check names and types of user-given values; lists become tuples, country codes upper case."""
-    kinds = _field_kinds()
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in kinds:
-            raise InputError(_where(where, key, value) if where != "option" else f"{where} {key}",
-                             f"unknown parameter; expected one of {', '.join(sorted(kinds))}")
-        kind = kinds[key]
-        bad = InputError(_where(where, key, value), f"expected {_KIND_WORDS[kind]}")
-        if kind in ("strs", "ints"):
-            if isinstance(value, str):
-                value = [v for v in re.split(r"[,\s]+", value) if v]
-            if not isinstance(value, (list, tuple)):
-                raise bad
-            if kind == "ints":
-                if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                    raise bad
-                value = tuple(value)
-            else:
-                if not all(isinstance(v, str) for v in value):
-                    raise bad
-                value = tuple(v.strip().upper() if key not in ("user_lists", "source_priority") else v.strip()
-                              for v in value)
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise bad
-        elif kind == "int":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise bad
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise bad
-            value = float(value)
-        else:
-            if value is not None and not isinstance(value, str):
-                raise bad
-        out[key] = value
-    return out
-
-
-_KIND_WORDS = {
-    "strs": "a list of text values", "ints": "a list of whole numbers", "bool": "true or false",
-    "int": "a whole number", "float": "a number", "str": "text",
-}
+def _input_error(exc: ValidationError, origin: Callable[[str], str], prefix: str = "") -> InputError:
+    def unknown(loc: tuple) -> str:
+        return f"unknown parameter (not a detection parameter); expected one of {', '.join(sorted(parameter_names()))}"
+    return input_error(exc, origin, unknown=unknown, defaults_file=DEFAULTS_RESOURCE, prefix=prefix)

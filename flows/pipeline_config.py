@@ -1,30 +1,224 @@
-"""The monthly pipeline's configuration: one TOML file over the documented defaults in data/pipeline_defaults.toml."""
+"""The monthly pipeline's configuration as pydantic models: one TOML file over the documented defaults in
+data/pipeline_defaults.toml (the only place they live); its [detect] table over data/detect_defaults.toml."""
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+
+from tradewatch.detect.config import DetectParams, input_error, problem, read_toml_file
 from tradewatch.flows.core.errors import InputError
-from tradewatch.flows.core.months import month_labels, month_text
+from tradewatch.flows.core.months import checked_month, month_labels, month_text
 
 DEFAULTS_RESOURCE = "pipeline_defaults.toml"
-SUPPORTED_SOURCES = ("comext",)
 TASK_RUNNERS = ("thread", "dask")
-
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-# Cron with five fields (minute hour day month weekday); Prefect's CronSchedule takes the same.
-_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
+CRON_EXPECTED = 'expected five cron fields (minute hour day month weekday), e.g. "0 6 15 * *"'
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+# --- value checks ---------------------------------------------------------------------------------------
+
+def _text(value) -> str:
+    if not isinstance(value, str):
+        raise problem("expected text")
+    return value.strip()
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise problem("expected true or false")
+    return value
+
+
+def _month(value) -> str:
+    try:
+        return checked_month(value, "")
+    except InputError as exc:
+        raise problem(exc.problem) from None
+
+
+def _month_or_latest(value) -> str | None:
+    text = _text(value)
+    return None if text == "latest" else _month(text)
+
+
+def _url(value) -> str:
+    text = _text(value)
+    if not text.startswith(("http://", "https://")):
+        raise problem("expected an http(s) URL")
+    return text
+
+
+def _list(value) -> list:
+    if not isinstance(value, list):
+        raise problem("expected a list, e.g. []")
+    return value
+
+
+def _reporters(value) -> tuple[str, ...]:
+    from tradewatch.flows.core import countries
+
+    codes = []
+    for item in _list(value):
+        text = item.strip().upper() if isinstance(item, str) else ""
+        code = text if len(text) == 3 and text.isalpha() else None
+        if len(text) == 2:
+            code = countries.alpha2_to_iso3(text)
+        if not code:
+            raise problem(f"{item!r} is not a country code; expected ISO alpha-3 (DEU) or alpha-2 (DE)")
+        codes.append(code)
+    return tuple(codes)
+
+
+def _products(value) -> tuple[str, ...]:
+    codes = []
+    for item in _list(value):
+        text = item.strip() if isinstance(item, str) else ""
+        if not (text.isdigit() and 2 <= len(text) <= 8):
+            raise problem(f"{item!r} is not a product code; expected 2 to 8 digits as text, e.g. \"8471\"")
+        codes.append(text)
+    return tuple(codes)
+
+
+def cron_problem(text: str) -> str | None:
+    """What is wrong with a cron expression (None: nothing), checked by Prefect's own schedule model, the one
+    a deployment is registered with; five fields only (no seconds or years)."""
+    if len(text.split()) != 5:
+        return CRON_EXPECTED
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=text)
+    except (ValueError, ValidationError) as exc:
+        reason = exc.errors(include_url=False)[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        return f"{CRON_EXPECTED} ({' '.join(reason.removeprefix('Value error, ').split())})"
+    return None
+
+
+def _cron(value) -> str:
+    text = " ".join(_text(value).split())
+    reason = cron_problem(text)
+    if reason:
+        raise problem(reason)
+    return text
+
+
+def _timezone(value) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = _text(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise problem('not an IANA time zone, e.g. "Europe/Luxembourg"') from None
+    return name
+
+
+def _deployment_name(value) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise problem("use letters, digits, '-', '_', '.'")
+    return text
+
+
+def _task_runner(value) -> str:
+    text = _text(value)
+    if text not in TASK_RUNNERS:
+        raise problem(f"expected one of {', '.join(TASK_RUNNERS)}")
+    return text
+
+
+def _rows(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise problem("expected a whole number ≥ 1")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+
+
+# --- the file's shape -------------------------------------------------------------------------------------
+# Every key is required: load_config always lays the user's file over the defaults file, so a key that
+# neither has is a defect of the defaults file, reported as such.
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SourceTable(_Table):
+    enabled: Annotated[bool, BeforeValidator(_flag)]
+    base_url: Annotated[str, BeforeValidator(_url)]
+    start: Annotated[str, BeforeValidator(_month)]
+    end: Annotated[str | None, BeforeValidator(_month_or_latest)]
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> "_SourceTable":
+        if self.end is not None and self.end < self.start:
+            raise problem(f"{self.end} is before start {self.start}", "end")
+        return self
+
+
+class _Sources(_Table):
+    comext: _SourceTable
+
+
+SUPPORTED_SOURCES = tuple(_Sources.model_fields)
+
+
+class _Scope(_Table):
+    reporters: Annotated[tuple[str, ...], BeforeValidator(_reporters)]  # ISO alpha-3; empty: every reporter
+    products: Annotated[tuple[str, ...], BeforeValidator(_products)]  # code prefixes; empty: every product
+
+
+class _Schedule(_Table):
+    cron: Annotated[str, BeforeValidator(_cron)]
+    timezone: Annotated[str, BeforeValidator(_timezone)]
+    deployment_name: Annotated[str, BeforeValidator(_deployment_name)]
+    work_pool: Text
+
+
+class _Run(_Table):
+    task_runner: Annotated[str, BeforeValidator(_task_runner)]
+    dask_address: Text
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "_Run":
+        if self.dask_address and self.task_runner != "dask":
+            raise problem('only applies with run.task_runner = "dask"', "dask_address", value=self.dask_address)
+        return self
+
+
+class _Publish(_Table):
+    report_dir: Text
+    artifact_rows: Annotated[int, BeforeValidator(_rows)]
+
+
+class _ConfigFile(_Table):
+    sources: _Sources
+    scope: _Scope
+    detect: dict[str, Any]  # checked by DetectParams (tradewatch.detect.config)
+    schedule: _Schedule
+    run: _Run
+    publish: _Publish
+
+    @model_validator(mode="after")
+    def _some_source(self) -> "_ConfigFile":
+        if not any(table.enabled for _, table in self.sources):
+            raise problem("no source is enabled; enable at least one [sources.*] table", "sources")
+        return self
+
+
+# --- the resolved configuration --------------------------------------------------------------------------
+
+class SourceConfig(BaseModel):
     """One source to keep current: where its files are and which months (YYYY-MM, inclusive) to keep."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     base_url: str
@@ -32,9 +226,10 @@ class SourceConfig:
     end: str | None  # None: up to the current month (months not yet published are skipped)
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(BaseModel):
     """Everything one pipeline run needs, resolved from the defaults and an optional user file."""
+
+    model_config = ConfigDict(frozen=True)
 
     sources: tuple[SourceConfig, ...]
     reporters: tuple[str, ...]  # ISO alpha-3; empty: every reporter in the files
@@ -49,12 +244,12 @@ class PipelineConfig:
     dask_address: str | None
     report_dir: Path | None  # None: $TRADEWATCH_HOME/reports
     artifact_rows: int
-    files: tuple[str, ...] = field(default=())  # the files read, defaults first (for messages)
+    files: tuple[str, ...]  # the files read, defaults first (for messages)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (JSON-serialisable) for Prefect parameters and run records."""
         return {
-            "sources": [vars(s) for s in self.sources],
+            "sources": [source.model_dump() for source in self.sources],
             "reporters": list(self.reporters),
             "products": list(self.products),
             "event": self.event,
@@ -85,40 +280,34 @@ def load_config(path: Path | str | None = None) -> PipelineConfig:
     """Read the defaults, overlay the TOML file at `path` (keys left out keep their default) and
     validate. Raises InputError naming the file and key for a missing file, bad TOML, an unknown key
     or a value of the wrong kind."""
-    defaults = tomllib.loads(defaults_text())
-    files = [DEFAULTS_RESOURCE]
-    merged = defaults
+    layers = [(DEFAULTS_RESOURCE, tomllib.loads(defaults_text()))]
     if path is not None:
         path = Path(path).expanduser()
-        where = str(path)
-        if not path.is_file():
-            raise InputError(f"--config {path}", "no such file; expected a TOML pipeline configuration")
-        try:
-            user = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(where, f"not valid TOML ({exc})") from None
-        except UnicodeDecodeError:
-            raise InputError(where, "not UTF-8 text; expected a TOML file") from None
-        _check_known(user, defaults, where, prefix="")
-        merged = _merge(defaults, user)
-        files.append(where)
-    return _build(merged, files[-1], tuple(files))
+        layers.append((str(path), read_toml_file(path, "a TOML pipeline configuration")))
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged = _merge(merged, layer)
 
+    def origin(key: str) -> str:
+        return next((where for where, layer in reversed(layers) if _has(layer, key)), DEFAULTS_RESOURCE)
 
-def _check_known(user: dict, defaults: dict, where: str, prefix: str) -> None:
-    """Strict keys: a typo must not silently fall back to a default."""
-    for key, value in user.items():
-        dotted = f"{prefix}{key}"
-        if prefix == "sources." and key not in defaults:
-            raise InputError(where, f"[sources.{key}]: unknown source; expected one of {', '.join(SUPPORTED_SOURCES)}")
-        if prefix == "detect.":
-            continue  # detection parameters are checked against DetectParams in _detect_overrides
-        if key not in defaults:
-            raise InputError(where, f"unknown key {dotted!r}; expected one of {', '.join(prefix + k for k in defaults)}")
-        if isinstance(defaults[key], dict):
-            if not isinstance(value, dict):
-                raise InputError(where, f"{dotted!r} must be a table [{dotted}]")
-            _check_known(value, defaults[key], where, prefix=f"{dotted}.")
+    try:
+        raw = _ConfigFile.model_validate(merged)
+    except ValidationError as exc:
+        raise input_error(exc, origin, unknown=_unknown, defaults_file=DEFAULTS_RESOURCE) from None
+    detect_layers = [(where, layer["detect"]) for where, layer in layers if isinstance(layer.get("detect"), dict)]
+    params = DetectParams.from_layers(detect_layers, prefix="detect.")
+    report_dir = origin("publish.report_dir")
+    return PipelineConfig(
+        sources=tuple(SourceConfig(name=name, base_url=table.base_url, start=table.start, end=table.end)
+                      for name, table in raw.sources if table.enabled),
+        reporters=raw.scope.reporters, products=raw.scope.products, event=params.event,
+        detect_overrides={key: value for key, value in raw.detect.items() if key != "event"},
+        cron=raw.schedule.cron, timezone=raw.schedule.timezone, deployment_name=raw.schedule.deployment_name,
+        work_pool=raw.schedule.work_pool, task_runner=raw.run.task_runner, dask_address=raw.run.dask_address or None,
+        report_dir=_resolve(raw.publish.report_dir, report_dir) if raw.publish.report_dir else None,
+        artifact_rows=raw.publish.artifact_rows, files=tuple(where for where, _ in layers),
+    )
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -128,82 +317,23 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _build(raw: dict, where: str, files: tuple[str, ...]) -> PipelineConfig:
-    sources = []
-    for name, table in raw.get("sources", {}).items():
-        if name not in SUPPORTED_SOURCES:
-            raise InputError(where, f"[sources.{name}]: unknown source; expected one of {', '.join(SUPPORTED_SOURCES)}")
-        if not _bool(table.get("enabled", True), where, f"sources.{name}.enabled"):
-            continue
-        base_url = _text(table.get("base_url"), where, f"sources.{name}.base_url")
-        if not base_url.startswith(("http://", "https://")):
-            raise InputError(where, f"sources.{name}.base_url {base_url!r}: expected an http(s) URL")
-        start = _month(table.get("start"), where, f"sources.{name}.start")
-        end_text = _text(table.get("end", "latest"), where, f"sources.{name}.end")
-        end = None if end_text == "latest" else _month(end_text, where, f"sources.{name}.end")
-        if end is not None and end < start:
-            raise InputError(where, f"sources.{name}.end {end} is before start {start}")
-        sources.append(SourceConfig(name=name, base_url=base_url, start=start, end=end))
-    if not sources:
-        raise InputError(where, "no source is enabled; enable at least one [sources.*] table")
-
-    scope = raw.get("scope", {})
-    reporters = tuple(_country(c, where) for c in _list(scope.get("reporters", []), where, "scope.reporters"))
-    products = tuple(_product(p, where) for p in _list(scope.get("products", []), where, "scope.products"))
-
-    detect = dict(raw.get("detect", {}))
-    event = _month(detect.pop("event", None), where, "detect.event")
-    overrides = _detect_overrides(detect, event, where)
-
-    schedule = raw.get("schedule", {})
-    cron = _cron(schedule.get("cron"), where)
-    timezone = _text(schedule.get("timezone"), where, "schedule.timezone")
-    _check_timezone(timezone, where)
-    deployment_name = _text(schedule.get("deployment_name"), where, "schedule.deployment_name")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", deployment_name):
-        raise InputError(where, f"schedule.deployment_name {deployment_name!r}: use letters, digits, '-', '_', '.'")
-    work_pool = _text(schedule.get("work_pool"), where, "schedule.work_pool")
-
-    run = raw.get("run", {})
-    task_runner = _text(run.get("task_runner"), where, "run.task_runner")
-    if task_runner not in TASK_RUNNERS:
-        raise InputError(where, f"run.task_runner {task_runner!r}: expected one of {', '.join(TASK_RUNNERS)}")
-    dask_address = _text(run.get("dask_address", ""), where, "run.dask_address") or None
-    if dask_address and task_runner != "dask":
-        raise InputError(where, f"run.dask_address {dask_address!r} only applies with run.task_runner = \"dask\"")
-
-    publish = raw.get("publish", {})
-    report_dir_text = _text(publish.get("report_dir", ""), where, "publish.report_dir")
-    artifact_rows = publish.get("artifact_rows")
-    if not isinstance(artifact_rows, int) or isinstance(artifact_rows, bool) or artifact_rows < 1:
-        raise InputError(where, f"publish.artifact_rows {artifact_rows!r}: expected a whole number ≥ 1")
-
-    return PipelineConfig(
-        sources=tuple(sources), reporters=reporters, products=products, event=event,
-        detect_overrides=overrides, cron=cron, timezone=timezone, deployment_name=deployment_name,
-        work_pool=work_pool, task_runner=task_runner, dask_address=dask_address,
-        report_dir=_resolve(report_dir_text, where) if report_dir_text else None,
-        artifact_rows=artifact_rows, files=files,
-    )
+def _has(table: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(table, dict) or part not in table:
+            return False
+        table = table[part]
+    return True
 
 
-def _detect_overrides(values: dict, event: str, where: str) -> dict[str, Any]:
-    """Detection windows and thresholds, checked against DetectParams when the detection package is there."""
-    try:
-        import dataclasses
-
-        from tradewatch.detect.config import DetectParams
-    except ImportError:
-        return values
-    known = {f.name for f in dataclasses.fields(DetectParams)} - {"event"}
-    for key in values:
-        if key not in known:
-            raise InputError(where, f"detect.{key}: not a detection parameter; expected one of {', '.join(sorted(known))}")
-    try:
-        DetectParams.from_toml(None, event=event, **values)
-    except InputError as exc:
-        raise InputError(where, f"[detect] {exc}") from None
-    return values
+def _unknown(loc: tuple) -> str:
+    """Strict keys: a typo must not silently fall back to a default."""
+    model: Any = _ConfigFile
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation
+    if model is _Sources:
+        return f"unknown source; expected one of {', '.join(SUPPORTED_SOURCES)}"
+    prefix = ".".join(loc[:-1]) + "." if len(loc) > 1 else ""
+    return f"unknown key; expected one of {', '.join(prefix + key for key in model.model_fields)}"
 
 
 def _resolve(text: str, where: str) -> Path:
@@ -214,83 +344,10 @@ def _resolve(text: str, where: str) -> Path:
     return path
 
 
-def _text(value: Any, where: str, key: str) -> str:
-    if not isinstance(value, str):
-        raise InputError(where, f"{key} {value!r}: expected text")
-    return value.strip()
-
-
-def _bool(value: Any, where: str, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(where, f"{key} {value!r}: expected true or false")
-    return value
-
-
-def _list(value: Any, where: str, key: str) -> list:
-    if not isinstance(value, list):
-        raise InputError(where, f"{key} {value!r}: expected a list, e.g. []")
-    return value
-
-
-def _month(value: Any, where: str, key: str) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    match = _MONTH.match(text)
-    if not match or not 1 <= int(match.group(2)) <= 12 or not 1988 <= int(match.group(1)) <= 2100:
-        raise InputError(where, f"{key} {value!r}: expected a month as YYYY-MM, e.g. 2022-03")
-    return text
-
-
-def _country(value: Any, where: str) -> str:
-    text = value.strip().upper() if isinstance(value, str) else ""
-    if len(text) == 2:
-        from tradewatch.flows.core import countries
-
-        iso3 = countries.alpha2_to_iso3(text)
-        if iso3:
-            return iso3
-    elif len(text) == 3 and text.isalpha():
-        return text
-    raise InputError(where, f"scope.reporters: {value!r} is not a country code; expected ISO alpha-3 (DEU) or alpha-2 (DE)")
-
-
-def _product(value: Any, where: str) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    if not (text.isdigit() and 2 <= len(text) <= 8):
-        raise InputError(where, f"scope.products: {value!r} is not a product code; expected 2 to 8 digits as text, e.g. \"8471\"")
-    return text
-
-
-_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
-
-
-def _cron(value: Any, where: str) -> str:
-    text = " ".join(value.split()) if isinstance(value, str) else ""
-    fields = text.split(" ")
-    bad = len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields)
-    if not bad:
-        for text_field, (low, high) in zip(fields, _CRON_RANGES):
-            numbers = [int(n) for n in re.findall(r"\d+", text_field.split("/")[0])]
-            if any(not low <= n <= high for n in numbers):
-                bad = True
-    if bad:
-        raise InputError(where, f"schedule.cron {value!r}: expected five cron fields (minute hour day month "
-                         "weekday), e.g. \"0 6 15 * *\"")
-    return text
-
-
 def check_cron(value: str, option: str = "--cron") -> str:
     """Validate a cron expression given on the command line; returns it normalised or raises InputError."""
-    try:
-        return _cron(value, option)
-    except InputError:
-        raise InputError(f"{option} {value!r}", "expected five cron fields (minute hour day month weekday), "
-                         "e.g. \"0 6 15 * *\"") from None
-
-
-def _check_timezone(name: str, where: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(where, f"schedule.timezone {name!r}: not an IANA time zone, e.g. \"Europe/Luxembourg\"") from None
+    text = " ".join(value.split()) if isinstance(value, str) else ""
+    reason = cron_problem(text)
+    if reason:
+        raise InputError(f"{option} {value!r}", reason)
+    return text

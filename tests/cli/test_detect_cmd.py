@@ -111,3 +111,38 @@ def test_window_options_and_config_precedence(seeded_db, tmp_path):
     assert (params["fdr"], params["recent_months"], params["baseline_months"]) == (0.05, 6, 12)
     assert params["windows"] == {"baseline_start": "2021-03", "baseline_end": "2022-02", "recent_start": "2023-07",
                                  "recent_end": "2023-12"}
+
+
+def test_config_file_then_typed_options_at_the_params_level(tmp_path):
+    """What `tradewatch detect` and `evaluate` do with their options: typed > --config file > defaults."""
+    from tradewatch.cli.common import window_options
+    from tradewatch.detect.config import DetectParams
+
+    config = tmp_path / "f.toml"
+    config.write_text('event = "2022-06"\nbaseline_months = 18\n')
+    untyped = DetectParams.from_toml(config, **window_options(None, None, None, None, None, config))
+    assert (untyped.event, untyped.baseline_months, untyped.recent_months) == ("2022-06", 18, DetectParams().recent_months)
+    typed = DetectParams.from_toml(config, **window_options("2022-04", None, 12, None, 0.05, config))
+    assert (typed.event, typed.baseline_months, typed.fdr) == ("2022-04", 12, 0.05)
+
+
+def test_a_bad_config_file_fails_in_one_line_naming_file_and_key(tmp_path):
+    config = tmp_path / "f.toml"
+    config.write_text("baseline_months = 0\n")
+    result = runner.invoke(app, ["detect", "--config", str(config), "--db", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {config}: baseline_months 0: expected a whole number of months from 1 to 240"
+    config.write_text('[schedule]\ncron = "0 6 15 * *"\n')
+    result = runner.invoke(app, ["detect", "--config", str(config), "--db", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 2 and "schedule {" in result.stderr and "unknown parameter" in result.stderr
+
+
+def test_evaluate_honours_the_config_file_below_typed_options(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("tradewatch.detect.evaluate.evaluate", lambda db=None, **kwargs: calls.append(kwargs) or {
+        "synthetic": {}, "placebo": {}, "notes": []})
+    config = tmp_path / "f.toml"
+    config.write_text('event = "2022-06"\nfdr = 0.05\n')
+    assert runner.invoke(app, ["evaluate", "--json", "--config", str(config)]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", "--json", "--config", str(config), "--event", "2022-03"]).exit_code == 0
+    assert [(c["params"].event, c["params"].fdr) for c in calls] == [("2022-06", 0.05), ("2022-03", 0.05)]
