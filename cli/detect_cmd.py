@@ -20,11 +20,20 @@ class Format(str, Enum):
     json = "json"
 
 
+# The stored columns of a flag that CSV and JSON output show, in this order: a choice by name among the
+# columns declared for `anomalies` in tradewatch.flows.schema (_output_columns checks each name).
 OUTPUT_COLUMNS = (
     "rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code", "product_name", "tier",
     "currency", "baseline_value", "recent_value", "growth", "target_change", "onward_growth", "excess_value",
     "reasons", "route_id",
 )
+
+
+def _output_columns() -> tuple[str, ...]:
+    """OUTPUT_COLUMNS, each checked to be a declared anomalies column (imported here: polars loads with it)."""
+    from tradewatch.flows import schema
+
+    return schema.TABLES["anomalies"].pick(*OUTPUT_COLUMNS)
 
 
 def register(app: typer.Typer) -> None:
@@ -71,14 +80,14 @@ def detect(
     if format is Format.json:
         typer.echo(json.dumps([_json_row(r) for r in rows], indent=2, default=str, ensure_ascii=False))
     elif format is Format.csv:
-        columns = [c for c in OUTPUT_COLUMNS if c in run.flagged.columns]
+        columns = [c for c in _output_columns() if c in run.flagged.columns]
         typer.echo(run.flagged.head(top).select(columns).write_csv(), nl=False)
     else:
         _print_table(rows, event)
 
 
 def _json_row(row: dict) -> dict:
-    out = {c: row.get(c) for c in OUTPUT_COLUMNS if c in row}
+    out = {c: row.get(c) for c in _output_columns() if c in row}
     out["id"] = row.get("route_id")
     for key, value in list(out.items()):
         if isinstance(value, float) and not math.isfinite(value):

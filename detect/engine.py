@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from tradewatch.flows import schema
 from tradewatch.flows.core import products
 from tradewatch.detect import calibration, features
 from tradewatch.detect.config import DetectParams
@@ -310,27 +311,20 @@ def _store(con: duckdb.DuckDBPyConnection, result: RunResult, unavailable: dict[
     unavailable_json = json.dumps([{"feature": k, "reason": v} for k, v in unavailable.items()])
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(
-            "INSERT INTO runs (run_id, started_at, finished_at, params_json, loads_json, model_version, run_hash,"
-            " flagged, candidates, unavailable_json, notes_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, started, _now(), params_json, json.dumps(loads), MODEL_VERSION, result.run_hash,
-             result.flagged.height, result.candidates, unavailable_json, json.dumps(result.notes)],
-        )
+        con.execute(*schema.bind("runs", {
+            "run_id": run_id, "started_at": started, "finished_at": _now(), "params_json": params_json,
+            "loads_json": json.dumps(loads), "model_version": MODEL_VERSION, "run_hash": result.run_hash,
+            "flagged": result.flagged.height, "candidates": result.candidates, "unavailable_json": unavailable_json,
+            "notes_json": json.dumps(result.notes),
+        }))
         if result.flagged.height:
+            # The flagged table holds every anomalies column (features under its stored name features_json).
             table = result.flagged.with_columns(pl.lit(run_id).alias("run_id")).rename(
                 {"features": "features_json"})
             con.register("tw_detect_flags_arrow", table.to_arrow())
-            con.execute("""
-                INSERT INTO anomalies (run_id, route_id, rank, score, origin_iso3, transit_iso3, target_iso3,
-                    product_code, product_level, currency, baseline_start, baseline_end, recent_start, recent_end,
-                    baseline_value, recent_value, growth, target_change, excess_value, features_json, reasons,
-                    onward_growth, product_name, tier)
-                SELECT run_id, route_id, rank, score, origin_iso3, transit_iso3, target_iso3, product_code,
-                    product_level, currency, baseline_start, baseline_end, recent_start, recent_end, baseline_value,
-                    recent_value, growth, target_change, excess_value, features_json, reasons, onward_growth,
-                    product_name, tier
-                FROM tw_detect_flags_arrow ORDER BY rank
-            """)
+            con.execute(schema.insert_select_sql(
+                "anomalies", {c: c for c in schema.TABLES["anomalies"].columns},
+                "FROM tw_detect_flags_arrow ORDER BY rank"))
             con.unregister("tw_detect_flags_arrow")
         con.execute("COMMIT")
     except Exception:

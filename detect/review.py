@@ -26,6 +26,7 @@ from datetime import date, datetime, timezone
 import duckdb
 import polars as pl
 
+from tradewatch.flows import schema
 from tradewatch.flows.core import products
 from tradewatch.detect import route_rows
 from tradewatch.flows.core.errors import InputError, TradewatchError
@@ -41,45 +42,27 @@ DECISIONS = ("confirmed", "dismissed", "watch")
 STATUSES = ("new", "reopened", "confirmed", "dismissed", "watch")
 SORTS = {"score": "score", "excess": "excess_value", "growth": "growth"}
 
-# The rows `list_flags` returns, in order; exports write exactly these columns with these dtypes.
-FLAG_COLUMNS: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "run_id": pl.String(),
-    "rank": pl.Int32(),
-    "score": pl.Float64(),
-    "status": pl.String(),
-    "origin_iso3": pl.String(),
-    "transit_iso3": pl.String(),
-    "target_iso3": pl.String(),
-    "product_code": pl.String(),
-    "product_level": pl.Int8(),
-    "product_name": pl.String(),
-    "tier": pl.String(),
-    "currency": pl.String(),
-    "baseline_start": pl.Date(),
-    "baseline_end": pl.Date(),
-    "recent_start": pl.Date(),
-    "recent_end": pl.Date(),
-    "baseline_value": pl.Float64(),
-    "recent_value": pl.Float64(),
-    "growth": pl.Float64(),
-    "target_change": pl.Float64(),
-    "onward_growth": pl.Float64(),
-    "excess_value": pl.Float64(),
-    "reasons": pl.String(),
-    "reviewed_status": pl.String(),
-    "review_note": pl.String(),
-    "reviewed_by": pl.String(),
-    "reviewed_at": pl.Datetime("us"),
-    "features_json": pl.String(),
-}
+_ANOMALIES = schema.TABLES["anomalies"]
+_REVIEWS = schema.TABLES["reviews"]
 
-_ANOMALY_COLUMNS = (
-    "route_id", "run_id", "rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code",
-    "product_level", "currency", "baseline_start", "baseline_end", "recent_start", "recent_end",
-    "baseline_value", "recent_value", "growth", "target_change", "onward_growth", "excess_value", "reasons",
-    "features_json", "product_name", "tier",
-)
+# The last decision on a route as `list_flags` shows it: shown name -> reviews column.
+_DECISION_COLUMNS = {"reviewed_status": "status", "review_note": "note", "reviewed_by": "reviewer",
+                     "reviewed_at": "reviewed_at"}
+
+# The rows `list_flags` returns, in order; exports write exactly these columns with these dtypes. Every
+# column but `status` (the status shown: 'new', 'reopened' or the decision) is a stored column, dtype
+# from its declaration; `id` is anomalies.route_id.
+FLAG_COLUMNS: dict[str, pl.DataType] = {
+    "id": _ANOMALIES.field("route_id").polars_type,
+    **_ANOMALIES.polars_schema(["run_id", "rank", "score"]),
+    "status": pl.String(),
+    **_ANOMALIES.polars_schema([
+        "origin_iso3", "transit_iso3", "target_iso3", "product_code", "product_level", "product_name", "tier",
+        "currency", "baseline_start", "baseline_end", "recent_start", "recent_end", "baseline_value",
+        "recent_value", "growth", "target_change", "onward_growth", "excess_value", "reasons"]),
+    **{shown: _REVIEWS.field(column).polars_type for shown, column in _DECISION_COLUMNS.items()},
+    **_ANOMALIES.polars_schema(["features_json"]),
+}
 
 
 # --- reference data ------------------------------------------------------------------------------------
@@ -241,7 +224,7 @@ def resolve_route(con: duckdb.DuckDBPyConnection, route: str) -> str:
 
 def _route_row(con: duckdb.DuckDBPyConnection, route_id: str, run_id: str | None) -> dict | None:
     """The anomalies row of the route in `run_id`, or in the latest run that flagged it when run_id is None."""
-    columns = ", ".join(f"a.{c}" for c in _ANOMALY_COLUMNS)
+    columns = ", ".join(f"a.{c}" for c in _ANOMALIES.columns)
     if run_id is not None:
         cursor = con.execute(f"SELECT {columns} FROM anomalies a WHERE a.route_id = ? AND a.run_id = ?",
                              [route_id, run_id])
@@ -250,7 +233,7 @@ def _route_row(con: duckdb.DuckDBPyConnection, route_id: str, run_id: str | None
             f"SELECT {columns} FROM anomalies a JOIN runs r USING (run_id) WHERE a.route_id = ?"
             " ORDER BY coalesce(r.finished_at, r.started_at) DESC LIMIT 1", [route_id])
     row = cursor.fetchone()
-    return dict(zip(_ANOMALY_COLUMNS, row)) if row else None
+    return dict(zip(_ANOMALIES.columns, row)) if row else None
 
 
 def review(
@@ -288,10 +271,7 @@ def review(
         "score_at_review": row["score"],
         "excess_at_review": row["excess_value"],
     }
-    con.execute(
-        "INSERT INTO reviews (route_id, status, note, reviewer, reviewed_at, run_id, score_at_review,"
-        " excess_at_review) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(record.values()),
-    )
+    con.execute(*schema.bind("reviews", record))
     return record
 
 
@@ -300,8 +280,7 @@ def history(con: duckdb.DuckDBPyConnection, route: str) -> list[dict]:
     reviewed_at (UTC), run_id, score_at_review, excess_at_review."""
     route_id = resolve_route(con, route)
     cursor = con.execute(
-        "SELECT route_id, status, note, reviewer, reviewed_at, run_id, score_at_review, excess_at_review"
-        " FROM reviews WHERE route_id = ? ORDER BY reviewed_at, rowid", [route_id]
+        f"SELECT {', '.join(_REVIEWS.columns)} FROM reviews WHERE route_id = ? ORDER BY reviewed_at, rowid", [route_id]
     )
     names = [c[0] for c in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -352,15 +331,14 @@ def list_flags(con: duckdb.DuckDBPyConnection, query: FlagQuery | None = None, *
     if query.min_score is not None:
         where.append("a.score >= ?")
         params.append(float(query.min_score))
-    columns = ", ".join(f"a.{c}" for c in _ANOMALY_COLUMNS)
+    columns = ", ".join(f"a.{c}" for c in _ANOMALIES.columns)
+    decision = ", ".join(f"r.{column} AS {shown}" for shown, column in _DECISION_COLUMNS.items())
     sql = f"""
         WITH last_review AS (
-            SELECT route_id, status, note, reviewer, reviewed_at, score_at_review, excess_at_review
-            FROM reviews
+            SELECT * FROM reviews
             QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1
         )
-        SELECT {columns}, r.status AS decision, r.note AS review_note, r.reviewer AS reviewed_by,
-               r.reviewed_at, r.score_at_review, r.excess_at_review
+        SELECT {columns}, {decision}, r.score_at_review, r.excess_at_review
         FROM anomalies a LEFT JOIN last_review r USING (route_id)
         WHERE {' AND '.join(where)}
         ORDER BY a.rank
@@ -371,9 +349,8 @@ def list_flags(con: duckdb.DuckDBPyConnection, query: FlagQuery | None = None, *
     for values in cursor.fetchall():
         row = dict(zip(names, values))
         row["id"] = row.pop("route_id")
-        row["status"] = effective_status(row["decision"], row.pop("score_at_review"), row.pop("excess_at_review"),
-                                         row["score"], row["excess_value"])
-        row["reviewed_status"] = row.pop("decision")
+        row["status"] = effective_status(row["reviewed_status"], row.pop("score_at_review"),
+                                         row.pop("excess_at_review"), row["score"], row["excess_value"])
         row["product_name"] = row["product_name"] or products.product_name(row["product_code"])
         # The CHPL tier is a fact about the product, shown even when the run did not weigh it.
         row["tier"] = row["tier"] or products.chpl_tier(row["product_code"])
@@ -459,50 +436,36 @@ def route_legs(con: duckdb.DuckDBPyConnection, route: dict, run: dict | None = N
     return legs, axis
 
 
-def _loads_for(con, legs: list[Leg], run: dict) -> list[dict]:
+def _loads_for(con, legs: list[Leg]) -> list[dict]:
     """The successful loads holding the months drawn for the legs (latest load per source and month),
-    grouped by file; falls back to the run's own list of loads."""
+    grouped by file; [] when no leg has a month with data."""
     wanted = sorted({f"{leg.source}|{m:%Y-%m}" for leg in legs if leg.source
                      for m, v in zip(leg.months, leg.values) if v is not None})
-    if wanted:
-        # A bound list, not a temp table: this also runs on read-only connections.
-        cursor = con.execute(
-            """
-            WITH latest AS (
-                SELECT * FROM loads
-                WHERE status = 'ok' AND freq = 'M' AND list_contains(?, source || '|' || strftime(period, '%Y-%m'))
-                QUALIFY row_number() OVER (PARTITION BY source, period, file ORDER BY finished_at DESC) = 1
-            )
-            SELECT source, file, min(load_id) AS first_load_id, max(load_id) AS last_load_id,
-                   strftime(min(period), '%Y-%m') AS first_month, strftime(max(period), '%Y-%m') AS last_month,
-                   count(DISTINCT period) AS months, max(finished_at) AS loaded_at
-            FROM latest GROUP BY source, file ORDER BY source, first_month, file
-            """,
-            [wanted],
+    if not wanted:
+        return []
+    # A bound list, not a temp table: this also runs on read-only connections.
+    cursor = con.execute(
+        """
+        WITH latest AS (
+            SELECT * FROM loads
+            WHERE status = 'ok' AND freq = 'M' AND list_contains(?, source || '|' || strftime(period, '%Y-%m'))
+            QUALIFY row_number() OVER (PARTITION BY source, period, file ORDER BY finished_at DESC) = 1
         )
-        names = [c[0] for c in cursor.description]
-        found = [dict(zip(names, row)) for row in cursor.fetchall()]
-        if found:
-            return found
-    loads = run.get("loads") or []
-    if isinstance(loads, dict):
-        loads = [{"load": key, **(value if isinstance(value, dict) else {"value": value})} for key, value in loads.items()]
-    return [item if isinstance(item, dict) else {"load_id": item} for item in loads]
+        SELECT source, file, min(load_id) AS first_load_id, max(load_id) AS last_load_id,
+               strftime(min(period), '%Y-%m') AS first_month, strftime(max(period), '%Y-%m') AS last_month,
+               count(DISTINCT period) AS months, max(finished_at) AS loaded_at
+        FROM latest GROUP BY source, file ORDER BY source, first_month, file
+        """,
+        [wanted],
+    )
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def unavailable_map(unavailable) -> dict[str, str]:
-    """A run's unavailable features (runs.unavailable_json parsed: a list of {feature, reason}, a dict, or
-    plain names) as feature name -> reason ('' when none was given)."""
-    if isinstance(unavailable, dict):
-        return {str(k): str(v) for k, v in unavailable.items()}
-    out = {}
-    for item in unavailable or []:
-        if isinstance(item, dict):
-            key = item.get("feature") or item.get("name") or str(item)
-            out[str(key)] = str(item.get("reason") or item.get("why") or "")
-        else:
-            out[str(item)] = ""
-    return out
+def unavailable_map(unavailable: list[dict] | None) -> dict[str, str]:
+    """A run's unavailable features as the engine stores them (runs.unavailable_json parsed: a list of
+    {feature, reason}) as feature name -> reason."""
+    return {str(item["feature"]): str(item.get("reason") or "") for item in unavailable or []}
 
 
 def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = None, *,
@@ -533,7 +496,7 @@ def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = Non
         route=row, run=info, event=event_month(info),
         product_name=row["product_name"] or products.product_name(row["product_code"]),
         tier=row["tier"] or products.chpl_tier(row["product_code"]), features=features, unavailable=unavailable,
-        legs=legs, months=axis, loads=_loads_for(con, legs, info), reviews=reviews, status=status,
+        legs=legs, months=axis, loads=_loads_for(con, legs), reviews=reviews, status=status,
         descriptions=_feature_descriptions(),
     )
 

@@ -175,7 +175,6 @@ def test_help_lists_the_subcommands():
 
 def test_decisions_survive_a_new_detect_run(tmp_path, monkeypatch):
     """detect → review → detect again: the decision, its history and the route id carry over."""
-    pytest.importorskip("tradewatch.detect.engine")
     monkeypatch.setenv("USER", "maria")
     db = str(fixture.build_detectable_warehouse(tmp_path / "w.duckdb"))
     first = run("detect", "--db", db, "--format", "json")

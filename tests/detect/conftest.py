@@ -49,16 +49,20 @@ def _route(run_id, route_id, rank, score, origin, transit, product, excess, grow
 
 
 def insert_run(con, run_id: str, started: datetime, routes: list[dict], event: str = "2022-03") -> None:
-    """Insert one finished run and its anomalies rows (dicts with the anomalies columns)."""
-    con.execute(
-        "INSERT INTO runs (run_id, started_at, finished_at, params_json, loads_json, model_version, run_hash,"
-        " flagged, candidates, unavailable_json) VALUES (?, ?, ?, ?, ?, 'test-model-1', 'hash', ?, ?, ?)",
-        [run_id, started, started, json.dumps({"event": event, "baseline_months": 10, "recent_months": 10}),
-         json.dumps([1, 2]), len(routes), 100, json.dumps({"onward_growth": "no transit→Russia data"})],
-    )
+    """Insert one finished run and its anomalies rows (dicts with the anomalies columns), in the formats the
+    engine writes (loads_json: the loads the data came from; unavailable_json: a list of {feature, reason})."""
+    from tradewatch.detect import engine
+    from tradewatch.flows import schema
+
+    con.execute(*schema.bind("runs", {
+        "run_id": run_id, "started_at": started, "finished_at": started,
+        "params_json": json.dumps({"event": event, "baseline_months": 10, "recent_months": 10}),
+        "loads_json": json.dumps(engine._loads_read(con)), "model_version": "test-model-1", "run_hash": "hash",
+        "flagged": len(routes), "candidates": 100,
+        "unavailable_json": json.dumps([{"feature": "onward_growth", "reason": "no transit→Russia data"}]),
+    }))
     for row in routes:
-        columns = ", ".join(row)
-        con.execute(f"INSERT INTO anomalies ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        con.execute(*schema.bind("anomalies", row))
 
 
 def flows(reporter, partner, codes_values, source="comext", currency="EUR", flow="export", months=MONTHS):

@@ -44,13 +44,8 @@ def demo_world(tmp_path_factory):
     from tradewatch.detect import demo
     from tradewatch.flows import warehouse
 
-    if hasattr(demo, "_generate") and hasattr(demo, "_answer_key"):
-        frame, plan = demo._generate(demo.DEFAULT_SEED, 1.0)
-        key = json.loads(json.dumps(demo._answer_key(plan)))
-    else:  # the slow public path
-        folder = tmp_path_factory.mktemp("world")
-        demo.write_world(folder)
-        frame, key = demo.generate_frame(), demo.read_answer_key(folder)
+    frame, plan = demo._generate(demo.DEFAULT_SEED, 1.0)
+    key = json.loads(json.dumps(demo._answer_key(plan)))
     con = duckdb.connect(str(tmp_path_factory.mktemp("demo") / "w.duckdb"))
     warehouse.migrate(con)
     con.register("demo_rows", frame.to_arrow())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, datetime, timezone
 
+import polars as pl
 import pytest
 from conftest import (
     EVENT, EVIL, ROUTE_CARS, ROUTE_CHIPS, ROUTE_LEDS, ROUTE_MODEMS, ROUTE_SCRIPT, RUN_NEW, RUN_OLD,
@@ -266,10 +268,10 @@ def test_show_route_features_loads_and_reviews(con):
     assert [r["note"] for r in evidence.reviews] == ["look again in May"] and evidence.status == "watch"
 
 
-def test_show_route_falls_back_to_the_runs_loads_without_trade_rows(con):
+def test_show_route_without_trade_rows_names_no_loads(con):
     evidence = review.show_route(con, ROUTE_SCRIPT)
     assert not any(leg.available for leg in evidence.legs)
-    assert evidence.loads == [{"load_id": 1}, {"load_id": 2}]
+    assert evidence.loads == []
     assert evidence.features[EVIL] == 1.0
 
 
@@ -286,3 +288,40 @@ def test_tier_matching():
     assert review.tier_matches("3.A", "3") and review.tier_matches("3.A", "3.a")
     assert not review.tier_matches("1", "3") and not review.tier_matches(None, "1")
     assert not review.tier_matches("3.A", "3.B")
+
+
+# --- what the engine writes is what review reads ----------------------------------------------------------------
+
+def test_engine_flags_hold_every_declared_anomalies_column():
+    from tradewatch.detect import engine
+    from tradewatch.flows import schema
+
+    declared = schema.TABLES["anomalies"].polars_schema()
+    stored = {("features_json" if name == "features" else name): dtype for name, dtype in engine.FLAGGED_SCHEMA.items()}
+    assert {"run_id": declared.pop("run_id"), **stored} == {"run_id": pl.String(), **declared}
+    for name, dtype in review.FLAG_COLUMNS.items():
+        if name in declared:
+            assert dtype == declared[name], name
+
+
+def test_show_route_of_a_run_the_engine_stored(tmp_path):
+    from conftest import build_detectable_warehouse
+
+    from tradewatch.detect import engine
+
+    con = warehouse.connect(build_detectable_warehouse(tmp_path / "w.duckdb"))
+    try:
+        result = engine.run_detection(con, engine.DetectParams(event="2022-03"))
+        first = result.flagged.row(0, named=True)
+        listed = review.list_flags(con)
+        evidence = review.show_route(con, first["route_id"])
+    finally:
+        con.close()
+    assert listed["id"].to_list() == result.flagged["route_id"].to_list()
+    assert listed.row(0, named=True)["score"] == first["score"]
+    assert evidence.route["run_id"] == result.run_id and evidence.route["excess_value"] == first["excess_value"]
+    assert evidence.features == json.loads(first["features"])
+    # the run's unavailable features, as the engine stored them: name -> reason
+    assert [f"{engine.features.FEATURES.get(k, k)} ({k}): {v}" for k, v in evidence.unavailable.items()] == \
+        result.unavailable
+    assert evidence.legs[0].available and evidence.loads == []  # the fixture's rows were written without loads
