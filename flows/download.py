@@ -9,6 +9,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,11 +29,14 @@ USER_AGENT = "tradewatch/0.1 (+https://github.com/; trade statistics research)"
 
 
 class DownloadError(TradewatchError):
-    """A download that failed for good; `transient` when trying again later may help."""
+    """A download that failed for good; `transient` when trying again later may help; `status` is the HTTP
+    status of the answer that decided it (404 for a file not published, 503 when retries ran out on
+    it), None when no answer did (a refused host, a timeout, a dropped connection, a bad body)."""
 
-    def __init__(self, message: str, *, transient: bool = False):
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None):
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -170,171 +174,269 @@ def fetch(
     """Download `url` to `dest` (a cache path). A previous complete copy is revalidated with
     If-None-Match / If-Modified-Since (304 -> status 'unchanged'); an interrupted `dest.part` is resumed
     with a Range request. 429, 5xx, timeouts, dropped connections and bodies cut short are retried per
-    `policy`, honouring Retry-After. `expect(head_bytes)` may return a reason the body is not data; an
-    HTML page instead of data is refused. `headers` may carry secrets: they are never logged and are
-    redacted (with `secrets`) from every error. Raises DownloadError naming the URL (never a secret)."""
+    `policy`, honouring Retry-After: this is the only layer of tradewatch that retries a download (the
+    plain run, the Prefect ingest flow and the pipeline call it once per file). `expect(head_bytes)` may
+    return a reason the body is not data; an HTML page instead of data is refused. `headers` may carry
+    secrets: they are never logged and are redacted (with `secrets`) from every error. Raises
+    DownloadError naming the URL (never a secret), with the HTTP status of the deciding answer in `status`."""
     policy = policy or policy_from_env()
     secrets = [*secrets, *(headers or {}).values()] if headers else list(secrets)
     dest = Path(dest)
     check_host(url, allowed_hosts)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"{redact(url, secrets)}: cannot create the download cache folder {dest.parent}: "
-                            f"{exc.strerror or type(exc).__name__}") from None
+    job = _Job(url=url, dest=dest, headers=dict(headers or {}), conditional=conditional, policy=policy,
+               expect=expect, progress=progress, allowed_hosts=tuple(allowed_hosts), secrets=secrets,
+               shown=redact(url, secrets))
+    _make_cache_folder(job)
     own_client = client is None
     if own_client:
         client = httpx.Client(timeout=policy.timeout_s, follow_redirects=False)
-    shown = redact(url, secrets)
     try:
-        last_problem = "no attempt made"
-        for attempt in range(policy.attempts):
-            try:
-                outcome = _attempt(client, url, dest, headers or {}, conditional, policy, expect, progress,
-                                   allowed_hosts, shown)
-            except _Retry as retry:
-                last_problem = redact(retry.reason, secrets)
-                if attempt + 1 >= policy.attempts:
-                    break
-                sleep(policy.delay(attempt, retry.retry_after))
-                continue
-            except httpx.TimeoutException:
-                last_problem = f"timed out after {policy.timeout_s:g} s"
-            except httpx.TransportError as exc:
-                last_problem = redact(f"connection failed ({type(exc).__name__})", secrets)
-            except DownloadError as exc:
-                raise DownloadError(redact(str(exc), secrets), transient=exc.transient) from None
-            except OSError as exc:
-                where = exc.filename or dest
-                hint = "; free space there and run again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-                raise DownloadError(f"{shown}: cannot write the download cache at {where}: "
-                                    f"{exc.strerror or type(exc).__name__}{hint}") from None
-            else:
-                return outcome
-            if attempt + 1 >= policy.attempts:
-                break
-            sleep(policy.delay(attempt))
-        raise DownloadError(f"{shown}: gave up after {policy.attempts} attempt(s): {last_problem}", transient=True)
+        return _with_retries(client, job, sleep)
     finally:
         if own_client:
             client.close()
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One fetch call's fixed inputs, shared by its attempts."""
+
+    url: str
+    dest: Path
+    headers: dict[str, str]  # the caller's (may hold secrets; dropped on a redirect to another host)
+    conditional: bool
+    policy: RetryPolicy
+    expect: Callable[[bytes], str | None] | None
+    progress: Callable[[int, int | None], None] | None
+    allowed_hosts: tuple[str, ...]
+    secrets: list
+    shown: str  # the URL as it may appear in messages
+
+    @property
+    def part(self) -> Path:
+        return self.dest.with_name(self.dest.name + ".part")
+
+
+@dataclass
+class _Plan:
+    """What one attempt asks for: request headers, the cached copy's metadata, where a resume starts."""
+
+    meta: dict
+    headers: dict[str, str]
+    have_copy: bool
+    resume_from: int
+
+
 class _Retry(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.status = status
 
 
-def _attempt(client, url, dest: Path, headers, conditional, policy, expect, progress, allowed_hosts, shown) -> Fetched:
-    part = dest.with_name(dest.name + ".part")
-    meta = read_meta(dest)
-    request_headers = {"User-Agent": USER_AGENT, **headers}
+MAX_REDIRECTS = 5
+HEAD_BYTES = 1024  # how much of a body is looked at to tell data from an error page
+
+
+def _make_cache_folder(job: _Job) -> None:
+    try:
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"{job.shown}: cannot create the download cache folder {job.dest.parent}: "
+                            f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _with_retries(client: httpx.Client, job: _Job, sleep: Callable[[float], None]) -> Fetched:
+    """Up to policy.attempts attempts, sleeping policy.delay between them (a Retry-After wins)."""
+    problem, status = "no attempt made", None
+    for attempt in range(job.policy.attempts):
+        try:
+            return _attempt_once(client, job)
+        except _Retry as retry:
+            problem, status, retry_after = retry.reason, retry.status, retry.retry_after
+        if attempt + 1 < job.policy.attempts:
+            sleep(job.policy.delay(attempt, retry_after))
+    raise DownloadError(f"{job.shown}: gave up after {job.policy.attempts} attempt(s): {problem}",
+                        transient=True, status=status)
+
+
+def _attempt_once(client: httpx.Client, job: _Job) -> Fetched:
+    """One attempt. What may pass on another attempt becomes _Retry; the rest a DownloadError naming the
+    URL (secrets redacted)."""
+    try:
+        return _attempt(client, job)
+    except _Retry as retry:
+        raise _Retry(redact(retry.reason, job.secrets), retry.retry_after, retry.status) from None
+    except httpx.TimeoutException:
+        raise _Retry(f"timed out after {job.policy.timeout_s:g} s") from None
+    except httpx.TransportError as exc:
+        raise _Retry(redact(f"connection failed ({type(exc).__name__})", job.secrets)) from None
+    except DownloadError as exc:
+        raise DownloadError(redact(str(exc), job.secrets), transient=exc.transient, status=exc.status) from None
+    except OSError as exc:
+        where = exc.filename or job.dest
+        hint = "; free space there and run again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise DownloadError(f"{job.shown}: cannot write the download cache at {where}: "
+                            f"{exc.strerror or type(exc).__name__}{hint}") from None
+
+
+def _attempt(client: httpx.Client, job: _Job) -> Fetched:
+    plan = _plan_request(job)
+    with _final_response(client, job, plan.headers) as response:
+        cached = _answer_without_body(response, job, plan)
+        if cached is not None:
+            return cached
+        return _receive(response, job, plan)
+
+
+def _plan_request(job: _Job) -> _Plan:
+    """Request headers for one attempt: resume a partial copy of this URL (Range, If-Range), else ask
+    whether a complete cached copy changed (If-None-Match, If-Modified-Since) when `conditional`."""
+    part, meta = job.part, read_meta(job.dest)
+    headers = {"User-Agent": USER_AGENT, **job.headers}
     # A cached copy counts only while it still has the size recorded when it was checksummed.
-    have_copy = (dest.exists() and bool(meta.get("sha256")) and meta.get("url") == url
-                 and dest.stat().st_size == meta.get("bytes"))
+    have_copy = (job.dest.exists() and bool(meta.get("sha256")) and meta.get("url") == job.url
+                 and job.dest.stat().st_size == meta.get("bytes"))
     resume_from = part.stat().st_size if part.exists() else 0
-    if resume_from and meta.get("partial_url") == url:
-        request_headers["Range"] = f"bytes={resume_from}-"
+    if resume_from and meta.get("partial_url") == job.url:
+        headers["Range"] = f"bytes={resume_from}-"
         if meta.get("partial_etag"):
-            request_headers["If-Range"] = meta["partial_etag"]
+            headers["If-Range"] = meta["partial_etag"]
     else:
         resume_from = 0
         part.unlink(missing_ok=True)
-    if conditional and have_copy and not resume_from:
+    if job.conditional and have_copy and not resume_from:
         if meta.get("etag"):
-            request_headers["If-None-Match"] = meta["etag"]
+            headers["If-None-Match"] = meta["etag"]
         if meta.get("last_modified"):
-            request_headers["If-Modified-Since"] = meta["last_modified"]
-    redirects = 0
-    target = url
-    while True:
+            headers["If-Modified-Since"] = meta["last_modified"]
+    return _Plan(meta=meta, headers=headers, have_copy=have_copy, resume_from=resume_from)
+
+
+@contextmanager
+def _final_response(client: httpx.Client, job: _Job, request_headers: dict[str, str]):
+    """The streamed response after following up to MAX_REDIRECTS redirects, each to an allowed host; the
+    caller's headers (credentials) are not sent on to another host."""
+    target = job.url
+    for redirects in range(MAX_REDIRECTS + 1):
         with client.stream("GET", target, headers=request_headers) as response:
-            if response.has_redirect_location:
-                location = response.headers.get("location", "")
-                redirects += 1
-                if redirects > 5:
-                    raise DownloadError(f"{shown}: more than 5 redirects")
-                target = str(response.url.join(location))
-                try:
-                    check_host(target, allowed_hosts)
-                except DownloadError as exc:
-                    raise DownloadError(f"{shown}: redirected to {exc}") from None
-                if urlsplit(target).hostname != urlsplit(url).hostname:
-                    # Credentials (the Comtrade key) are for the host they were given for, not for where it redirects.
-                    request_headers = {k: v for k, v in request_headers.items() if k not in headers}
-                continue
-            status = response.status_code
-            if status == 304 and have_copy:
-                return Fetched(dest, url, meta["sha256"], int(meta.get("bytes", dest.stat().st_size)), False,
-                               "unchanged", meta)
-            if status in RETRY_STATUSES:
-                raise _Retry(f"HTTP {status}", parse_retry_after(response.headers.get("retry-after")))
-            if status == 416 and resume_from:
-                part.unlink(missing_ok=True)
-                _write_meta(dest, {**meta, "partial_url": None})
-                raise _Retry("HTTP 416 on resume; starting over", 0.0)
-            if status not in (200, 206):
-                body = response.read()[:300]
-                detail = _error_detail(body)
-                raise DownloadError(f"{shown}: HTTP {status}{': ' + detail if detail else ''}")
-            appending = status == 206 and resume_from > 0
-            if status == 206 and not appending:
-                raise DownloadError(f"{shown}: server sent a partial response to a full request")
-            if not appending:
-                resume_from = 0
-            etag = response.headers.get("etag")
-            last_modified = response.headers.get("last-modified")
-            length = response.headers.get("content-length")
-            expected_total = resume_from + int(length) if length and length.isdigit() else None
-            _write_meta(dest, {**meta, "partial_url": url, "partial_etag": etag})
-            received = resume_from
-            head = b""
-            checked = appending
-            content_type = response.headers.get("content-type", "")
-            try:
-                with open(part, "ab" if appending else "wb") as handle:
-                    for chunk in response.iter_bytes():
-                        if not checked:
-                            head += chunk[: 1024 - len(head)]
-                            if len(head) >= 1024:
-                                _refuse_non_data(head, content_type, expect, shown, part, handle)
-                                checked = True
-                        handle.write(chunk)
-                        received += len(chunk)
-                        if progress:
-                            progress(received, expected_total)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                raise _Retry(f"body cut short: connection dropped after {received:,} bytes ({type(exc).__name__})") from None
-            except OSError:
-                # A full disk (or any write failure): drop the partial copy so it is never taken for data and
-                # the space comes back; the next run starts this file over.
-                part.unlink(missing_ok=True)
-                try:
-                    _write_meta(dest, {**meta, "partial_url": None})
-                except OSError:
-                    pass
-                raise
-            if expected_total is not None and received < expected_total:
-                raise _Retry(f"body cut short: got {received:,} of {expected_total:,} bytes")
-            if received == 0:
-                part.unlink(missing_ok=True)
-                raise DownloadError(f"{shown}: empty response body")
-            if not checked or appending:
-                with open(part, "rb") as handle:
-                    head = handle.read(1024)
-                _refuse_non_data(head, content_type, expect, shown, part)
-            digest = archive.sha256(part)
-            unchanged = have_copy and meta.get("sha256") == digest
-            os.replace(part, dest)
-            new_meta = {
-                "url": url, "sha256": digest, "bytes": received, "etag": etag, "last_modified": last_modified,
-                "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "partial_url": None,
-            }
-            _write_meta(dest, new_meta)
-            state = "unchanged" if unchanged else ("resumed" if appending else "downloaded")
-            return Fetched(dest, url, digest, received, not unchanged, state, new_meta)
+            if not response.has_redirect_location:
+                yield response
+                return
+            if redirects == MAX_REDIRECTS:
+                raise DownloadError(f"{job.shown}: more than {MAX_REDIRECTS} redirects")
+            target = _redirect_target(response, job)
+        if urlsplit(target).hostname != urlsplit(job.url).hostname:
+            # Credentials (the Comtrade key) are for the host they were given for, not for where it redirects.
+            request_headers = {k: v for k, v in request_headers.items() if k not in job.headers}
+
+
+def _redirect_target(response: httpx.Response, job: _Job) -> str:
+    target = str(response.url.join(response.headers.get("location", "")))
+    try:
+        check_host(target, job.allowed_hosts)
+    except DownloadError as exc:
+        raise DownloadError(f"{job.shown}: redirected to {exc}") from None
+    return target
+
+
+def _answer_without_body(response: httpx.Response, job: _Job, plan: _Plan) -> Fetched | None:
+    """Decide on the status alone: the cached copy (304), a retry (429, 5xx …, 416 on resume), a refusal
+    carrying the status (404 …); None when the body is data to receive (200, or 206 to a resume)."""
+    status = response.status_code
+    if status == 304 and plan.have_copy:
+        meta = plan.meta
+        return Fetched(job.dest, job.url, meta["sha256"], int(meta.get("bytes", job.dest.stat().st_size)), False,
+                       "unchanged", meta)
+    if status in RETRY_STATUSES:
+        raise _Retry(f"HTTP {status}", parse_retry_after(response.headers.get("retry-after")), status)
+    if status == 416 and plan.resume_from:
+        job.part.unlink(missing_ok=True)
+        _write_meta(job.dest, {**plan.meta, "partial_url": None})
+        raise _Retry("HTTP 416 on resume; starting over", 0.0, status)
+    if status not in (200, 206):
+        detail = _error_detail(response.read()[:300])
+        raise DownloadError(f"{job.shown}: HTTP {status}{': ' + detail if detail else ''}", status=status)
+    if status == 206 and not plan.resume_from:
+        raise DownloadError(f"{job.shown}: server sent a partial response to a full request", status=status)
+    return None
+
+
+def _receive(response: httpx.Response, job: _Job, plan: _Plan) -> Fetched:
+    """Stream a data body into `dest.part` (appending on a resume), check it is whole and data, then
+    move it over `dest` with fresh metadata."""
+    appending = response.status_code == 206
+    start = plan.resume_from if appending else 0
+    length = response.headers.get("content-length")
+    expected_total = start + int(length) if length and length.isdigit() else None
+    _write_meta(job.dest, {**plan.meta, "partial_url": job.url, "partial_etag": response.headers.get("etag")})
+    content_type = response.headers.get("content-type", "")
+    received, checked = _write_body(response, job, plan, start, expected_total, content_type)
+    if expected_total is not None and received < expected_total:
+        raise _Retry(f"body cut short: got {received:,} of {expected_total:,} bytes")
+    if received == 0:
+        job.part.unlink(missing_ok=True)
+        raise DownloadError(f"{job.shown}: empty response body")
+    if not checked or appending:
+        with open(job.part, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+        _refuse_non_data(head, content_type, job.expect, job.shown, job.part)
+    return _commit(job, plan, received, appending, response.headers)
+
+
+def _write_body(response: httpx.Response, job: _Job, plan: _Plan, start: int, expected_total: int | None,
+                content_type: str) -> tuple[int, bool]:
+    """Write the body to `dest.part`; (bytes in the part file, whether its head was checked on the way).
+    A dropped connection is a retry (the part is kept for a resume); a write failure drops the part."""
+    received, head, checked = start, b"", start > 0
+    try:
+        with open(job.part, "ab" if start else "wb") as handle:
+            for chunk in response.iter_bytes():
+                if not checked:
+                    head, checked = _sniff(head + chunk[: HEAD_BYTES - len(head)], content_type, job, handle)
+                handle.write(chunk)
+                received += len(chunk)
+                if job.progress:
+                    job.progress(received, expected_total)
+    except (httpx.TimeoutException, httpx.TransportError) as exc:
+        raise _Retry(f"body cut short: connection dropped after {received:,} bytes ({type(exc).__name__})") from None
+    except OSError:
+        _drop_partial(job, plan)
+        raise
+    return received, checked
+
+
+def _sniff(head: bytes, content_type: str, job: _Job, handle) -> tuple[bytes, bool]:
+    """(head so far, whether it is long enough to judge); refuses a head that is not data."""
+    if len(head) < HEAD_BYTES:
+        return head, False
+    _refuse_non_data(head, content_type, job.expect, job.shown, job.part, handle)
+    return head, True
+
+
+def _drop_partial(job: _Job, plan: _Plan) -> None:
+    # A full disk (or any write failure): drop the partial copy so it is never taken for data and the
+    # space comes back; the next run starts this file over.
+    job.part.unlink(missing_ok=True)
+    try:
+        _write_meta(job.dest, {**plan.meta, "partial_url": None})
+    except OSError:
+        pass
+
+
+def _commit(job: _Job, plan: _Plan, received: int, appending: bool, headers) -> Fetched:
+    digest = archive.sha256(job.part)
+    unchanged = plan.have_copy and plan.meta.get("sha256") == digest
+    os.replace(job.part, job.dest)
+    new_meta = {
+        "url": job.url, "sha256": digest, "bytes": received, "etag": headers.get("etag"),
+        "last_modified": headers.get("last-modified"),
+        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "partial_url": None,
+    }
+    _write_meta(job.dest, new_meta)
+    state = "unchanged" if unchanged else ("resumed" if appending else "downloaded")
+    return Fetched(job.dest, job.url, digest, received, not unchanged, state, new_meta)
 
 
 def _refuse_non_data(head: bytes, content_type: str, expect, shown: str, part: Path, handle=None) -> None:

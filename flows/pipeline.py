@@ -46,9 +46,9 @@ def download_month(item: dict) -> dict:
     try:
         got = ingest.download_fetch(ingest.Fetch(**item))
     except DownloadError as exc:
-        # download.fetch words a refused status as "<url>: HTTP <status>…"; 404 is a month Eurostat has
-        # not published yet, which the next scheduled run will look for again.
-        if ": HTTP 404" in str(exc):
+        # 404 (the status of the answer, not words in the message) is a month Eurostat has not published
+        # yet, which the next scheduled run will look for again.
+        if exc.status == 404:
             return {**item, "path": None, "sha256": None, "status": "missing"}
         raise
     return {**item, **got}

@@ -112,6 +112,20 @@ def test_404_is_not_retried(home, server):
     assert not caught.value.transient and len(server.requests) == 1
 
 
+def test_the_http_status_travels_with_the_error(home, server):
+    server.route("/gone", Reply(404, b"no such file"))
+    server.route("/busy", Reply(503, b"busy"))
+    with pytest.raises(DownloadError) as gone:
+        download.fetch(f"{server.url}/gone", home / "g.bin", policy=FAST, sleep=lambda s: None)
+    assert gone.value.status == 404 and not gone.value.transient
+    with pytest.raises(DownloadError) as busy:
+        download.fetch(f"{server.url}/busy", home / "b.bin", policy=FAST, sleep=lambda s: None)
+    assert busy.value.status == 503 and busy.value.transient  # the last answer before giving up
+    with pytest.raises(DownloadError) as refused:
+        download.fetch("https://example.org/data.7z", home / "x", policy=FAST)
+    assert refused.value.status is None  # no answer decided it
+
+
 def test_hosts_outside_the_allowed_list_are_refused(home):
     with pytest.raises(DownloadError, match="not one of the allowed hosts"):
         download.fetch("https://example.org/data.7z", home / "x", policy=FAST)

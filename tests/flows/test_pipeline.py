@@ -334,3 +334,24 @@ def test_source_months_run_to_the_current_month():
 
     assert source_months("2021-11", None, today=date(2022, 2, 14)) == ["2021-11", "2021-12", "2022-01", "2022-02"]
     assert source_months("2022-01", "2022-01") == ["2022-01"]
+
+
+def test_a_month_not_published_is_told_by_the_http_status_not_by_the_words(monkeypatch, tmp_path):
+    from tradewatch.flows import ingest, pipeline
+    from tradewatch.flows.download import DownloadError
+
+    monkeypatch.setenv("TRADEWATCH_HOME", str(tmp_path))
+    item = {"source": "comext", "period": "2022-09", "url": "https://ec.europa.eu/x", "dest": str(tmp_path / "x"),
+            "local": None, "display_name": "full_v2_202209.7z", "request": None}
+
+    def refuse(status, message):
+        def fetch(*args, **kwargs):
+            raise DownloadError(message, status=status)
+        return fetch
+
+    monkeypatch.setattr(ingest, "download_fetch", refuse(404, "https://ec.europa.eu/x: not there"))
+    assert pipeline.download_month.fn(item)["status"] == "missing"
+    # A refusal whose words happen to contain ': HTTP 404' is still a refusal.
+    monkeypatch.setattr(ingest, "download_fetch", refuse(400, "https://ec.europa.eu/x: HTTP 400: ': HTTP 404'"))
+    with pytest.raises(DownloadError):
+        pipeline.download_month.fn(item)
