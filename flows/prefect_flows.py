@@ -27,17 +27,10 @@ def _emit(token: str | None, kind: str, **info) -> None:
         sink(kind, **info)
 
 
-def _transient(task_, task_run, state) -> bool:
-    """Retry a download task only for failures that may pass (rate limits, 5xx, timeouts, cut bodies)."""
-    try:
-        state.result()
-    except Exception as exc:  # the task's own exception, re-raised by result()
-        return bool(getattr(exc, "transient", False))
-    return False
-
-
-@task(name="download", retries=2, retry_delay_seconds=[10, 60], retry_jitter_factor=0.5,
-      retry_condition_fn=_transient)
+# No task retries: download.fetch is the one layer that retries a download (TRADEWATCH_RETRY_ATTEMPTS,
+# backoff, Retry-After), for this flow as for the plain run and the pipeline. Retrying the task as well
+# would multiply the attempts on a failing server.
+@task(name="download")
 def download_task(item: dict, token: str | None = None) -> dict:
     """Bring one file into the cache (resumable, checksummed, skipped when unchanged); returns its path and status."""
     fetch = ingest.Fetch(**{k: v for k, v in item.items() if k != "allowed_hosts"})

@@ -85,3 +85,30 @@ def test_dask_runner_from_local_files(home, tmp_path, prefect_api):
     items = ingest.plan_comext(["2022-03"], source_dir=tmp_path)
     summary = prefect_flows.run_ingest_flow(items, home / "w.duckdb", task_runner="dask")
     assert summary["totals"]["rows"] == 6
+
+
+def test_a_failing_url_is_tried_the_configured_number_of_times_on_every_path(home, server, prefect_api, monkeypatch):
+    """Retries live in one layer (download.fetch): the plain run, the Prefect ingest flow and the pipeline's
+    download task each ask a failing server TRADEWATCH_RETRY_ATTEMPTS times in all, not that times the
+    task's own retries."""
+    from tradewatch.flows import pipeline, prefect_flows
+    from tradewatch.flows.download import DownloadError
+
+    monkeypatch.setenv("TRADEWATCH_RETRY_ATTEMPTS", "3")
+    server.handle(lambda path, query, headers: Reply(503, b"busy", {"Retry-After": "0"}))
+    items = ingest.plan_comext(["2022-01"], base_url=server.url)
+
+    with pytest.raises(DownloadError, match="gave up after 3 attempt"):
+        ingest.run_plain(home / "w.duckdb", items)
+    assert len(server.requests) == 3
+
+    server.requests.clear()
+    with pytest.raises(TradewatchError, match="gave up after 3 attempt"):
+        prefect_flows.run_ingest_flow(items, home / "w.duckdb")
+    assert len(server.requests) == 3
+
+    server.requests.clear()
+    from dataclasses import asdict
+
+    state = pipeline.download_month(asdict(items[0]), return_state=True)
+    assert state.is_failed() and len(server.requests) == 3
