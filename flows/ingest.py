@@ -19,7 +19,7 @@ from tradewatch.flows.core import settings
 from tradewatch.flows import archive, schema, warehouse
 from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources import registry
-from tradewatch.flows.sources.common import sql_path, sql_text
+from tradewatch.flows.sources.common import Fetch, sql_path, sql_text
 from tradewatch.flows.core.months import month_labels
 
 # Bump when a reader's output changes, so Parquet parsed by an older reader is not reused.
@@ -53,24 +53,14 @@ def recognise(path: Path) -> ModuleType:
     for module in registry.SOURCES.values():
         if module.looks_like(path, head):
             return module
-    from tradewatch.flows.sources import baci, ecb
-
-    if baci.is_reference_table(head):
-        raise InputError(str(path), "a BACI code table, not trade data; it is read from beside the BACI data "
-                         "files (or pass it with --country-codes)")
-    if ecb.looks_like(path, head):
-        raise InputError(str(path), "ECB exchange rates, not trade data; load them with `tradewatch ingest ecb --file`")
+    # A source may know a file of its own that is not trade data (BACI's code tables, ECB rates).
+    for module in registry.ALL.values():
+        reason = module.not_trade_data(path, head) if hasattr(module, "not_trade_data") else None
+        if reason:
+            raise InputError(str(path), reason)
     stripped = head.lstrip(b"\xef\xbb\xbf").lstrip()[:200].lower()
     if stripped.startswith((b"<!doctype", b"<html")):
         raise InputError(str(path), "an HTML page, not data (an error page saved instead of the file?)")
-    if head.startswith(archive.ZIP_MAGIC):
-        try:
-            archive.zip_member_names(path)
-        except InputError as exc:
-            raise InputError(str(path), f"not a recognised trade-data file: a zip archive that cannot be read "
-                             f"({exc.problem}); expected a BACI release zip, a Comext .7z or CSV/JSON") from None
-        raise InputError(str(path), "not a recognised trade-data file: a zip archive without BACI data files "
-                         "(BACI_HS??_Y????_V*.csv); unzip it and load the files inside")
     if b"\x00" in head[:4096]:
         raise InputError(str(path), "binary data (or UTF-16 text), not a recognised trade-data file; expected a Comext "
                          ".7z, or UTF-8 CSV/JSON")
@@ -154,10 +144,14 @@ def _identify(path: Path, display_name: str | None, source_label: str | None) ->
     zip is refused here (it holds one file per year: load_release reads it)."""
     module = recognise(path)
     where = display_name or str(path)
-    if module.SOURCE == "baci" and archive.is_zip(path):
+    if _is_release(module, path):
         raise InputError(where, "a BACI release zip holds one file per year; load it with load_release "
                          "(`tradewatch ingest baci` or `ingest files`)")
     return module, where, archive.sha256(path), source_label or module.SOURCE
+
+
+def _is_release(module: ModuleType, path: Path) -> bool:
+    return hasattr(module, "is_release") and module.is_release(path)
 
 
 def load_release(
@@ -325,13 +319,14 @@ def load_files(
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
     """Files named, and the data files inside named folders (sorted); InputError for a missing path.
     BACI's code tables found inside a folder are left out (they are read beside the data files)."""
+    companions = registry.folder_companions()
     out: list[Path] = []
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
                            and not p.name.endswith((".meta.json", ".part", ".parquet"))
-                           and not p.name.startswith(("country_codes_", "product_codes_")))
+                           and not p.name.startswith(companions))
             if not found:
                 raise InputError(str(path), "folder holds no files")
             out.extend(found)
@@ -481,19 +476,6 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
 
 # ------------------------------------------------------------------------------------ per-source runs
 
-@dataclass
-class Fetch:
-    """One file to bring into the cache (or a local file to use as is) for one source and period."""
-
-    source: str
-    period: str
-    url: str | None = None
-    dest: str | None = None
-    local: str | None = None
-    display_name: str | None = None
-    request: dict | None = None  # a Comtrade unit of work (comtrade_api.Request as a dict)
-
-
 def month_range(first: str, last: str, *, option_from: str = "--from", option_to: str = "--to") -> list[str]:
     """YYYY-MM months from `first` to `last` inclusive; InputError naming the options when reversed."""
     months = month_labels(first, last)
@@ -510,59 +492,28 @@ def years_between(first: str, last: str) -> list[str]:
     return [str(y) for y in range(y1, y2 + 1)]
 
 
-def plan_comext(periods: list[str], *, base_url: str | None = None, source_dir: Path | None = None) -> list[Fetch]:
-    """One Fetch per period (YYYY-MM monthly, YYYY annual): from `source_dir` (a local copy of the bulk
-    files, .7z or .dat) or downloaded from Eurostat (or `base_url`). InputError when a local file is missing."""
-    from tradewatch.flows.sources import comext
+def plan(source: str, *args, **kwargs) -> list[Fetch]:
+    """What to bring into the cache for one source: its module's plan() (see sources/registry.py)."""
+    return registry.module(source).plan(*args, **kwargs)
 
-    items = []
-    for period in periods:
-        name = comext.file_name(period)
-        if source_dir is not None:
-            folder = Path(source_dir).expanduser()
-            if not folder.is_dir():
-                raise InputError(f"--source-dir {source_dir}", "is not a folder")
-            candidates = [folder / name, folder / name.replace("full_v2_", "full_").replace(".7z", ".dat")]
-            found = next((c for c in candidates if c.exists()), None)
-            if found is None:
-                raise InputError(f"--source-dir {source_dir}", f"has no {name} (or {candidates[1].name}) for {period}")
-            items.append(Fetch("comext", period, local=str(found), display_name=str(found)))
-        else:
-            url = comext.file_url(period, base_url)
-            dest = settings.cache_dir() / "comext" / name
-            items.append(Fetch("comext", period, url=url, dest=str(dest), display_name=name))
-    return items
+
+def plan_comext(periods: list[str], *, base_url: str | None = None, source_dir: Path | None = None) -> list[Fetch]:
+    """sources.comext.plan: one Fetch per period, local (`source_dir`) or from Eurostat (or `base_url`)."""
+    return plan("comext", periods, base_url=base_url, source_dir=source_dir)
+
+
+def comtrade_items(reporters: list[str], periods: list[str], *, freq: str, products: list[str] | None,
+                   base_url: str | None = None) -> list[Fetch]:
+    """sources.comtrade.plan: one Fetch per Comtrade unit of work (reporter × group of periods)."""
+    return plan("comtrade", reporters, periods, freq=freq, products=products, base_url=base_url)
 
 
 def download_fetch(item: Fetch, *, allowed_hosts: Iterable[str] = (),
                    progress: Callable[[int, int | None], None] | None = None) -> dict:
-    """Bring one Fetch into the cache. Returns {'path', 'status' ('local'|'downloaded'|'resumed'|'unchanged'),
-    'sha256'}. Raises DownloadError (retries included) or ComtradeError."""
-    from tradewatch.flows import download
-
-    if item.local:
-        return {"path": item.local, "status": "local", "sha256": None}
-    if item.request is not None:
-        from tradewatch.flows import comtrade_api
-
-        client = comtrade_api.ComtradeClient(base_url=item.url or comtrade_api.DEFAULT_BASE_URL)
-        request = comtrade_api.Request(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.request.items()})
-        path = comtrade_api.fetch_unit(client, request)
-        return {"path": str(path), "status": "downloaded", "sha256": None}
-    from tradewatch.flows.sources import comext
-
-    got = download.fetch(item.url, Path(item.dest), allowed_hosts=allowed_hosts, progress=progress,
-                         expect=_expect_comext if item.source == "comext" else None)
-    del comext
-    return {"path": str(got.path), "status": got.status, "sha256": got.sha256}
-
-
-def _expect_comext(head: bytes) -> str | None:
-    from tradewatch.flows.sources import comext
-
-    if comext.looks_like(Path("x"), head):
-        return None
-    return f"expected a 7z archive or Comext .dat, got {head[:24]!r}"
+    """Bring one Fetch into the cache with its source module's fetch(). Returns {'path', 'status'
+    ('local'|'downloaded'|'resumed'|'unchanged'), 'sha256'}. Raises DownloadError (retries included:
+    download.fetch is the one layer that retries) or ComtradeError."""
+    return registry.module(item.source).fetch(item, allowed_hosts=allowed_hosts, progress=progress)
 
 
 @dataclass
@@ -654,7 +605,7 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
     releases = set()
     for path in files:
         module = recognise(path)  # refuse a wrong file before loading any
-        if module.SOURCE == "baci" and archive.is_zip(path):
+        if _is_release(module, path):
             load_release_plan(path, years)  # a release without the years asked for fails here too
             releases.add(path)
     emit = on_event or (lambda kind, **info: None)
@@ -699,46 +650,18 @@ def load_release_plan(path: Path, years: tuple[int, int] | None = None) -> dict[
     return chosen
 
 
-def comtrade_items(reporters: list[str], periods: list[str], *, freq: str, products: list[str] | None,
-                   base_url: str | None = None) -> list[Fetch]:
-    """One Fetch per Comtrade unit of work (reporter × group of periods); keyed when COMTRADE_API_KEY is set."""
-    import os
-
-    from tradewatch.flows import comtrade_api
-
-    units = comtrade_api.plan(reporters, periods, freq=freq, products=products,
-                              keyed=bool(os.environ.get(comtrade_api.KEY_ENV)))
-    items = []
-    for unit in units:
-        path = comtrade_api.unit_file(unit)
-        items.append(Fetch("comtrade", ",".join(unit.periods), url=base_url or comtrade_api.DEFAULT_BASE_URL,
-                           dest=str(path), display_name=f"comtrade/{unit.freq}/{path.name}",
-                           request=asdict(unit)))
-    return items
-
-
 def ingest_ecb(db: Path | str | None, *, file: Path | None = None, base_url: str | None = None,
                force: bool = False) -> dict:
     """Download the ECB USD-per-EUR monthly series (or read `file`) and load it into fx_rates. Returns
     the RatesResult as a dict plus the download status."""
-    from tradewatch.flows import download
+    from urllib.parse import urlsplit
+
     from tradewatch.flows.sources import ecb
 
-    if file is not None:
-        path, status = Path(file), "local"
-        if not path.is_file():
-            raise InputError(f"--file {file}", "no such file")
-        display = str(path)
-    else:
-        url = ecb.series_url(base_url)
-        dest = settings.cache_dir() / "ecb" / "EXR_M.USD.EUR.SP00.A.csv"
-        # As for the other sources, a --base-url the user named is an allowed host (https unless loopback).
-        from urllib.parse import urlsplit
-
-        allowed = [urlsplit(base_url).hostname or ""] if base_url else []
-        got = download.fetch(url, dest, allowed_hosts=allowed, expect=lambda head: None if ecb.looks_like(dest, head)
-                             else f"expected ECB CSV with TIME_PERIOD and OBS_VALUE, got {head[:40]!r}")
-        path, status, display = got.path, got.status, url
+    (item,) = ecb.plan(file=file, base_url=base_url)
+    # As for the other sources, a --base-url the user named is an allowed host (https unless loopback).
+    allowed = [urlsplit(base_url).hostname or ""] if base_url and file is None else []
+    got = download_fetch(item, allowed_hosts=allowed)
     with warehouse.opened(db) as con:
-        result = ecb.load_rates(con, path, display_name=display, force=force)
-    return {**asdict(result), "download": status}
+        result = ecb.load_rates(con, Path(got["path"]), display_name=item.display_name, force=force)
+    return {**asdict(result), "download": got["status"]}

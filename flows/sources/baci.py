@@ -11,8 +11,8 @@ import duckdb
 from tradewatch.flows.core import countries
 from tradewatch.flows import archive, schema
 from tradewatch.flows.core.errors import InputError
-from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
-                                             summarise_quarantine)
+from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, read_header,
+                                             reading, sql_path, sql_text, summarise_quarantine)
 
 SOURCE = "baci"
 
@@ -37,6 +37,41 @@ def looks_like(path: Path, head: bytes) -> bool:
             return False  # a zip that cannot be read is no BACI release; recognise() says what it is
     first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
     return bool(_HEADER.match(first))
+
+
+# Files a folder of BACI downloads holds beside the data files: read from there, never loaded themselves.
+FOLDER_COMPANIONS = ("country_codes_", "product_codes_")
+
+
+def not_trade_data(path: Path, head: bytes) -> str | None:
+    """Why a file that no source recognised is not trade data, when it is BACI's: one of its code tables,
+    or a zip archive that is no BACI release; None otherwise."""
+    if is_reference_table(head):
+        return ("a BACI code table, not trade data; it is read from beside the BACI data files "
+                "(or pass it with --country-codes)")
+    if not head.startswith(archive.ZIP_MAGIC):
+        return None
+    try:
+        archive.zip_member_names(path)
+    except InputError as exc:
+        return (f"not a recognised trade-data file: a zip archive that cannot be read ({exc.problem}); expected "
+                "a BACI release zip, a Comext .7z or CSV/JSON")
+    return ("not a recognised trade-data file: a zip archive without BACI data files (BACI_HS??_Y????_V*.csv); "
+            "unzip it and load the files inside")
+
+
+def is_release(path: Path) -> bool:
+    """True for a BACI release zip (one data file per year: ingest loads each year as its own load)."""
+    return archive.is_zip(path)
+
+
+def plan(paths: list[Path]) -> list[Fetch]:
+    """BACI releases are downloaded by hand from CEPII: one local Fetch per file or release zip."""
+    return [Fetch(SOURCE, "", local=str(path), display_name=str(path)) for path in paths]
+
+
+def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
+    return download_to_cache(item, allowed_hosts=allowed_hosts, progress=progress)
 
 
 def release_years(path: Path) -> dict[int, str]:

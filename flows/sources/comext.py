@@ -7,11 +7,11 @@ from pathlib import Path
 
 import duckdb
 
-from tradewatch.flows.core import countries
+from tradewatch.flows.core import countries, settings
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError
-from tradewatch.flows.sources.common import (StageResult, check_complete, newline_count, read_header, reading,
-                                             sql_path, sql_text, summarise_quarantine)
+from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, newline_count,
+                                             read_header, reading, sql_path, sql_text, summarise_quarantine)
 
 SOURCE = "comext"
 
@@ -57,6 +57,44 @@ def looks_like(path: Path, head: bytes) -> bool:
         return True
     first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].upper()
     return first.startswith(b"REPORTER,PARTNER") or (b"PRODUCT_NC" in first and b"VALUE_EUR" in first)
+
+
+def plan(periods: list[str], *, base_url: str | None = None, source_dir: Path | None = None) -> list[Fetch]:
+    """One Fetch per period (YYYY-MM monthly, YYYY annual): from `source_dir` (a local copy of the bulk
+    files, .7z or .dat) or downloaded from Eurostat (or `base_url`). InputError when a local file is missing."""
+    items = []
+    for period in periods:
+        name = file_name(period)
+        if source_dir is not None:
+            found = _local_file(Path(source_dir), name, period)
+            items.append(Fetch(SOURCE, period, local=str(found), display_name=str(found)))
+        else:
+            dest = settings.cache_dir() / SOURCE / name
+            items.append(Fetch(SOURCE, period, url=file_url(period, base_url), dest=str(dest), display_name=name))
+    return items
+
+
+def _local_file(source_dir: Path, name: str, period: str) -> Path:
+    folder = source_dir.expanduser()
+    if not folder.is_dir():
+        raise InputError(f"--source-dir {source_dir}", "is not a folder")
+    candidates = [folder / name, folder / name.replace("full_v2_", "full_").replace(".7z", ".dat")]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        raise InputError(f"--source-dir {source_dir}", f"has no {name} (or {candidates[1].name}) for {period}")
+    return found
+
+
+def expect(head: bytes) -> str | None:
+    """Why the head of a downloaded body is not a Comext bulk file; None when it is."""
+    if looks_like(Path("x"), head):
+        return None
+    return f"expected a 7z archive or Comext .dat, got {head[:24]!r}"
+
+
+def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
+    """Bring one planned bulk file into the cache (see common.download_to_cache)."""
+    return download_to_cache(item, expect=expect, allowed_hosts=allowed_hosts, progress=progress)
 
 
 def stage(con: duckdb.DuckDBPyConnection, dat_path: Path, *, table: str, source: str = SOURCE,

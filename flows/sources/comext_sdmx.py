@@ -10,8 +10,8 @@ import duckdb
 from tradewatch.flows.core import countries
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError
-from tradewatch.flows.sources.common import (StageResult, check_complete, read_header, reading, sql_path, sql_text,
-                                             summarise_quarantine)
+from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, read_header,
+                                             reading, sql_path, sql_text, summarise_quarantine)
 
 SOURCE = "comext_sdmx"
 # Product rows (CN8) found in such a file are Comext rows like those of the bulk files.
@@ -52,6 +52,15 @@ def looks_like(path: Path, head: bytes) -> bool:
     first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
     names = {name.strip().strip('"').upper() for name in first.split(",")}
     return {"DATAFLOW", "TIME_PERIOD", "OBS_VALUE"} <= names and bool(names & {"REPORTER", "PARTNER", "PRODUCT"})
+
+
+def plan(paths: list[Path]) -> list[Fetch]:
+    """SDMX-CSV files are downloaded by hand from Eurostat's data browser: one local Fetch per file."""
+    return [Fetch(SOURCE, "", local=str(path), display_name=str(path)) for path in paths]
+
+
+def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
+    return download_to_cache(item, allowed_hosts=allowed_hosts, progress=progress)
 
 
 def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str = SOURCE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,34 @@ class StageResult:
     # True when the reader itself guarantees one row per canonical key (it grouped by the key), so the
     # warehouse can skip its own duplicate-key scan — the costliest declared check on a large month.
     key_unique: bool = False
+
+
+@dataclass
+class Fetch:
+    """One file to bring into the cache (or a local file to use as is) for one source and period: what a
+    source module's plan() returns and the ingest steps take."""
+
+    source: str
+    period: str
+    url: str | None = None
+    dest: str | None = None
+    local: str | None = None
+    display_name: str | None = None
+    request: dict | None = None  # a Comtrade unit of work (comtrade_api.Request as a dict)
+
+
+def download_to_cache(item: Fetch, *, expect: Callable[[bytes], str | None] | None = None,
+                      allowed_hosts: Iterable[str] = (),
+                      progress: Callable[[int, int | None], None] | None = None) -> dict:
+    """The usual way a source fetches to the cache: a local file as is, else download.fetch of its URL
+    (retries, resume, checksum) with `expect` judging the head of the body. Returns {'path', 'status'
+    ('local'|'downloaded'|'resumed'|'unchanged'), 'sha256'}. Raises DownloadError."""
+    if item.local:
+        return {"path": item.local, "status": "local", "sha256": None}
+    from tradewatch.flows import download
+
+    got = download.fetch(item.url, Path(item.dest), allowed_hosts=allowed_hosts, progress=progress, expect=expect)
+    return {"path": str(got.path), "status": got.status, "sha256": got.sha256}
 
 
 def sql_path(path: Path | str) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
 
 from tradewatch.flows.core import countries
 from tradewatch.flows.core.errors import InputError
-from tradewatch.flows.sources.common import (StageResult, check_complete, read_error, read_header, reading, sql_path,
-                                             sql_text, stage_from_typed)
+from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, read_error,
+                                             read_header, reading, sql_path, sql_text, stage_from_typed)
 
 SOURCE = "comtrade"
 # Comtrade data arrives per query, usually for a list of products: a file replaces the products it holds
@@ -51,6 +53,33 @@ def looks_like(path: Path, head: bytes) -> bool:
         return b'"cmdCode"' in text or (b'"data"' in text and (b'"elapsedTime"' in text or b'"count"' in text))
     first = text.split(b"\n", 1)[0]
     return b"cmdCode" in first and b"primaryValue" in first and (b"reporterCode" in first or b"reporterISO" in first)
+
+
+def plan(reporters: list[str], periods: list[str], *, freq: str, products: list[str] | None,
+         base_url: str | None = None) -> list[Fetch]:
+    """One Fetch per Comtrade unit of work (reporter × group of periods); keyed when COMTRADE_API_KEY is set."""
+    from tradewatch.flows import comtrade_api
+
+    units = comtrade_api.plan(reporters, periods, freq=freq, products=products,
+                              keyed=bool(os.environ.get(comtrade_api.KEY_ENV)))
+    items = []
+    for unit in units:
+        path = comtrade_api.unit_file(unit)
+        items.append(Fetch(SOURCE, ",".join(unit.periods), url=base_url or comtrade_api.DEFAULT_BASE_URL,
+                           dest=str(path), display_name=f"comtrade/{unit.freq}/{path.name}", request=asdict(unit)))
+    return items
+
+
+def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
+    """Bring one unit of work into the cache through the Comtrade API client (split at the record cap,
+    retried by download.fetch), or take a local file as is. Raises ComtradeError."""
+    if item.request is None:
+        return download_to_cache(item, allowed_hosts=allowed_hosts, progress=progress)
+    from tradewatch.flows import comtrade_api
+
+    client = comtrade_api.ComtradeClient(base_url=item.url or comtrade_api.DEFAULT_BASE_URL)
+    request = comtrade_api.Request(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.request.items()})
+    return {"path": str(comtrade_api.fetch_unit(client, request)), "status": "downloaded", "sha256": None}
 
 
 def _is_json(path: Path) -> bool:

@@ -10,8 +10,10 @@ import duckdb
 import polars as pl
 
 from tradewatch.flows import archive, schema, warehouse
+from tradewatch.flows.core import settings
 from tradewatch.flows.core.errors import InputError, TradewatchError
-from tradewatch.flows.sources.common import check_complete, read_header, reading, sql_path, sql_text
+from tradewatch.flows.sources.common import (Fetch, check_complete, download_to_cache, read_header, reading, sql_path,
+                                             sql_text)
 
 SOURCE = "ecb"
 SERIES = "EXR/M.USD.EUR.SP00.A"
@@ -29,6 +31,39 @@ def looks_like(path: Path, head: bytes) -> bool:
     """True for an ECB data API CSV (columns TIME_PERIOD and OBS_VALUE)."""
     first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].upper()
     return b"TIME_PERIOD" in first and b"OBS_VALUE" in first
+
+
+def not_trade_data(path: Path, head: bytes) -> str | None:
+    """Why an ECB file given where trade data was expected is not trade data; None for another file."""
+    if looks_like(path, head):
+        return "ECB exchange rates, not trade data; load them with `tradewatch ingest ecb --file`"
+    return None
+
+
+CACHE_NAME = "EXR_M.USD.EUR.SP00.A.csv"
+
+
+def plan(*, file: Path | None = None, base_url: str | None = None) -> list[Fetch]:
+    """The one Fetch of the series: `file` as is (InputError when missing), else the ECB data API (or
+    `base_url`) into the cache."""
+    if file is not None:
+        if not Path(file).is_file():
+            raise InputError(f"--file {file}", "no such file")
+        return [Fetch(SOURCE, SERIES, local=str(file), display_name=str(file))]
+    url = series_url(base_url)
+    return [Fetch(SOURCE, SERIES, url=url, dest=str(settings.cache_dir() / SOURCE / CACHE_NAME), display_name=url)]
+
+
+def expect(head: bytes) -> str | None:
+    """Why the head of a downloaded body is not the ECB CSV; None when it is."""
+    if looks_like(Path("x"), head):
+        return None
+    return f"expected ECB CSV with TIME_PERIOD and OBS_VALUE, got {head[:40]!r}"
+
+
+def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
+    """Bring the series into the cache (see common.download_to_cache)."""
+    return download_to_cache(item, expect=expect, allowed_hosts=allowed_hosts, progress=progress)
 
 
 @dataclass
