@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tradewatch.cli.evaluate_cmd",
     "tradewatch.cli.ingest_cmd",
     "tradewatch.cli.runs_cmd",
+    "tradewatch.cli.model_cmd",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,314 @@
+"""The learned ranker: a calibrated gradient-boosted classifier over a route's own evidence, trained on test
+worlds (detect/worlds.py), saved in skops' format with a manifest, and verified before it is loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tradewatch.flows.core import settings
+from tradewatch.flows.core.errors import TradewatchError
+
+FORMAT = "tradewatch-ranker/1"
+MODEL_FILE = "ranker.skops"
+MANIFEST_FILE = "ranker.json"
+
+# The evidence a route's probability is computed from: its own legs and statistics, never the rank or the
+# q-value (they depend on the other routes in the run). Sizes enter as log1p of money.
+RAW_FEATURES = (
+    "net_growth_log", "onward_net_log", "target_drop_log", "substitution_ratio", "persistence",
+    "spike_share", "russia_share", "onward_cover", "mirror_gap_log", "unit_value_change_log", "product_risk",
+    "pair_growth_log", "control_growth_log", "product_boom_log", "co_target_change", "growth_log",
+    "did_log", "onward_growth_log", "null_scale", "target_change",
+)
+SIZE_FEATURES = ("excess_value", "base", "recent", "target_base", "onward_base", "onward_recent")
+DERIVED_FEATURES = ("z", "minus_log10_p", "tested")
+FEATURES = RAW_FEATURES + tuple(f"log1p_{name}" for name in SIZE_FEATURES) + DERIVED_FEATURES
+
+
+def feature_matrix(scored: pl.DataFrame) -> np.ndarray:
+    """The FEATURES of each scored route (engine.score_routes' frame) as a float matrix; NaN where a
+    feature is missing (the gradient-boosted trees route missing values themselves)."""
+    def column(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.Float64) if name in scored.columns else pl.lit(None, pl.Float64)
+
+    exprs = [column(name).alias(name) for name in RAW_FEATURES]
+    exprs += [column(name).clip(lower_bound=0).log1p().alias(f"log1p_{name}") for name in SIZE_FEATURES]
+    exprs += [
+        (column("net_growth_log") / column("null_scale")).alias("z"),
+        (-column("p_value").clip(lower_bound=1e-300).log10()).alias("minus_log10_p"),
+        column("tested").alias("tested"),
+    ]
+    matrix = scored.select(exprs).to_numpy().astype(np.float64, copy=True)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
+
+
+def new_model(random_state: int = 0):
+    """The ranker before training: gradient-boosted trees whose probabilities are calibrated by isotonic
+    regression on held-out folds (so 0.8 means right about 8 times in 10 on worlds like the training's)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    trees = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                           l2_regularization=1.0, random_state=random_state)
+    return CalibratedClassifierCV(trees, method="isotonic", cv=3)
+
+
+@dataclass
+class Ranker:
+    """A trained ranker and its manifest (version, training worlds, features, library versions, metrics)."""
+
+    model: object
+    manifest: dict
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version"))
+
+    @property
+    def checksum(self) -> str:
+        return str(self.manifest.get("sha256"))
+
+    def probabilities(self, scored: pl.DataFrame) -> np.ndarray:
+        """The calibrated probability that each route of `scored` is a diversion route; a route's value
+        depends on its own row only."""
+        if scored.height == 0:
+            return np.zeros(0)
+        return self.model.predict_proba(feature_matrix(scored))[:, 1]
+
+
+def fit(examples: pl.DataFrame, *, sample_weight: np.ndarray | None = None, random_state: int = 0):
+    """A model trained on `examples` (scored routes with a boolean `label` column)."""
+    labels = examples["label"].cast(pl.Int8).to_numpy()
+    if labels.min(initial=1) == labels.max(initial=0):
+        raise TradewatchError("the training examples hold only one class; use more worlds")
+    model = new_model(random_state)
+    model.fit(feature_matrix(examples), labels, sample_weight=sample_weight)
+    return model
+
+
+# --- saving and loading ----------------------------------------------------------------------------------
+
+def shipped_dir() -> Path:
+    """Where the package's own trained ranker lives (package data)."""
+    return Path(str(resources.files("tradewatch.data").joinpath("model")))
+
+
+def user_dir() -> Path:
+    """Where `tradewatch model train` writes a ranker of one's own: TRADEWATCH_HOME/model."""
+    return settings.home() / "model"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+    import skops
+
+    return {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "numpy": np.__version__}
+
+
+def save(model, folder: Path, manifest: dict) -> dict:
+    """Write `model` (skops format, never pickle) and its manifest into `folder`; returns the manifest
+    completed with format, features, library versions, time and the file's SHA-256."""
+    import skops.io as sio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / (MODEL_FILE + ".partial")
+    sio.dump(model, partial)
+    checksum = _sha256(partial)
+    manifest = {**manifest, "format": FORMAT, "features": list(FEATURES), "libraries": _library_versions(),
+                "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sha256": checksum,
+                "file": MODEL_FILE}
+    manifest.setdefault("version", f"ranker-{checksum[:12]}")
+    partial.replace(folder / MODEL_FILE)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _trusted_types(path: Path) -> list[str]:
+    """The types in the file, refused unless each is scikit-learn's, numpy's or a builtin container."""
+    import skops.io as sio
+
+    types = sio.get_untrusted_types(file=path)
+    allowed = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.")
+    foreign = [name for name in types if not name.startswith(allowed)]
+    if foreign:
+        raise TradewatchError(f"{path}: refused: the model file holds types no tradewatch model has "
+                              f"({', '.join(sorted(foreign)[:3])})")
+    return types
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of the ranker in `folder`; TradewatchError naming the file when it is missing or unreadable."""
+    path = folder / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TradewatchError(f"{path}: no ranker manifest here; run `tradewatch model train`") from None
+    except (OSError, ValueError) as exc:
+        raise TradewatchError(f"{path}: not a ranker manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise TradewatchError(f"{path}: not a {FORMAT} manifest")
+    return manifest
+
+
+def load(folder: Path | None = None) -> Ranker:
+    """The ranker in `folder` (default: the user's if trained, else the shipped one), after checking that the
+    file's SHA-256 and features are the manifest's and that it holds only scikit-learn types; any mismatch
+    is refused in one line (TradewatchError), and nothing is unpickled."""
+    import skops.io as sio
+
+    folder = folder or (user_dir() if (user_dir() / MANIFEST_FILE).exists() else shipped_dir())
+    manifest = read_manifest(folder)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise TradewatchError(f"{path}: the model file named by {folder / MANIFEST_FILE} is missing")
+    checksum = _sha256(path)
+    if checksum != manifest.get("sha256"):
+        raise TradewatchError(f"{path}: refused: its SHA-256 {checksum[:12]}… is not the manifest's "
+                              f"{str(manifest.get('sha256'))[:12]}… (changed after training?)")
+    if list(manifest.get("features") or []) != list(FEATURES):
+        raise TradewatchError(f"{folder / MANIFEST_FILE}: refused: trained on other features than this "
+                              "tradewatch computes; run `tradewatch model train`")
+    try:
+        model = sio.load(path, trusted=_trusted_types(path))
+    except TradewatchError:
+        raise
+    except Exception as exc:  # a corrupt archive: one line, never a traceback
+        raise TradewatchError(f"{path}: refused: not a readable skops model ({type(exc).__name__})") from None
+    return Ranker(model=model, manifest=manifest)
+
+
+# --- training data from test worlds ----------------------------------------------------------------------
+
+def world_examples(family: str, seed: int, params=None) -> pl.DataFrame:
+    """The HS-6 routes of one test world, scored by the statistic, with `label` (planted or not),
+    `family` and `seed` columns."""
+    from tradewatch.detect import engine, evaluate, features
+    from tradewatch.detect.config import DetectParams
+    from tradewatch.flows import warehouse
+
+    params = params or DetectParams()
+    world = evaluate.seed_family_world(family, seed)
+    try:
+        con = warehouse.connect(world.db)
+        try:
+            run_params = params.replace(event=world.answer_key.get("event", params.event))
+            frame = features.build_routes(con, run_params)
+            scored = engine.score_routes(frame.routes, run_params, frame.windows, frame.placebo)
+        finally:
+            con.close()
+        positives = evaluate.answer_routes(world.answer_key)
+    finally:
+        world.remove()
+    six = scored.filter(pl.col("level") == 6)
+    keys = zip(six["origin_iso3"], six["transit_iso3"], six["target_iso3"], six["product"])
+    six = six.with_columns(label=pl.Series([key in positives for key in keys], dtype=pl.Boolean),
+                           family=pl.lit(family), seed=pl.lit(seed, pl.Int64),
+                           planted=pl.lit(len(positives), pl.Int64))
+    return six.select([name for name, dtype in six.schema.items() if dtype != pl.Object])
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray, planted: int) -> float:
+    """AP as `tradewatch evaluate` computes it: the mean over the planted routes of the precision at each
+    one's rank (planted routes that are not candidates count 0); ties keep the frame's order."""
+    if planted <= 0:
+        return math.nan
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / planted)
+
+
+def collect(families: list[str], seeds: list[int], params=None, *, say=lambda message: None) -> pl.DataFrame:
+    """Training examples: the scored HS-6 routes of one world per (family, seed), labelled from its answer key."""
+    frames = []
+    for family in families:
+        for seed in seeds:
+            say(f"World {family} seed {seed} …")
+            frames.append(world_examples(family, seed, params))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def list_quality(flagged: np.ndarray, labels: np.ndarray, planted: int) -> tuple[float, float]:
+    """(precision, recall) of a flagged list; an empty list has precision 0."""
+    hits = int(labels[flagged].sum())
+    return (hits / int(flagged.sum()) if flagged.sum() else 0.0), (hits / planted if planted else math.nan)
+
+
+def world_metrics(world: pl.DataFrame, probability: np.ndarray, min_probability: float) -> dict[str, float]:
+    """Statistic alone vs ranker on one world's examples: AP of each ranking, and precision and recall of
+    the statistic's flagged list and of the ranker's (the statistic's flags the ranker keeps)."""
+    order = world.with_columns(probability=pl.Series(probability, dtype=pl.Float64)).sort(
+        ["tested", "p_value", "excess_value", "route_id"], descending=[True, False, True, False], nulls_last=True)
+    labels = order["label"].to_numpy()
+    planted = int(order["planted"][0])
+    flags = order["flag"].to_numpy()
+    kept = flags & (order["probability"].to_numpy() >= min_probability)
+    statistic_p, statistic_r = list_quality(flags, labels, planted)
+    ranker_p, ranker_r = list_quality(kept, labels, planted)
+    return {
+        "ap_statistic": ordered_ap(labels, planted),
+        "ap_ranker": average_precision(order["probability"].to_numpy(), labels, planted),
+        "precision_statistic": statistic_p, "recall_statistic": statistic_r,
+        "precision_ranker": ranker_p, "recall_ranker": ranker_r,
+    }
+
+
+def ordered_ap(labels: np.ndarray, planted: int) -> float:
+    """AP of a ranking already in order (best first)."""
+    return average_precision(np.arange(len(labels), 0, -1, dtype=float), labels, planted)
+
+
+def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {name: round(float(np.mean([row[name] for row in rows])), 4) for name in rows[0]}
+
+
+def leave_one_family_out(examples: pl.DataFrame, min_probability: float, *, say=lambda message: None) -> dict:
+    """For each family: a ranker trained on the other families' worlds, measured on this family's worlds
+    (means over its seeds). The 'mixed' family (all confounders at once) is left out like the others,
+    though its worlds share mechanisms with every other family's."""
+    table = {}
+    for family in sorted(set(examples["family"])):
+        say(f"Leaving out {family} …")
+        model = fit(examples.filter(pl.col("family") != family))
+        rows = []
+        for (_, _), world in examples.filter(pl.col("family") == family).group_by(["family", "seed"],
+                                                                                 maintain_order=True):
+            rows.append(world_metrics(world, model.predict_proba(feature_matrix(world))[:, 1], min_probability))
+        table[family] = _mean_metrics(rows)
+    return table
+
+
+def train(examples: pl.DataFrame, folder: Path, *, min_probability: float, seeds: list[int],
+          reviews: dict | None = None, sample_weight: np.ndarray | None = None, say=lambda message: None) -> dict:
+    """Measure leave-one-family-out, fit on every example, and save the ranker with its manifest in
+    `folder`; returns the manifest."""
+    families = sorted(set(examples["family"]))
+    held_out = leave_one_family_out(examples, min_probability, say=say)
+    say("Training on every world …")
+    model = fit(examples, sample_weight=sample_weight)
+    manifest = {
+        "training": {"families": families, "seeds": list(seeds), "examples": examples.height,
+                     "positives": int(examples["label"].sum()), "reviews": reviews or {"used": 0}},
+        "min_probability": min_probability,
+        "leave_one_family_out": held_out,
+        "leave_one_family_out_mean": _mean_metrics(list(held_out.values())),
+    }
+    return save(model, folder, manifest)

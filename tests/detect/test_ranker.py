@@ -1,0 +1,125 @@
+"""The learned ranker: the shipped model loads verified, scores a route from its own row only, refuses a
+tampered or foreign file in one line, and trains reproducibly on test worlds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from tradewatch.cli.main import app
+from tradewatch.detect import ranker
+from tradewatch.flows.core.errors import TradewatchError
+
+
+@pytest.fixture(scope="module")
+def world():
+    """The scored, labelled HS-6 routes of one test world (written and loaded through the real readers)."""
+    return ranker.world_examples("classic", 7)
+
+
+def test_shipped_ranker_loads_verified_and_fast():
+    started = time.perf_counter()
+    loaded = ranker.load(ranker.shipped_dir())
+    elapsed = time.perf_counter() - started
+    manifest = loaded.manifest
+    assert manifest["format"] == ranker.FORMAT and manifest["features"] == list(ranker.FEATURES)
+    assert loaded.checksum == manifest["sha256"] and loaded.version.startswith("ranker-")
+    assert set(manifest["leave_one_family_out"]) >= {"classic", "inflation", "mixed"}
+    assert 11 in manifest["training"]["seeds"] and 101 not in manifest["training"]["seeds"]
+    assert elapsed < 10  # generous on a shared machine; the benchmark-free check is that it loads at all
+
+
+def test_a_routes_probability_depends_on_its_own_row_only(world):
+    loaded = ranker.load(ranker.shipped_dir())
+    everything = loaded.probabilities(world)
+    assert everything.shape == (world.height,) and np.all((everything >= 0) & (everything <= 1))
+    some = world.sample(n=min(50, world.height), seed=3, shuffle=True)
+    alone = loaded.probabilities(some)
+    index = {route: i for i, route in enumerate(world["route_id"])}
+    assert np.allclose(alone, everything[[index[r] for r in some["route_id"]]])
+
+
+def test_planted_routes_rank_higher_than_the_rest_on_an_unseen_seed(world):
+    probability = ranker.load(ranker.shipped_dir()).probabilities(world)
+    labels = world["label"].to_numpy()
+    assert labels.any() and probability[labels].mean() > probability[~labels].mean() + 0.3
+
+
+def test_tampered_model_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(ranker.shipped_dir(), folder)
+    data = bytearray((folder / ranker.MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / ranker.MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(TradewatchError, match="refused: its SHA-256") as caught:
+        ranker.load(folder)
+    assert "\n" not in str(caught.value)
+    result = CliRunner().invoke(app, ["model", "status", "--model", str(folder)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "refused" in result.output
+
+
+def test_manifest_for_other_features_is_refused(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(ranker.shipped_dir(), folder)
+    manifest = json.loads((folder / ranker.MANIFEST_FILE).read_text())
+    manifest["features"] = manifest["features"][:-1]
+    (folder / ranker.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(TradewatchError, match="trained on other features"):
+        ranker.load(folder)
+
+
+def test_a_file_holding_foreign_types_is_refused_before_loading(tmp_path):
+    import fractions
+
+    import skops.io as sio
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    sio.dump({"weights": fractions.Fraction(1, 3)}, folder / ranker.MODEL_FILE)
+    manifest = {"format": ranker.FORMAT, "features": list(ranker.FEATURES),
+                "sha256": ranker._sha256(folder / ranker.MODEL_FILE)}
+    (folder / ranker.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(TradewatchError, match="holds types no tradewatch model has"):
+        ranker.load(folder)
+
+
+def test_missing_or_broken_manifest_is_one_line(tmp_path):
+    with pytest.raises(TradewatchError, match="no ranker manifest here"):
+        ranker.load(tmp_path)
+    (tmp_path / ranker.MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(TradewatchError, match="not a ranker manifest"):
+        ranker.load(tmp_path)
+
+
+def test_training_is_reproducible_and_the_saved_model_predicts_the_same(world, tmp_path):
+    first = ranker.fit(world)
+    second = ranker.fit(world)
+    matrix = ranker.feature_matrix(world)
+    assert np.array_equal(first.predict_proba(matrix), second.predict_proba(matrix))
+    manifest = ranker.save(first, tmp_path / "m", {"training": {"families": ["classic"], "seeds": [7]}})
+    loaded = ranker.load(tmp_path / "m")
+    assert loaded.checksum == manifest["sha256"]
+    assert np.array_equal(loaded.probabilities(world), first.predict_proba(matrix)[:, 1])
+
+
+def test_one_class_is_refused(world):
+    with pytest.raises(TradewatchError, match="only one class"):
+        ranker.fit(world.filter(~pl.col("label")))
+
+
+def test_world_metrics_compare_the_statistic_and_the_ranker(world):
+    probability = ranker.load(ranker.shipped_dir()).probabilities(world)
+    metrics = ranker.world_metrics(world, probability, 0.5)
+    assert set(metrics) == {"ap_statistic", "ap_ranker", "precision_statistic", "recall_statistic",
+                            "precision_ranker", "recall_ranker"}
+    # the ranker keeps a subset of the statistic's flags: recall can only fall, never rise
+    assert metrics["recall_ranker"] <= metrics["recall_statistic"]
+    # a perfect oracle ranks every planted candidate first
+    oracle = ranker.world_metrics(world, world["label"].cast(pl.Float64).to_numpy(), 0.5)
+    assert oracle["ap_ranker"] == pytest.approx(world["label"].sum() / world["planted"][0])
