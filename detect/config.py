@@ -103,7 +103,9 @@ def input_error(exc: ValidationError, origin: Callable[[str], str], *, unknown: 
     else:
         text = error["msg"][:1].lower() + error["msg"][1:]
     where = origin(key)
-    value = context.get("value", error.get("input")) if "key" in context else error.get("input")
+    if where == defaults_file:
+        prefix = ""  # the key is the defaults file's own, not a table's of the file that was read
+    value = context.get("value") if "key" in context else error.get("input")
     if where == OPTION:
         shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
         return InputError(f"--{key.replace('_', '-')} {shown}", text)
