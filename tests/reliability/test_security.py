@@ -197,7 +197,7 @@ def test_report_escapes_every_data_string(review_db, tmp_path, home):
     assert page.tags.count("script") == 1, "only the report's own script"
     assert not {"img", "b"} & set(page.tags) and page.plain_i == 0, "no tag from the data"
     assert "alert" not in "".join(page.script_text)
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text, "the data is shown, as text"
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text, "the data is shown, as text"
     assert "<script>alert" not in text and "<img" not in text
 
 
