@@ -1,4 +1,4 @@
-"""Library entry points for loading source files into the warehouse: recognise, stage, check, replace partitions; plus the download-and-load runs per source."""
+"""The generic ingest runner over the registered sources (flows/sources: one module a source): recognise, stage, check, replace partitions, and the one task graph download → parse to Parquet → check → load that `ingest`, the Prefect flow and the pipeline run."""
 
 from __future__ import annotations
 
@@ -369,10 +369,19 @@ def parsed_dir() -> Path:
 def parse_downloaded(got: dict, *, display_name: str | None = None) -> ParsedFile:
     """parse_file for what download_fetch returned. When the file cannot be read, a conditionally
     downloaded copy is forgotten, or the next run's conditional request (304) would keep the broken file."""
-    try:
+    with _forget_refused(got):
         return parse_file(got["path"], display_name=display_name)
+
+
+@contextmanager
+def _forget_refused(got: dict | None):
+    """An InputError inside forgets the downloaded copy `got` (not a local file, nor a Comtrade answer,
+    which is asked again unconditionally): a body cut short without a Content-Length looks complete until
+    it is read, and the next run's conditional request (304) would otherwise keep the broken file."""
+    try:
+        yield
     except InputError:
-        if got.get("sha256") and got.get("status") != "local":
+        if got and got.get("sha256") and got.get("status") != "local":
             from tradewatch.flows import download
 
             download.forget(Path(got["path"]))
@@ -516,6 +525,37 @@ def download_fetch(item: Fetch, *, allowed_hosts: Iterable[str] = (),
     return registry.module(item.source).fetch(item, allowed_hosts=allowed_hosts, progress=progress)
 
 
+# ------------------------------------------------------------------------------ the one task graph
+# download → parse to Parquet → check → load. run_plain calls these steps in turn for each file; the
+# Prefect `ingest` flow (prefect_flows.py) and the pipeline (pipeline.py) wrap each one as a task and add
+# only orchestration (parallelism, events, months not published yet, the configured scope). The rules
+# (retries: download.fetch's alone; which copies are forgotten; the declared checks) live here.
+
+
+def download_step(item: Fetch, *, allowed_hosts: Iterable[str] = (),
+                  progress: Callable[[int, int | None], None] | None = None) -> dict:
+    """Step 1: bring one planned file into the cache (download_fetch). Returns {'path', 'status',
+    'sha256', 'display_name'}, what the parse step takes."""
+    got = download_fetch(item, allowed_hosts=allowed_hosts, progress=progress)
+    return {**got, "display_name": item.display_name or got["path"]}
+
+
+def parse_step(downloaded: dict) -> ParsedFile:
+    """Step 2: read the cached file into canonical and quarantine Parquet (parse_downloaded)."""
+    return parse_downloaded(downloaded, display_name=downloaded["display_name"])
+
+
+def check_step(parsed: ParsedFile, downloaded: dict | None = None) -> ParsedFile:
+    """Step 3: the declared checks (check_parsed); a refused download is forgotten as in step 2."""
+    with _forget_refused(downloaded):
+        return check_parsed(parsed)
+
+
+def load_step(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False) -> IngestResult:
+    """Step 4, the one writer: replace the file's partitions in the open warehouse (load_parsed)."""
+    return load_parsed(con, parsed, force=force)
+
+
 @dataclass
 class RunSummary:
     """What one ingest run did, per file, plus totals for the summary table."""
@@ -557,41 +597,45 @@ EventFn = Callable[..., None]
 
 def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False, allowed_hosts: Iterable[str] = (),
               on_event: EventFn | None = None, keep_going: bool = False) -> RunSummary:
-    """Download (when remote) and load each item in order in this process, without Prefect: the same
-    steps as the `ingest` flow, one writer. `on_event(kind, **info)` gets 'download', 'download-progress',
-    'downloaded', 'load', 'loaded', 'failed'. Stops at the first failure unless `keep_going`."""
+    """The ingest task graph in this process, without Prefect: for each item in order, download_step →
+    parse_step → check_step → load_step (the steps and rules of the `ingest` flow), one writer.
+    `on_event(kind, **info)` gets 'download', 'download-progress', 'downloaded', 'parse', 'load',
+    'loaded', 'failed'. Stops at the first failure (files loaded before it stay) unless `keep_going`."""
     emit = on_event or (lambda kind, **info: None)
     summary = RunSummary()
     con = warehouse.connect(db)
     try:
         for item in items:
-            name = item.display_name or item.local or item.url or item.period
-            got = None
             try:
-                emit("download", item=item, name=name)
-                got = download_fetch(item, allowed_hosts=allowed_hosts,
-                                     progress=lambda done, total: emit("download-progress", name=name, done=done, total=total))
-                summary.downloads[got["status"]] = summary.downloads.get(got["status"], 0) + 1
-                emit("downloaded", name=name, status=got["status"])
-                emit("load", name=name)
-                result = load_file(con, Path(got["path"]), force=force, display_name=item.display_name or got["path"])
-                summary.results.append(result)
-                emit("loaded", name=name, result=result)
+                _run_steps(con, item, summary, emit, force=force, allowed_hosts=allowed_hosts)
             except TradewatchError as exc:
-                if isinstance(exc, InputError) and got is not None and item.url and item.request is None \
-                        and got["status"] != "local":
-                    # A body cut short without a Content-Length looks complete until it is read; forget the
-                    # cached copy, or the next run's conditional request (304) would keep the broken file.
-                    from tradewatch.flows import download
-
-                    download.forget(Path(got["path"]))
                 summary.errors.append(str(exc))
-                emit("failed", name=name, error=str(exc))
+                emit("failed", name=_item_name(item), error=str(exc))
                 if not keep_going:
                     raise
     finally:
         con.close()
     return summary
+
+
+def _item_name(item: Fetch) -> str:
+    return item.display_name or item.local or item.url or item.period
+
+
+def _run_steps(con: duckdb.DuckDBPyConnection, item: Fetch, summary: RunSummary, emit: EventFn, *, force: bool,
+               allowed_hosts: Iterable[str]) -> None:
+    name = _item_name(item)
+    emit("download", item=item, name=name)
+    got = download_step(item, allowed_hosts=allowed_hosts,
+                        progress=lambda done, total: emit("download-progress", name=name, done=done, total=total))
+    summary.downloads[got["status"]] = summary.downloads.get(got["status"], 0) + 1
+    emit("downloaded", name=name, status=got["status"])
+    emit("parse", name=got["display_name"])
+    parsed = check_step(parse_step(got), got)
+    emit("load", name=name)
+    result = load_step(con, parsed, force=force)
+    summary.results.append(result)
+    emit("loaded", name=name, result=result)
 
 
 def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: bool = False,
@@ -638,16 +682,10 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
 
 
 def load_release_plan(path: Path, years: tuple[int, int] | None = None) -> dict[int, str]:
-    """Year -> member of a BACI release zip that load_release would load; InputError when there are none."""
+    """Year -> member of a BACI release zip that load_release would load (sources.baci.release_plan)."""
     from tradewatch.flows.sources import baci
 
-    members = baci.release_years(path)
-    if not members:
-        raise InputError(str(path), "zip archive holds no BACI data file (BACI_HS??_Y????_V*.csv)")
-    chosen = {y: m for y, m in members.items() if years is None or years[0] <= y <= years[1]}
-    if not chosen:
-        raise InputError(str(path), f"holds the years {min(members)}–{max(members)}, none of {years[0]}–{years[1]}")
-    return chosen
+    return baci.release_plan(path, years)
 
 
 def ingest_ecb(db: Path | str | None, *, file: Path | None = None, base_url: str | None = None,

@@ -29,7 +29,8 @@ READER_WINDOW_S = 0.3
 
 
 # ---------------------------------------------------------------------------------------------- tasks
-# Downloading, parsing and loading are the ingest library's (flows/ingest.py, flows/download.py); these
+# Downloading, parsing, checking and loading are the ingest task graph's steps (flows/ingest.py:
+# download_step → parse_step → check_step → load_step, as the `ingest` flow and command run them); these
 # tasks add what a scheduled run needs on top: months not published yet are skipped, not failures; the
 # configured scope is applied; the warehouse is held one file at a time so readers get in between.
 
@@ -44,7 +45,7 @@ def download_month(item: dict) -> dict:
     from tradewatch.flows.download import DownloadError
 
     try:
-        got = ingest.download_fetch(ingest.Fetch(**item))
+        got = ingest.download_step(ingest.Fetch(**item))
     except DownloadError as exc:
         # 404 (the status of the answer, not words in the message) is a month Eurostat has not published
         # yet, which the next scheduled run will look for again.
@@ -63,7 +64,7 @@ def parse_month(download: dict, reporters: list[str], products: list[str]) -> di
 
     from tradewatch.flows import ingest
 
-    parsed = ingest.check_parsed(ingest.parse_downloaded(download, display_name=download["display_name"]))
+    parsed = ingest.check_step(ingest.parse_step(download), download)
     if reporters or products:
         parsed = _apply_scope(parsed, reporters, products)
     return {**asdict(parsed), "period": download["period"]}
@@ -101,7 +102,7 @@ def load_parsed_files(parsed: list[dict], db: str | None, *, say=lambda message:
             # A reader waiting on the lock polls at most once a second; leave it a window to get in.
             time.sleep(READER_WINDOW_S)
         with warehouse.opened(db, wait_s=WRITER_WAIT_S, on_wait=warn) as con:
-            result = ingest.load_parsed(con, item)
+            result = ingest.load_step(con, item)
         if result.status == "unchanged":
             summary["unchanged"].append(item.file)
             continue

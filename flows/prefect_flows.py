@@ -36,25 +36,24 @@ def download_task(item: dict, token: str | None = None) -> dict:
     fetch = ingest.Fetch(**{k: v for k, v in item.items() if k != "allowed_hosts"})
     name = fetch.display_name or fetch.url or fetch.local
     _emit(token, "download", name=name)
-    got = ingest.download_fetch(fetch, allowed_hosts=item.get("allowed_hosts") or (),
-                                progress=lambda done, total: _emit(token, "download-progress", name=name,
-                                                                   done=done, total=total))
+    got = ingest.download_step(fetch, allowed_hosts=item.get("allowed_hosts") or (),
+                               progress=lambda done, total: _emit(token, "download-progress", name=name,
+                                                                  done=done, total=total))
     _emit(token, "downloaded", name=name, status=got["status"])
-    return {**got, "display_name": fetch.display_name or got["path"]}
+    return got
 
 
 @task(name="parse")
 def parse_task(downloaded: dict, token: str | None = None) -> dict:
     """Read one cached file into canonical Parquet + quarantine Parquet; returns the ParsedFile as a dict."""
     _emit(token, "parse", name=downloaded["display_name"])
-    parsed = ingest.parse_downloaded(downloaded, display_name=downloaded["display_name"])
-    return asdict(parsed)
+    return asdict(ingest.parse_step(downloaded))
 
 
 @task(name="check")
-def check_task(parsed: dict) -> dict:
+def check_task(parsed: dict, downloaded: dict | None = None) -> dict:
     """The declared checks on one parsed file; raises InputError naming the file."""
-    return asdict(ingest.check_parsed(ingest.ParsedFile(**parsed)))
+    return asdict(ingest.check_step(ingest.ParsedFile(**parsed), downloaded))
 
 
 @task(name="load")
@@ -66,7 +65,7 @@ def load_task(db: str | None, parsed: list[dict], force: bool = False, token: st
     with warehouse.opened(db, wait_s=600.0) as con:
         for item in parsed:
             _emit(token, "load", name=item["file"])
-            result = ingest.load_parsed(con, ingest.ParsedFile(**item), force=force)
+            result = ingest.load_step(con, ingest.ParsedFile(**item), force=force)
             _emit(token, "loaded", name=item["file"], result=result)
             out.append(result.summary())
     return out
@@ -74,11 +73,12 @@ def load_task(db: str | None, parsed: list[dict], force: bool = False, token: st
 
 @flow(name=FLOW_NAME, log_prints=False)
 def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, token: str | None = None) -> dict:
-    """Download every item (in parallel, retried), parse each (in parallel), check, then load all in one
-    task. Returns the run summary (totals and per-file results) as a dict."""
+    """The ingest task graph (flows/ingest.py: download_step → parse_step → check_step → load_step) as
+    tasks: download every item and parse each in parallel (download.fetch retries; the tasks do not),
+    check, then load all in one task. Returns the run summary (totals and per-file results) as a dict."""
     downloads = [download_task.submit(item, token) for item in items]
     parses = [parse_task.submit(future, token) for future in downloads]
-    checks = [check_task.submit(future) for future in parses]
+    checks = [check_task.submit(parsed, downloaded) for parsed, downloaded in zip(parses, downloads)]
     wait(checks)
     failures = []
     checked = []

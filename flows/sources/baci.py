@@ -89,6 +89,18 @@ def release_years(path: Path) -> dict[int, str]:
     return dict(sorted(years.items()))
 
 
+def release_plan(path: Path, years: tuple[int, int] | None = None) -> dict[int, str]:
+    """Year -> member of a BACI release zip to load (those of `years`, first and last included, when
+    given); InputError when there are none."""
+    members = release_years(path)
+    if not members:
+        raise InputError(str(path), "zip archive holds no BACI data file (BACI_HS??_Y????_V*.csv)")
+    chosen = {y: m for y, m in members.items() if years is None or years[0] <= y <= years[1]}
+    if not chosen:
+        raise InputError(str(path), f"holds the years {min(members)}–{max(members)}, none of {years[0]}–{years[1]}")
+    return chosen
+
+
 def release_country_codes(path: Path) -> str | None:
     """Member name of the country_codes_V*.csv inside a BACI release zip (the last when several), or None."""
     names = sorted(n for n in archive.zip_member_names(path) if COUNTRY_CODES_MEMBER.fullmatch(n))

@@ -112,3 +112,34 @@ def test_a_failing_url_is_tried_the_configured_number_of_times_on_every_path(hom
 
     state = pipeline.download_month(asdict(items[0]), return_state=True)
     assert state.is_failed() and len(server.requests) == 3
+
+
+def test_plain_run_flow_and_pipeline_call_the_same_steps_in_the_same_order(home, tmp_path, prefect_api, monkeypatch):
+    """One task graph: `ingest --task-runner none`, the Prefect ingest flow and the pipeline's tasks all run
+    ingest.download_step → parse_step → check_step → load_step for a file, and none re-implements a step."""
+    from dataclasses import asdict
+
+    from tradewatch.flows import pipeline, prefect_flows
+
+    calls = []
+    for step in ("download_step", "parse_step", "check_step", "load_step"):
+        def recorded(*args, _step=step, _real=getattr(ingest, step), **kwargs):
+            calls.append(_step)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(ingest, step, recorded)
+    steps = ["download_step", "parse_step", "check_step", "load_step"]
+    shutil.copy(DAT, tmp_path / "full_202203.dat")
+    items = ingest.plan_comext(["2022-03"], source_dir=tmp_path)
+
+    plain = ingest.run_plain(home / "plain.duckdb", items)
+    assert calls == steps and plain.totals["rows"] == 6
+
+    calls.clear()
+    flow = prefect_flows.run_ingest_flow(items, home / "flow.duckdb")
+    assert calls == steps and flow["totals"]["rows"] == 6
+
+    calls.clear()
+    downloaded = pipeline.download_month.fn(asdict(items[0]))
+    parsed = pipeline.parse_month.fn(downloaded, [], [])
+    loaded = pipeline.load_parsed_files([parsed], str(home / "pipeline.duckdb"))
+    assert calls == steps and loaded["rows"] == 6
