@@ -191,7 +191,6 @@ def extract_zip_member(archive: Path, name: str, dest_dir: Path, *, max_bytes: i
         raise InputError(where, "member path leaves the extraction folder; refused")
     target = dest_dir / member.name
     digest = hashlib.sha256()
-    written = 0
     try:
         with zipfile.ZipFile(archive) as zf:
             info = zf.getinfo(name)
@@ -201,12 +200,7 @@ def extract_zip_member(archive: Path, name: str, dest_dir: Path, *, max_bytes: i
                 raise InputError(where, f"member expands to {info.file_size:,} bytes, over the {max_bytes:,}-byte limit")
             dest_dir.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as source, open(target, "wb") as out:
-                while block := source.read(1 << 20):
-                    written += len(block)
-                    if written > max_bytes:
-                        raise InputError(where, f"member expands past the {max_bytes:,}-byte limit; refused")
-                    digest.update(block)
-                    out.write(block)
+                _copy_capped(source, out, digest, max_bytes, where)
         return target, digest.hexdigest()
     except InputError:
         target.unlink(missing_ok=True)
@@ -220,6 +214,18 @@ def extract_zip_member(archive: Path, name: str, dest_dir: Path, *, max_bytes: i
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
         target.unlink(missing_ok=True)
         raise InputError(where, f"archive is damaged or truncated ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _copy_capped(source, out, digest, max_bytes: int, where: str) -> None:
+    """Copy `source` to `out` in 1 MB blocks, hashing them; InputError past `max_bytes` (a zip bomb whose
+    header understates the size)."""
+    written = 0
+    while block := source.read(1 << 20):
+        written += len(block)
+        if written > max_bytes:
+            raise InputError(where, f"member expands past the {max_bytes:,}-byte limit; refused")
+        digest.update(block)
+        out.write(block)
 
 
 GZIP_MAGIC = b"\x1f\x8b"

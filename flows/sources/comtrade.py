@@ -155,36 +155,75 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
 
 
 def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str, where: str) -> StageResult:
+    relation, present, unit = _relation(con, path, where)
+    _require_columns(con, relation, present, unit, where)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_typed AS {_typed_sql(relation, unit)}")
+    if unit == "line":
+        header, delimiter = read_header(path, where)
+        records = con.execute(f"SELECT count(*) FROM {table}_typed").fetchone()[0]
+        check_complete(path, where, records, len(header), delimiter)
+    return stage_from_typed(con, table=table, canonical_sql=_canonical_sql(table, source), where=where)
+
+
+def _relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str], str]:
+    """(SELECT of line + mapped columns, source columns present, 'record' for JSON or 'line' for CSV)."""
     if _is_json(path):
         relation, present = _json_relation(con, path, where)
-        unit = "record"
-    else:
-        relation, present = _csv_relation(con, path, where)
-        unit = "line"
+        return relation, present, "record"
+    relation, present = _csv_relation(con, path, where)
+    return relation, present, "line"
+
+
+def _require_columns(con: duckdb.DuckDBPyConnection, relation: str, present: set[str], unit: str, where: str) -> None:
+    """InputError unless one column of each REQUIRED_ANY group is present (an empty API answer has no
+    records to name columns, and passes)."""
     lowered = {p.lower() for p in present}
     for group in REQUIRED_ANY:
-        if not any(g.lower() in lowered for g in group):
-            if unit == "record" and con.execute(f"SELECT count(*) FROM ({relation})").fetchone()[0] == 0:
-                break  # an empty API answer has no records to name columns
-            raise InputError(f"{where} {'line 1' if unit == 'line' else 'records'}",
-                             f"missing column {' or '.join(group)}; expected Comtrade API columns")
+        if any(g.lower() in lowered for g in group):
+            continue
+        if unit == "record" and con.execute(f"SELECT count(*) FROM ({relation})").fetchone()[0] == 0:
+            return
+        raise InputError(f"{where} {'line 1' if unit == 'line' else 'records'}",
+                         f"missing column {' or '.join(group)}; expected Comtrade API columns")
+
+
+def _typed_sql(relation: str, unit: str) -> str:
+    """Every row with its coded values, `problem` (NULL when it loads; a repeated row is a problem) and
+    `chosen`, the breakdown whose rows make the key's total."""
     m49 = countries.m49_mapping_sql_values()
     flows = ", ".join(f"('{code}', '{name}')" for code, name in FLOW_CODES.items())
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {table}_typed AS
+    return f"""
         WITH m(num, a3) AS (VALUES {m49}),
         f(code, flow) AS (VALUES {flows}),
-        parsed AS (
+        parsed AS ({_parsed_sql(relation)}),
+        coded AS ({_coded_sql()}),
+        checked AS ({_checked_sql()}),
+        numbered AS ({_numbered_sql()})
+        SELECT *, coalesce(row_problem, CASE WHEN copy > 1 THEN 'row repeats an earlier {unit} (same reporter, partner, flow, product, period and breakdown)' END) AS problem,
+               -- The breakdown to use per key: the total (0) when present, else the one with fewest dimensions.
+               min(CASE WHEN row_problem IS NULL AND copy = 1 THEN bit_count(breakdown::TINYINT) * 8 + breakdown END)
+                   OVER (PARTITION BY reporter_iso3, partner_iso3, flow, product, year, month) AS chosen
+        FROM numbered
+    """
+
+
+def _parsed_sql(relation: str) -> str:
+    return f"""
             SELECT *,
                    -- Spreadsheet round trips drop leading zeros; aggrLevel says how many digits there were.
                    CASE WHEN TRY_CAST(aggr_level AS INTEGER) IN (2, 4, 6) AND regexp_full_match(cmd, '[0-9]+')
                              AND length(cmd) < TRY_CAST(aggr_level AS INTEGER)
                         THEN lpad(cmd, TRY_CAST(aggr_level AS INTEGER), '0') ELSE cmd END AS product
             FROM ({relation})
-        ), coded AS (
+    """
+
+
+def _coded_sql() -> str:
+    """Alpha-3 codes, flow, numbers, year and month, and which breakdowns a row belongs to."""
+    return """
             SELECT p.*,
-                   coalesce(r.a3, CASE WHEN regexp_full_match(upper(p.reporter_iso), '[A-Z]{{3}}') THEN upper(p.reporter_iso) END) AS reporter_iso3,
-                   coalesce(q.a3, CASE WHEN regexp_full_match(upper(p.partner_iso), '[A-Z]{{3}}') AND upper(p.partner_iso) <> 'W00' THEN upper(p.partner_iso) END) AS partner_iso3,
+                   coalesce(r.a3, CASE WHEN regexp_full_match(upper(p.reporter_iso), '[A-Z]{3}') THEN upper(p.reporter_iso) END) AS reporter_iso3,
+                   coalesce(q.a3, CASE WHEN regexp_full_match(upper(p.partner_iso), '[A-Z]{3}') AND upper(p.partner_iso) <> 'W00' THEN upper(p.partner_iso) END) AS partner_iso3,
                    f.flow,
                    TRY_CAST(value_text AS DOUBLE) AS value,
                    TRY_CAST(NULLIF(kg_text, '') AS DOUBLE) AS net_weight_kg,
@@ -201,17 +240,22 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: st
             LEFT JOIN m r ON r.num = CAST(TRY_CAST(p.reporter_code AS INTEGER) AS VARCHAR)
             LEFT JOIN m q ON q.num = CAST(TRY_CAST(p.partner_code AS INTEGER) AS VARCHAR)
             LEFT JOIN f ON f.code = upper(p.flow_code)
-        ), checked AS (
+    """
+
+
+def _checked_sql() -> str:
+    """`raw` and `row_problem`: why a row cannot be loaded, NULL when it can."""
+    return """
             SELECT *, concat_ws(',', period_text, reporter_code, partner_code, partner2, flow_code, cmd, customs, mot, value_text) AS raw,
                    CASE
                      WHEN reporter_iso3 IS NULL THEN 'unknown reporter code ' || coalesce(reporter_code, reporter_iso, 'empty')
                      WHEN partner_iso3 IS NULL THEN 'unknown partner code ' || coalesce(partner_code, partner_iso, 'empty')
                      WHEN flow IS NULL THEN 'flowCode ' || coalesce(flow_code, 'empty') || ' is not X, M, RX or RM'
                      WHEN upper(cmd) = 'TOTAL' THEN 'cmdCode TOTAL (all products) is not stored; request HS codes'
-                     WHEN product IS NULL OR NOT regexp_full_match(product, '[0-9]{{2}}|[0-9]{{4}}|[0-9]{{6}}')
+                     WHEN product IS NULL OR NOT regexp_full_match(product, '[0-9]{2}|[0-9]{4}|[0-9]{6}')
                           THEN 'cmdCode ' || coalesce('"' || cmd || '"', 'empty') || ' is not an HS 2/4/6-digit code'
                      WHEN year IS NULL OR year < 1962 OR (month IS NOT NULL AND NOT month BETWEEN 1 AND 12)
-                          OR (period_text IS NOT NULL AND NOT regexp_full_match(period_text, '[0-9]{{4}}|[0-9]{{6}}'))
+                          OR (period_text IS NOT NULL AND NOT regexp_full_match(period_text, '[0-9]{4}|[0-9]{6}'))
                           THEN 'period ' || coalesce(period_text, ref_year || '-' || ref_month, 'empty') || ' is not YYYY or YYYYMM (month 01-12)'
                      WHEN value IS NULL THEN 'primaryValue ' || coalesce('"' || value_text || '"', 'empty') || ' is not a number'
                      WHEN isnan(value) OR isinf(value) OR value < 0
@@ -222,23 +266,22 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: st
                           THEN 'netWgt ' || kg_text || ' is not a finite non-negative number'
                    END AS row_problem
             FROM coded
-        ), numbered AS (
+    """
+
+
+def _numbered_sql() -> str:
+    """`copy`: 1 for the first of rows repeating one key and breakdown, 2 … for the repeats."""
+    return """
             SELECT *, CASE WHEN row_problem IS NULL THEN row_number() OVER (
                           PARTITION BY row_problem IS NULL, reporter_iso3, partner_iso3, flow, product, year, month,
                                        breakdown, partner2, mot, upper(customs) ORDER BY line) END AS copy
             FROM checked
-        )
-        SELECT *, coalesce(row_problem, CASE WHEN copy > 1 THEN 'row repeats an earlier {unit} (same reporter, partner, flow, product, period and breakdown)' END) AS problem,
-               -- The breakdown to use per key: the total (0) when present, else the one with fewest dimensions.
-               min(CASE WHEN row_problem IS NULL AND copy = 1 THEN bit_count(breakdown::TINYINT) * 8 + breakdown END)
-                   OVER (PARTITION BY reporter_iso3, partner_iso3, flow, product, year, month) AS chosen
-        FROM numbered
-    """)
-    if unit == "line":
-        header, delimiter = read_header(path, where)
-        records = con.execute(f"SELECT count(*) FROM {table}_typed").fetchone()[0]
-        check_complete(path, where, records, len(header), delimiter)
-    canonical = f"""
+    """
+
+
+def _canonical_sql(table: str, source: str) -> str:
+    """Canonical rows: per key, the sum over the rows of the chosen breakdown."""
+    return f"""
         SELECT {sql_text(source)} AS source, CASE WHEN month IS NULL THEN 'A' ELSE 'M' END AS freq,
                make_date(year, coalesce(month, 1), 1) AS period, reporter_iso3, partner_iso3, flow,
                product AS product_code, length(product) AS product_level, sum(value) AS value, 'USD' AS currency,
@@ -247,5 +290,3 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: st
         WHERE problem IS NULL AND bit_count(breakdown::TINYINT) * 8 + breakdown = chosen
         GROUP BY ALL
     """
-    result = stage_from_typed(con, table=table, canonical_sql=canonical, where=where)
-    return result
