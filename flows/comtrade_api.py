@@ -30,11 +30,13 @@ FLOWS = ("X", "M")
 
 class ComtradeError(TradewatchError):
     """A Comtrade request that failed for good; the message names the request, never the key.
-    `transient` when trying again later may help (rate limits, server errors, timeouts)."""
+    `transient` when trying again later may help (rate limits, server errors, timeouts); `status` is the
+    HTTP status of the answer that decided it, as in download.DownloadError (None when no answer did)."""
 
-    def __init__(self, message: str, *, transient: bool = False):
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None):
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ class ComtradeClient:
                            policy=self.policy, expect=_expect_json, conditional=False, sleep=self.sleep)
         except download.DownloadError as exc:
             raise ComtradeError(download.redact(f"{request.describe()}: {_after_url(str(exc))}", [self.api_key]),
-                                transient=exc.transient) from None
+                                transient=exc.transient, status=exc.status) from None
         finally:
             self._last_call = time.monotonic()
         try:

@@ -138,12 +138,13 @@ def test_api_error_and_give_up_never_show_the_key(home, server, monkeypatch, cap
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ComtradeError) as denied:
         client(server).fetch(unit(), home / "work")
-    assert "HTTP 401" in str(denied.value) and SECRET not in str(denied.value)
+    assert "HTTP 401" in str(denied.value) and SECRET not in str(denied.value) and denied.value.status == 401
     server.routes.clear()
     server.route("/data/v1/get/C/M/HS", Reply(503))
     with pytest.raises(ComtradeError) as gave_up:
         client(server).fetch(unit(), home / "work")
     assert "gave up after 4 attempt" in str(gave_up.value) and "periods 202201" in str(gave_up.value)
+    assert gave_up.value.status == 503 and gave_up.value.transient
     assert SECRET not in str(gave_up.value) and SECRET not in caplog.text
     assert not any(SECRET in p.read_text(errors="ignore") for p in home.rglob("*") if p.is_file())
 
