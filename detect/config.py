@@ -258,6 +258,8 @@ class DetectParams(BaseModel, metaclass=_KeywordsAreOptions):
     min_target_base: AtLeastZero
     min_onward_net: Number
     min_onward_growth: Ratio
+    ranker: Flag
+    ranker_min_probability: Share
 
     @model_validator(mode="before")
     @classmethod

@@ -47,6 +47,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     run_hash: str = ""
     windows: dict[str, str] = field(default_factory=dict)
+    model_version: str = MODEL_VERSION
 
 
 def route_id(origin: str, transit: str, target: str, product_code: str, product_level: int) -> str:
@@ -123,17 +124,30 @@ def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFram
     )
 
 
+def _ranked(frame: pl.DataFrame, params: DetectParams, model) -> pl.DataFrame:
+    """With a ranker: `probability` (calibrated on test worlds, from the route's own row), `score` becomes it,
+    and a flag is kept only when the ranker gives it at least params.ranker_min_probability."""
+    if model is None:
+        return frame
+    probability = pl.Series(np.round(model.probabilities(frame), 12), dtype=pl.Float64)
+    return frame.with_columns(probability=probability, score=probability).with_columns(
+        flag=pl.col("flag") & (pl.col("probability") >= params.ranker_min_probability))
+
+
 def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.Windows,
-                 placebo: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Every candidate route with its p-value against the null, BH q-value, `score` (1 − p: how unusual its
-    net growth is for an ordinary flow on its pair; it depends only on the route's own rows and its pair's)
-    and `flag` (tested, q ≤ params.fdr and every gate; an HS-4 route only when none of its HS-6 routes is
-    flagged), sorted best first with stable tie-breakers."""
+                 placebo: pl.DataFrame | None = None, model=None) -> pl.DataFrame:
+    """Every candidate route with its p-value against the null, BH q-value, `score` and `flag` (tested,
+    q ≤ params.fdr and every gate; an HS-4 route only when none of its HS-6 routes is flagged), sorted best
+    first with stable tie-breakers. `score` is 1 − p (how unusual its net growth is for an ordinary flow on
+    its pair) or, with a ranker `model` (detect/ranker.py), its calibrated probability, which must then
+    also reach params.ranker_min_probability for a flag. Either depends only on the route's own rows and
+    its pair's."""
     frame = _calibrated(_with_risk(routes, params), params, placebo).with_columns(
         score=(1.0 - pl.col("p_value")).round(12).fill_null(0.0),
     ).with_columns(
         flag=(pl.col("tested") & (pl.col("q_value") <= params.fdr) & _gates(params)).fill_null(False),
     )
+    frame = _ranked(frame, params, model)
     # The same evidence is not shown twice: an HS-4 route is flagged only when its HS-6 routes are not.
     six = frame.filter(pl.col("flag") & (pl.col("level") == 6)).select(
         "origin_iso3", "transit_iso3", "target_iso3", heading=pl.col("product").str.slice(0, 4)).unique()
@@ -142,6 +156,9 @@ def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.W
     ).with_columns(
         flag=pl.col("flag") & ~((pl.col("level") == 4) & pl.col("covered").fill_null(False))
     ).drop("heading", "covered")
+    if model is not None:
+        return frame.sort(["flag", "score", "p_value", "excess_value", "route_id"],
+                          descending=[True, True, False, True, False], nulls_last=True)
     return frame.sort(["flag", "p_value", "excess_value", "route_id"], descending=[True, False, True, False],
                       nulls_last=True)
 
@@ -199,7 +216,14 @@ def reasons(row: dict, windows: features.Windows, params: DetectParams) -> str:
     return "; ".join(parts)
 
 
-def _features_json(row: dict, unavailable: dict[str, str]) -> str:
+def _ranker_words(row: dict, moved: list[tuple[str, float]]) -> str:
+    from tradewatch.detect.ranker import feature_words
+
+    words = ", ".join(f"{feature_words(name)} {effect:+.2f}" for name, effect in moved)
+    return f"ranker probability {row['probability']:.2f}" + (f" (moved most by {words})" if words else "")
+
+
+def _features_json(row: dict, unavailable: dict[str, str], moved: list[tuple[str, float]] | None = None) -> str:
     values = {}
     for name in features.FEATURES:
         value = row.get(name)
@@ -209,14 +233,22 @@ def _features_json(row: dict, unavailable: dict[str, str]) -> str:
             values[name] = round(float(value), 6) if name not in ("p_value", "q_value") else float(f"{value:.6g}")
     for name in ("basis", "pair_basis", "null_basis"):
         values[name] = row.get(name)
+    if moved is not None:
+        values["ranker_probability"] = row.get("probability")
+        values["ranker_moved_by"] = [[name, effect] for name, effect in moved]
     return json.dumps(values, sort_keys=True)
 
 
 def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: DetectParams,
-                  unavailable: dict[str, str]) -> pl.DataFrame:
-    """The user-facing table of flagged routes (FLAGGED_SCHEMA), best first."""
+                  unavailable: dict[str, str], model=None) -> pl.DataFrame:
+    """The user-facing table of flagged routes (FLAGGED_SCHEMA), best first; with the ranker `model`, each
+    route's reasons and features also say what moved its probability most."""
+    from tradewatch.detect import ranker
+
+    flagged = scored.filter(pl.col("flag"))
+    moved = ranker.explain(model, flagged) if model is not None else [None] * flagged.height
     rows = []
-    for rank, row in enumerate(scored.filter(pl.col("flag")).iter_rows(named=True), start=1):
+    for rank, (row, why) in enumerate(zip(flagged.iter_rows(named=True), moved), start=1):
         code, level = row["product"], int(row["level"])
         onward = None
         if row.get("onward_growth_log") is not None and (row.get("onward_base") or 0) > 0:
@@ -236,21 +268,32 @@ def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: Detec
             "target_change": row.get("target_change"),
             "onward_growth": onward,
             "excess_value": row["excess_value"],
-            "features": _features_json(row, unavailable),
-            "reasons": reasons(row, windows, params),
+            "features": _features_json(row, unavailable, why),
+            "reasons": reasons(row, windows, params) + ("; " + _ranker_words(row, why) if why is not None else ""),
         })
     return pl.DataFrame(rows, schema=FLAGGED_SCHEMA, orient="row")
 
 
 # --- runs -----------------------------------------------------------------------------------------------
 
-def calibration_note(scored: pl.DataFrame, params: DetectParams) -> str:
+def model_version(model) -> str:
+    """What scored a run: the statistic's version, and the ranker's version and SHA-256 when one was used."""
+    if model is None:
+        return MODEL_VERSION
+    return f"{MODEL_VERSION}; ranker {model.version} sha256:{model.checksum}"
+
+
+def calibration_note(scored: pl.DataFrame, params: DetectParams, model=None) -> str:
     """How many routes were tested, how many flagged, and how many of those are expected to be false."""
     tested = int(scored["tested"].sum()) if scored.height else 0
     q_flagged = scored.filter(pl.col("flag"))["q_value"].drop_nulls().to_numpy()
     expected = calibration.expected_false_flags(q_flagged)
-    return (f"{tested:,} routes tested against the null; {q_flagged.size} flagged at FDR {params.fdr:g}: "
+    note = (f"{tested:,} routes tested against the null; {q_flagged.size} flagged at FDR {params.fdr:g}: "
             f"at most {expected:.1f} of them expected to be false (Benjamini–Hochberg)")
+    if model is not None:
+        note += (f"; the ranker ({model.version}) kept those it gives probability ≥ "
+                 f"{params.ranker_min_probability:g} and ordered them by it")
+    return note
 
 
 def _loads_read(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -274,17 +317,21 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     With `store`, the run (parameters, loads read, model version, hash) goes to `runs` and its flags to
     `anomalies`. Same warehouse and parameters give the same flagged table. Raises TradewatchError when
     the warehouse cannot support detection (empty, no coalition→target flows, windows outside the data)."""
+    from tradewatch.detect import ranker
+
     params = params or DetectParams()
     started = _now()
+    model = ranker.load() if params.ranker else None
     frame = features.build_routes(con, params)
     windows = frame.windows
-    scored = score_routes(frame.routes, params, windows, frame.placebo)
-    flagged = flagged_table(scored, windows, params, frame.unavailable)
-    notes = list(frame.notes) + [calibration_note(scored, params)]
+    scored = score_routes(frame.routes, params, windows, frame.placebo, model)
+    flagged = flagged_table(scored, windows, params, frame.unavailable, model)
+    notes = list(frame.notes) + [calibration_note(scored, params, model)]
     unavailable_words = [f"{features.FEATURES.get(name, name)} ({name}): {why}" for name, why in frame.unavailable.items()]
     loads = _loads_read(con)
+    version = model_version(model)
     run_hash = hashlib.sha256(json.dumps(
-        {"params": params.to_dict(), "loads": loads, "model": MODEL_VERSION}, sort_keys=True, default=str
+        {"params": params.to_dict(), "loads": loads, "model": version}, sort_keys=True, default=str
     ).encode()).hexdigest()
     window_text = {
         "baseline_start": month_text(windows.baseline_start),
@@ -294,7 +341,7 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     }
     result = RunResult(
         run_id="", params=params, flagged=flagged, candidates=frame.routes.height,
-        unavailable=unavailable_words, notes=notes, run_hash=run_hash, windows=window_text,
+        unavailable=unavailable_words, notes=notes, run_hash=run_hash, windows=window_text, model_version=version,
     )
     if store:
         result.run_id = _store(con, result, frame.unavailable, loads, started)
@@ -313,7 +360,7 @@ def _store(con: duckdb.DuckDBPyConnection, result: RunResult, unavailable: dict[
     try:
         con.execute(*schema.bind("runs", {
             "run_id": run_id, "started_at": started, "finished_at": _now(), "params_json": params_json,
-            "loads_json": json.dumps(loads), "model_version": MODEL_VERSION, "run_hash": result.run_hash,
+            "loads_json": json.dumps(loads), "model_version": result.model_version, "run_hash": result.run_hash,
             "flagged": result.flagged.height, "candidates": result.candidates, "unavailable_json": unavailable_json,
             "notes_json": json.dumps(result.notes),
         }))

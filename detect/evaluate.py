@@ -54,18 +54,40 @@ def answer_routes(answer_key: dict) -> set[RouteKey]:
     return {(r["origin_iso3"], r["transit_iso3"], r["target_iso3"], r["product_code"]) for r in answer_key["routes"]}
 
 
-def tradewatch_lists(con: duckdb.DuckDBPyConnection, params: DetectParams
-                     ) -> tuple[list[RouteKey], list[RouteKey], features.RouteFrame]:
-    """tradewatch's HS-6 ranking (the routes it tests, by p-value, then those its screens set aside, by
-    p-value), its flagged HS-6 list, and the route frame they come from; nothing is stored."""
+ROUTE_KEYS = ["origin_iso3", "transit_iso3", "target_iso3", "product"]
+
+
+def _keys(frame: pl.DataFrame) -> list[RouteKey]:
+    return [tuple(row) for row in frame.select(ROUTE_KEYS).iter_rows()]
+
+
+def _statistic_order(six: pl.DataFrame) -> pl.DataFrame:
+    """The statistic's order: the routes it tests, by p-value, then those its screens set aside, by p-value."""
+    return six.sort(["tested", "p_value", "excess_value", "route_id"], descending=[True, False, True, False],
+                    nulls_last=True)
+
+
+def scored_six(con: duckdb.DuckDBPyConnection, params: DetectParams) -> tuple[pl.DataFrame, features.RouteFrame]:
+    """The scored HS-6 routes in the statistic's order, and the route frame they come from; nothing is stored."""
     frame = features.build_routes(con, params)
     scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
-    six = scored.filter(pl.col("level") == 6).sort(["tested", "p_value", "excess_value", "route_id"],
-                                                   descending=[True, False, True, False], nulls_last=True)
-    keys = ["origin_iso3", "transit_iso3", "target_iso3", "product"]
-    ranked = [tuple(row) for row in six.select(keys).iter_rows()]
-    flagged = [tuple(row) for row in six.filter(pl.col("flag")).select(keys).iter_rows()]
-    return ranked, flagged, frame
+    return _statistic_order(scored.filter(pl.col("level") == 6)), frame
+
+
+def tradewatch_lists(con: duckdb.DuckDBPyConnection, params: DetectParams
+                     ) -> tuple[list[RouteKey], list[RouteKey], features.RouteFrame]:
+    """tradewatch's HS-6 ranking by the statistic alone, its flagged HS-6 list, and the route frame."""
+    six, frame = scored_six(con, params)
+    return _keys(six), _keys(six.filter(pl.col("flag"))), frame
+
+
+def ranker_lists(six: pl.DataFrame, model, min_probability: float) -> tuple[list[RouteKey], list[RouteKey]]:
+    """The ranker's HS-6 ranking (by calibrated probability; ties in the statistic's order) and its flagged
+    list: the statistic's flags it gives at least `min_probability`, most probable first."""
+    ordered = six.with_columns(probability=pl.Series(model.probabilities(six), dtype=pl.Float64)).sort(
+        "probability", descending=True, maintain_order=True)
+    kept = ordered.filter(pl.col("flag") & (pl.col("probability") >= min_probability))
+    return _keys(ordered), _keys(kept)
 
 
 def tradewatch_ranking(con: duckdb.DuckDBPyConnection, params: DetectParams) -> list[RouteKey]:
@@ -216,7 +238,7 @@ def check_goals(synthetic: dict, placebo_result: dict) -> dict[str, bool]:
 # --- the family of test worlds ---------------------------------------------------------------------------
 
 FAMILY_METRICS = ("average_precision", "precision_at_25", "list_precision", "list_recall")
-METHODS = ("tradewatch", "growth", "ec_rule", "simple")
+METHODS = ("tradewatch", "ranker", "growth", "ec_rule", "simple")
 # Seeds the detector's defaults were tuned on; `tradewatch evaluate --families` reports on others by default.
 TUNING_SEEDS = (1, 2, 3)
 DEFAULT_FIRST_SEED = 101
@@ -249,13 +271,18 @@ def list_metrics(ranked: list[RouteKey], flagged: list[RouteKey], positives: set
 
 
 def method_lists(con: duckdb.DuckDBPyConnection, params: DetectParams) -> dict[str, tuple[list[RouteKey], list[RouteKey]]]:
-    """(ranking, flagged list) of HS-6 routes for tradewatch and the three baselines on one warehouse."""
-    ours, flagged, frame = tradewatch_lists(con, params)
+    """(ranking, flagged list) of HS-6 routes for tradewatch's statistic alone, the learned ranker (the one
+    detection would load), and the three baselines on one warehouse."""
+    from tradewatch.detect import ranker
+
+    six, frame = scored_six(con, params)
+    model = ranker.load()
     growth, growth_flags = baselines.plain_growth(con, params)
     ec = baselines.ec_rule_ranking(con, params)
     simple_ranked, simple_flags = baselines.simple_rule(frame.routes, params)
-    return {"tradewatch": (ours, flagged), "growth": (growth, growth_flags), "ec_rule": (ec, ec),
-            "simple": (simple_ranked, simple_flags)}
+    return {"tradewatch": (_keys(six), _keys(six.filter(pl.col("flag")))),
+            "ranker": ranker_lists(six, model, params.ranker_min_probability),
+            "growth": (growth, growth_flags), "ec_rule": (ec, ec), "simple": (simple_ranked, simple_flags)}
 
 
 def seed_family_world(family: str, seed: int) -> SyntheticWorld:

@@ -312,3 +312,45 @@ def train(examples: pl.DataFrame, folder: Path, *, min_probability: float, seeds
         "leave_one_family_out_mean": _mean_metrics(list(held_out.values())),
     }
     return save(model, folder, manifest)
+
+
+# --- explanations ------------------------------------------------------------------------------------------
+
+FEATURE_WORDS = {  # short words for the reasons line; `flags show` lists the features in full
+    "net_growth_log": "net growth", "onward_net_log": "onward net growth", "target_drop_log": "fall to the target",
+    "substitution_ratio": "substitution", "persistence": "persistence", "spike_share": "spikiness",
+    "russia_share": "target's share before", "onward_cover": "onward cover", "mirror_gap_log": "mirror gap",
+    "unit_value_change_log": "unit value change", "product_risk": "product listing",
+    "pair_growth_log": "pair's ordinary growth", "control_growth_log": "control countries' growth",
+    "product_boom_log": "product boom", "co_target_change": "change to co-targets", "growth_log": "raw growth",
+    "did_log": "growth net of controls", "onward_growth_log": "onward growth", "null_scale": "null scale",
+    "target_change": "change to the target", "z": "net growth in null scales", "minus_log10_p": "p-value",
+    "tested": "tested", "log1p_excess_value": "excess value", "log1p_base": "baseline value",
+    "log1p_recent": "recent value", "log1p_target_base": "target baseline", "log1p_onward_base": "onward baseline",
+    "log1p_onward_recent": "onward recent value",
+}
+
+
+def explain(model: Ranker, rows: pl.DataFrame, top: int = 3) -> list[list[tuple[str, float]]]:
+    """For each row, the `top` features that moved its probability most: the change in probability when
+    the feature is withheld (treated as missing, the trees' no-information path), largest first. It uses
+    the row alone, like the probability itself."""
+    if rows.height == 0:
+        return []
+    matrix = feature_matrix(rows)
+    base = model.model.predict_proba(matrix)[:, 1]
+    effects = np.zeros(matrix.shape)
+    for j in range(matrix.shape[1]):
+        withheld = matrix.copy()
+        withheld[:, j] = np.nan
+        effects[:, j] = base - model.model.predict_proba(withheld)[:, 1]
+    out = []
+    for i in range(matrix.shape[0]):
+        order = np.argsort(-np.abs(effects[i]), kind="stable")[:top]
+        out.append([(FEATURES[j], round(float(effects[i, j]), 4)) for j in order if abs(effects[i, j]) >= 0.005])
+    return out
+
+
+def feature_words(name: str) -> str:
+    """A ranker feature's name in a few words."""
+    return FEATURE_WORDS.get(name, name)

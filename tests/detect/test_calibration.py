@@ -11,7 +11,7 @@ import pytest
 
 from detect_worlds import World, sanctioned, steady, step
 from tradewatch.flows.core import products
-from tradewatch.detect import calibration, engine, features
+from tradewatch.detect import calibration, engine, features, ranker
 from tradewatch.detect.config import DetectParams
 
 # Candidate HS-6 codes of ordinary goods; the test keeps those not on the restricted lists.
@@ -101,7 +101,19 @@ def test_evidence_in_the_reasons_is_the_evidence_gated(boom_run):
     assert "controls" not in row["reasons"].replace("control countries", "")
     assert "covering" not in row["reasons"]
     assert feats["pair_basis"] == "unrestricted" and feats["q_value"] <= 0.1
+    # The score is the ranker's probability (stored with the features, with what moved it most) …
+    assert row["score"] == pytest.approx(feats["ranker_probability"], abs=1e-9)
+    assert f"ranker probability {row['score']:.2f}" in row["reasons"]
+    assert all(name in ranker.FEATURES and abs(effect) >= 0.005 for name, effect in feats["ranker_moved_by"])
+
+
+def test_without_the_ranker_the_score_is_one_minus_p(boom_run):
+    con, _, _ = boom_run
+    run = engine.run_detection(con, DetectParams(ranker=False), store=False)
+    row = run.flagged.filter(pl.col("product_code") == "854231").to_dicts()[0]
+    feats = json.loads(row["features"])
     assert row["score"] == pytest.approx(1 - feats["p_value"], abs=1e-6)
+    assert "ranker" not in row["reasons"] and "ranker_probability" not in feats
 
 
 def test_every_run_reports_the_expected_number_of_false_flags(boom_run):

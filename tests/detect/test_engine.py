@@ -123,7 +123,7 @@ def test_runs_are_stored_and_reloaded(con, result):
     assert engine.load_run(con, "no-such-run") is None
     run = con.execute("SELECT params_json, loads_json, model_version, run_hash, flagged FROM runs WHERE run_id = ?",
                       [second.run_id]).fetchall()[0]
-    assert json.loads(run[0])["event"] == "2022-03" and run[2] == engine.MODEL_VERSION
+    assert json.loads(run[0])["event"] == "2022-03" and run[2].startswith(engine.MODEL_VERSION + "; ranker ranker-")
     assert run[3] == second.run_hash and run[4] == second.flagged.height
     assert isinstance(json.loads(run[1]), list)
     rows = con.execute("SELECT count(*), min(rank), max(reasons) FROM anomalies WHERE run_id = ?",

@@ -123,3 +123,18 @@ def test_world_metrics_compare_the_statistic_and_the_ranker(world):
     # a perfect oracle ranks every planted candidate first
     oracle = ranker.world_metrics(world, world["label"].cast(pl.Float64).to_numpy(), 0.5)
     assert oracle["ap_ranker"] == pytest.approx(world["label"].sum() / world["planted"][0])
+
+
+def test_every_feature_has_words_and_explanations_name_features():
+    assert set(ranker.FEATURE_WORDS) == set(ranker.FEATURES)
+    assert all(ranker.feature_words(name) != name or name in ("persistence", "tested") for name in ranker.FEATURES)
+
+
+def test_explanations_use_the_row_alone(world):
+    loaded = ranker.load(ranker.shipped_dir())
+    top = world.sort("label", descending=True).head(5)
+    together = ranker.explain(loaded, top)
+    alone = [ranker.explain(loaded, top.slice(i, 1))[0] for i in range(top.height)]
+    assert together == alone
+    for moved in together:
+        assert all(name in ranker.FEATURES for name, _ in moved) and len(moved) <= 3
