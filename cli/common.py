@@ -73,7 +73,7 @@ def _detect_defaults() -> dict:
     return tomllib.loads(resources.files("tradewatch.data").joinpath("detect_defaults.toml").read_text(encoding="utf-8"))
 
 
-def _detect_default(key: str) -> str:
+def detect_default(key: str) -> str:
     """A detection default as help text shows it, read from data/detect_defaults.toml (where it lives)."""
     return str(_detect_defaults().get(key, "?"))
 
@@ -82,12 +82,12 @@ AsOfOption = Annotated[Optional[str], typer.Option(
     "--as-of", help="Last month of the recent window, YYYY-MM (default: the latest month in the data).")]
 BaselineOption = Annotated[Optional[int], typer.Option(
     "--baseline-months", min=1, max=240,
-    help=f"Months before the event in the baseline (default {_detect_default('baseline_months')}).")]
+    help=f"Months before the event in the baseline (default {detect_default('baseline_months')}).")]
 RecentOption = Annotated[Optional[int], typer.Option(
     "--recent-months", min=1, max=240,
-    help=f"Months in the recent window, ending at --as-of (default {_detect_default('recent_months')}).")]
+    help=f"Months in the recent window, ending at --as-of (default {detect_default('recent_months')}).")]
 FdrOption = Annotated[Optional[float], typer.Option(
-    "--fdr", help=f"False discovery rate of the flagged list, Benjamini–Hochberg (default {_detect_default('fdr')}).")]
+    "--fdr", help=f"False discovery rate of the flagged list, Benjamini–Hochberg (default {detect_default('fdr')}).")]
 
 
 def window_options(event: str | None, as_of: str | None, baseline_months: int | None, recent_months: int | None,

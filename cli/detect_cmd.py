@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from tradewatch.cli.common import (AsOfOption, BaselineOption, DbOption, FdrOption, RecentOption, one_line_errors, say,
-                                   window_options)
+                                   detect_default, window_options)
 
 
 class Format(str, Enum):
@@ -46,7 +46,7 @@ def detect(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="Show at most N flagged routes.")] = 20,
     event: Annotated[Optional[str], typer.Option(
-        "--event", help="Month the restrictions took effect, YYYY-MM (default 2022-03).")] = None,
+        "--event", help=f"Month the restrictions took effect, YYYY-MM (default {detect_default('event')}).")] = None,
     config: Annotated[
         Optional[Path], typer.Option("--config", help="TOML file overriding the detection defaults.")
     ] = None,

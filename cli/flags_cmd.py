@@ -383,10 +383,6 @@ def _load_lines(loads: list[dict]) -> list[str]:
         by_source.setdefault(str(item.get("source", "run")), []).append(item)
     lines = []
     for source, items in by_source.items():
-        if "file" not in items[0]:
-            lines.append(f"{source}: " + ", ".join(
-                ", ".join(f"{k} {v}" for k, v in item.items() if k != "source") for item in items))
-            continue
         files = [item["file"] for item in items]
         shown = ", ".join(files) if len(files) <= 3 else f"{files[0]} … {files[-1]}"
         first = min(item["first_month"] for item in items)

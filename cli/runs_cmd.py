@@ -58,7 +58,16 @@ def _print_runs(frame, total: int) -> None:
         flagged = "–" if row["flagged"] is None else f"{row['flagged']:,} of {row['candidates'] or 0:,}"
         table.add_row(row["run_id"], f"{row['started_at']:%Y-%m-%d %H:%M}", row["event"] or "–",
                       row["baseline"] or "–", row["recent"] or "–", row["data"] or "–", flagged,
-                      (row["model_version"] or "–").split(" ")[0])
+                      _model(row["model_version"]))
     console.print(table, markup=False)
     console.print(f"{frame.height} of {total} run(s) shown. `--run ID` (or a unique prefix) picks one in "
                   "`flags list`, `flags show` and `report`.", style="dim", markup=False)
+
+
+def _model(version: str | None) -> str:
+    """'tradewatch-detect/2.0 …; ranker ranker-1dd96b3eb46e sha256:…' as '2.0 + ranker-1dd96b3eb46e'."""
+    if not version:
+        return "–"
+    statistic = version.split(" ")[0].removeprefix("tradewatch-detect/")
+    ranker = version.split("; ranker ")[1].split(" ")[0] if "; ranker " in version else None
+    return f"{statistic} + {ranker}" if ranker else statistic

@@ -122,7 +122,8 @@ def _shown(value) -> str:
 
 # --- value checks ---------------------------------------------------------------------------------------
 
-def _month(value) -> str:
+def month_value(value) -> str:
+    """A 'YYYY-MM' configuration value checked strictly, as a validation problem (one message) otherwise."""
     try:
         return checked_month(value, "")
     except InputError as exc:
@@ -132,7 +133,7 @@ def _month(value) -> str:
 def _month_or_latest(value) -> str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", LATEST)):
         return None
-    return _month(value)
+    return month_value(value)
 
 
 def _whole(low: int, high: int, text: str) -> BeforeValidator:
@@ -191,7 +192,7 @@ def _levels(value) -> tuple[int, ...]:
     return tuple(value)
 
 
-Month = Annotated[str, BeforeValidator(_month)]
+Month = Annotated[str, BeforeValidator(month_value)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Texts = Annotated[tuple[str, ...], BeforeValidator(_texts)]
 Countries = Annotated[tuple[str, ...], BeforeValidator(_countries)]

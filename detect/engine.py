@@ -397,12 +397,12 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: str = "latest") -> RunResul
     stored = json.loads(run["params_json"])
     windows = stored.pop("windows", {})
     params = DetectParams.from_dict(stored)
-    flagged = con.sql(
-        """SELECT rank, route_id, score, origin_iso3, transit_iso3, target_iso3, product_code, product_level,
-                  product_name, tier, currency, baseline_start, baseline_end, recent_start, recent_end,
-                  baseline_value, recent_value, growth, target_change, onward_growth, excess_value,
-                  features_json AS features, reasons
-           FROM anomalies WHERE run_id = $run ORDER BY rank""", params={"run": run_id}).pl()
+    # The flagged table's columns are the anomalies table's (features under its stored name features_json).
+    stored_as = {name: "features_json" if name == "features" else name for name in FLAGGED_SCHEMA}
+    schema.TABLES["anomalies"].pick(*stored_as.values())  # each one is checked to be an anomalies column
+    columns = ", ".join(f"{stored} AS {name}" for name, stored in stored_as.items())
+    flagged = con.sql(f"SELECT {columns} FROM anomalies WHERE run_id = $run ORDER BY rank",
+                      params={"run": run_id}).pl()
     flagged = pl.concat([pl.DataFrame(schema=FLAGGED_SCHEMA), flagged.cast(FLAGGED_SCHEMA)], how="vertical")
     unavailable = []
     for item in json.loads(run.get("unavailable_json") or "[]"):
@@ -413,4 +413,5 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: str = "latest") -> RunResul
             unavailable.append(str(item))
     notes = json.loads(run.get("notes_json") or "[]") if "notes_json" in run else []
     return RunResult(run_id=run_id, params=params, flagged=flagged, candidates=int(run.get("candidates") or 0),
-                     unavailable=unavailable, notes=notes, run_hash=run.get("run_hash") or "", windows=windows)
+                     unavailable=unavailable, notes=notes, run_hash=run.get("run_hash") or "", windows=windows,
+                     model_version=run.get("model_version") or MODEL_VERSION)

@@ -99,7 +99,8 @@ def evaluate_synthetic_warehouse(con: duckdb.DuckDBPyConnection, answer_key: dic
                                  params: DetectParams | None = None) -> dict[str, dict[str, float]]:
     """Metrics of tradewatch and of the two baselines on a warehouse holding the synthetic world whose
     answer key is `answer_key`."""
-    params = params or DetectParams(event=answer_key.get("event", "2022-03"))
+    if params is None:
+        params = DetectParams(event=answer_key["event"]) if answer_key.get("event") else DetectParams()
     positives = answer_routes(answer_key)
     return {
         "tradewatch": ranking_metrics(tradewatch_ranking(con, params), positives),

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from tradewatch.detect.config import DetectParams, input_error, problem, read_toml_file
+from tradewatch.detect.config import DetectParams, input_error, month_value, problem, read_toml_file
 from tradewatch.flows.core.errors import InputError
-from tradewatch.flows.core.months import checked_month, month_labels, month_text
+from tradewatch.flows.core.months import month_labels, month_text
 
 DEFAULTS_RESOURCE = "pipeline_defaults.toml"
 TASK_RUNNERS = ("thread", "dask")
@@ -35,16 +35,9 @@ def _flag(value) -> bool:
     return value
 
 
-def _month(value) -> str:
-    try:
-        return checked_month(value, "")
-    except InputError as exc:
-        raise problem(exc.problem) from None
-
-
 def _month_or_latest(value) -> str | None:
     text = _text(value)
-    return None if text == "latest" else _month(text)
+    return None if text == "latest" else month_value(text)
 
 
 def _url(value) -> str:
@@ -153,7 +146,7 @@ class _Table(BaseModel):
 class _SourceTable(_Table):
     enabled: Annotated[bool, BeforeValidator(_flag)]
     base_url: Annotated[str, BeforeValidator(_url)]
-    start: Annotated[str, BeforeValidator(_month)]
+    start: Annotated[str, BeforeValidator(month_value)]
     end: Annotated[str | None, BeforeValidator(_month_or_latest)]
 
     @model_validator(mode="after")

@@ -43,7 +43,7 @@ def test_runs_lists_each_run_newest_first_with_its_windows_data_and_flags(two_ru
     assert newest["recent"].startswith("2022-04") and newest["baseline"].endswith("2022-03")
     assert newest["data"] is None  # the fixture's rows were written without loads: nothing to name
     assert newest["flagged"] >= 1 and newest["candidates"] >= newest["flagged"]
-    assert newest["model_version"].startswith("tradewatch-detect/")
+    assert newest["model_version"].startswith("tradewatch-detect/") and "; ranker ranker-" in newest["model_version"]
     # the ids are the ones --run takes
     shown = run("flags", "list", "--db", str(two_runs), "--run", rows[1]["run_id"], "--format", "json")
     assert shown.exit_code == 0, shown.output
@@ -54,6 +54,7 @@ def test_runs_table_and_limit(two_runs):
     result = run("runs", "--db", str(two_runs), "--limit", "1")
     assert result.exit_code == 0, result.output
     assert "2022-04" in result.stdout and "1 of 2 run(s) shown" in result.stdout
+    assert "2.0 + ranker-" in result.stdout
     assert "2022-03  " not in result.stdout.replace("2022-03–", "")  # the older run (event 2022-03) is not listed
 
 
