@@ -98,3 +98,27 @@ def window_options(event: str | None, as_of: str | None, baseline_months: int | 
     `config` is accepted for the callers' sake; the file is read there."""
     return {"event": event, "as_of": as_of, "baseline_months": baseline_months, "recent_months": recent_months,
             "fdr": fdr}
+
+
+WideOption = Annotated[bool, typer.Option("--wide", help="Every column, whatever the terminal's width.")]
+WIDE_COLUMNS = 160  # from this width up, tables show every column; below it, a compact layout that fits
+
+
+def table_console(wide: bool = False):
+    """A rich Console for a table, and whether to lay it out wide. A terminal (or $COLUMNS) sets the
+    width, and below WIDE_COLUMNS the compact layout is used; `wide` (--wide), or piped output with no
+    $COLUMNS (no width to fit), lays it out wide on at least 200 columns."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if wide or (not console.is_terminal and not os.environ.get("COLUMNS")):
+        # --wide asks for every column: lay the table out on at least 200 columns and let lines run on
+        console = Console(width=max(console.width, 200))
+    return console, wide or console.width >= WIDE_COLUMNS
+
+
+def short_id(route_id: str | None) -> str:
+    """A route id as tables show it: its first 10 characters, which `flags show` takes as a prefix."""
+    return (route_id or "")[:10]

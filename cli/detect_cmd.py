@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import (AsOfOption, BaselineOption, DbOption, FdrOption, RecentOption, one_line_errors, say,
+from tradewatch.cli.common import (AsOfOption, BaselineOption, DbOption, FdrOption, RecentOption, WideOption,
+                                   one_line_errors, say,
                                    detect_default, window_options)
 
 
@@ -54,10 +55,11 @@ def detect(
     baseline_months: BaselineOption = None,
     recent_months: RecentOption = None,
     fdr: FdrOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Flag likely diversion routes (origin → transit → Russia) and print them best first.
 
-    Score = 1 − p, where p is the chance that an ordinary flow on the same origin → transit pair grows this much net of the pair's ordinary growth and of control countries. Routes are flagged by Benjamini–Hochberg at --fdr: at most that share of the flagged list is expected to be false.
+    Routes are flagged by Benjamini–Hochberg at --fdr (at most that share of the flagged list is expected to be false) and ordered by their score: the learned ranker's calibrated probability (with ranker = false: 1 − p, p being the chance that an ordinary flow on the same origin → transit pair grows this much net of the pair's ordinary growth and of control countries).
 
     On an empty warehouse it first seeds the embedded synthetic demo world."""
     from tradewatch.detect import service
@@ -83,7 +85,7 @@ def detect(
         columns = [c for c in _output_columns() if c in run.flagged.columns]
         typer.echo(run.flagged.head(top).select(columns).write_csv(), nl=False)
     else:
-        _print_table(rows, event)
+        _print_table(rows, event, run.flagged.height, wide)
 
 
 def _json_row(row: dict) -> dict:
@@ -95,39 +97,46 @@ def _json_row(row: dict) -> dict:
     return out
 
 
-def _print_table(rows: list[dict], event: str) -> None:
-    from rich.console import Console
+def _print_table(rows: list[dict], event: str, total: int, wide: bool) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
+    from tradewatch.cli.common import short_id, table_console
     from tradewatch.detect.report import growth_text
     from tradewatch.flows.core.numbers import change, money, score_text
 
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured output has no width to fit; keep each route on as few lines as possible.
-        console = Console(width=200)
+    console, wide = table_console(wide)
     if not rows:
         console.print(f"No route is flagged for event {event}.")
         return
-    table = Table(title=f"Flagged diversion routes, event {event}: recent monthly average vs the seasonally matched baseline")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("origin → transit → target", no_wrap=True)
-    table.add_column("product", max_width=34)
-    table.add_column("baseline → recent", justify="right", no_wrap=True)
-    table.add_column("growth", justify="right", no_wrap=True)
-    table.add_column("to target", justify="right", no_wrap=True)
-    table.add_column("reason", ratio=1, min_width=30)
+    title = (f"Flagged diversion routes, event {event}: recent monthly average vs the seasonally matched baseline"
+             if wide else f"Flagged routes, event {event} (growth net of the pair's ordinary growth)")
+    table = Table(title=title, box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    columns = [("#", "right"), ("score", "right"), ("route", "left"), ("product", "left")]
+    columns += [("baseline → recent", "right")] if wide else []
+    columns += [("growth", "right"), ("to target", "right") if wide else ("excess", "right"), ("id", "left")]
+    columns += [("reason", "left")] if wide else []
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name not in ("product", "reason"),
+                         max_width=34 if name == "product" else None, ratio=1 if name == "reason" else None,
+                         min_width=30 if name == "reason" else None)
     for row in rows:
-        name = row.get("product_name") or ""
-        tier = f" [tier {row['tier']}]" if row.get("tier") else ""
-        product = f"{row['product_code']}{tier} {name[:40]}" + ("…" if len(name) > 40 else "")
-        table.add_row(
-            str(row["rank"]), score_text(row["score"]),
-            escape(f"{row['origin_iso3']} → {row['transit_iso3']} → {row['target_iso3']}"),
-            escape(product),
-            f"{money(row.get('baseline_value'), row.get('currency'))} → {money(row.get('recent_value'), row.get('currency'))}",
-            growth_text(row), change(row.get("target_change")), escape(row.get("reasons") or ""),
-        )
+        currency = row.get("currency")
+        route = f"{row['origin_iso3']}→{row['transit_iso3']}→{row['target_iso3']}"
+        cells = [str(row["rank"]), score_text(row["score"]), escape(route)]
+        if wide:
+            name = row.get("product_name") or ""
+            tier = f" [tier {row['tier']}]" if row.get("tier") else ""
+            cells += [escape(f"{row['product_code']}{tier} {name[:40]}" + ("…" if len(name) > 40 else "")),
+                      f"{money(row.get('baseline_value'), currency)} → {money(row.get('recent_value'), currency)}",
+                      growth_text(row), change(row.get("target_change")), short_id(row.get("route_id")),
+                      escape(row.get("reasons") or "")]
+        else:
+            cells += [escape(row["product_code"]), growth_text(row), money(row.get("excess_value"), currency),
+                      short_id(row.get("route_id"))]
+        table.add_row(*cells)
     console.print(table)
+    hint = "" if wide else "; --wide for products, values and reasons"
+    console.print(f"{len(rows)} of {total} flagged shown — `tradewatch flags show ID` for the evidence{hint}.",
+                  style="dim", markup=False)

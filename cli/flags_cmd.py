@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import DbOption, one_line_errors, say
+from tradewatch.cli.common import DbOption, WideOption, one_line_errors, say
 
 flags_app = typer.Typer(
     name="flags",
@@ -68,6 +68,7 @@ def list_flags(
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="At most N routes.")] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    wide: WideOption = False,
 ) -> None:
     """List the flagged routes of a run with their review status, filtered and sorted."""
     from tradewatch.detect import export, review
@@ -92,7 +93,7 @@ def list_flags(
             from tradewatch.flows.core.errors import InputError
 
             raise InputError(f"--out {out}", "a table is for the terminal; use --format csv, json or parquet with --out")
-        _print_flags(frame)
+        _print_flags(frame, wide)
         return
     text = export.write(frame, format.value, out)
     if text is not None:
@@ -198,38 +199,51 @@ def _plain(text) -> str:
     return escape("" if text is None else str(text))
 
 
-def _print_flags(frame) -> None:
-    from rich.console import Console
+def _print_flags(frame, wide: bool = False) -> None:
+    from rich import box
     from rich.table import Table
 
+    from tradewatch.cli.common import short_id, table_console
     from tradewatch.detect.report import growth_text
     from tradewatch.flows.core.numbers import change, score_text
 
-    console = Console()
+    console, wide = table_console(wide)
     if frame.height == 0:
         console.print("No flagged route matches.")
         return
     run_id = frame["run_id"][0]
-    table = Table(title=f"Flagged routes in run {_plain(run_id)} (monthly averages, route currency)")
-    for name, justify in (("id", "left"), ("#", "right"), ("score", "right"), ("status", "left"),
-                          ("route", "left"), ("product", "left"), ("tier", "left"),
-                          ("baseline → recent", "right"), ("growth", "right"), ("to target", "right"),
-                          ("excess", "right"), ("reasons", "left")):
-        table.add_column(name, justify=justify, overflow="fold")
+    if wide:
+        names = ("id", "#", "score", "status", "route", "product", "tier", "baseline → recent", "growth",
+                 "to target", "excess", "reasons")
+    else:
+        names = ("id", "score", "status", "route", "product", "tier", "growth", "excess")
+    table = Table(title=f"Flagged routes in run {_plain(run_id)} (monthly averages, route currency)",
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    for name in names:
+        table.add_column(name, justify="right" if name in ("#", "score", "growth", "to target", "excess",
+                                                           "baseline → recent") else "left",
+                         overflow="fold", no_wrap=not wide and name != "product")
     for row in frame.iter_rows(named=True):
+        currency = row["currency"]
+        route = _plain(f"{row['origin_iso3']}→{row['transit_iso3']}→{row['target_iso3']}")
+        if not wide:
+            table.add_row(short_id(row["id"]), score_text(row["score"]), _plain(row["status"]), route,
+                          _plain(row["product_code"]), _plain(row["tier"] or "–"), growth_text(row),
+                          _money(row["excess_value"], currency))
+            continue
         name = row["product_name"] or ""
         product = f"{row['product_code']} {name[:36]}" + ("…" if len(name) > 36 else "")
-        currency = row["currency"]
         table.add_row(
-            _plain(row["id"]), str(row["rank"]), score_text(row["score"]), _plain(row["status"]),
-            _plain(f"{row['origin_iso3']}→{row['transit_iso3']}→{row['target_iso3']}"), _plain(product),
-            _plain(row["tier"] or "–"),
+            _plain(row["id"]), str(row["rank"]), score_text(row["score"]), _plain(row["status"]), route,
+            _plain(product), _plain(row["tier"] or "–"),
             f"{_money(row['baseline_value'], currency)} → {_money(row['recent_value'], currency)}",
             growth_text(row), change(row["target_change"]), _money(row["excess_value"], currency),
             _plain(row["reasons"]),
         )
     console.print(table)
-    console.print(f"{frame.height} route(s). `tradewatch flags show ID` for the evidence of one.", style="dim")
+    hint = "" if wide else "; --wide for values and reasons"
+    console.print(f"{frame.height} route(s). `tradewatch flags show ID` for the evidence of one{hint}.",
+                  style="dim", markup=False)
 
 
 def _print_evidence(evidence) -> None:

@@ -95,7 +95,7 @@ def test_families_json_has_the_promised_keys(monkeypatch):
     def fake(families, seeds, params, *, say=lambda message: None):
         calls.append((families, seeds, params))
         metrics = {"average_precision": 0.9, "precision_at_25": 0.9, "list_precision": 0.9, "list_recall": 0.8}
-        methods = {m: dict(metrics) for m in ("tradewatch", "growth", "ec_rule", "simple")}
+        methods = {m: dict(metrics) for m in ("tradewatch", "ranker", "growth", "ec_rule", "simple")}
         return {"families": {f: methods for f in families}, "overall": methods, "seeds": seeds,
                 "tuning_seeds": [1, 2, 3]}
 
@@ -106,7 +106,7 @@ def test_families_json_has_the_promised_keys(monkeypatch):
     data = json.loads(result.stdout)
     assert set(data["families"]) == {"transit_boom", "classic"}
     for methods in [*data["families"].values(), data["overall"]]:
-        assert set(methods) == {"tradewatch", "growth", "ec_rule", "simple"}
+        assert set(methods) == {"tradewatch", "ranker", "growth", "ec_rule", "simple"}
         for metrics in methods.values():
             assert set(metrics) == {"average_precision", "precision_at_25", "list_precision", "list_recall"}
     families, seeds, params = calls[0]
