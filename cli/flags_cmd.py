@@ -257,6 +257,32 @@ def _print_evidence(evidence) -> None:
     _print_legs(console, evidence)
     _print_loads(console, evidence.loads)
     _print_decisions(console, evidence.reviews)
+    _print_similar(console, evidence)
+
+
+def _print_similar(console, evidence) -> None:
+    """How past decisions bear on this route: those on routes via the same transit in the same heading,
+    and whether the ranker that scored the run learned from analysts' decisions."""
+    similar = evidence.similar or {}
+    counts = similar.get("counts") or {}
+    if counts:
+        words = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        console.print(_plain(f"  similar routes via {similar['transit']} in HS {similar['heading']}: {words}"),
+                      highlight=False)
+    model = evidence.model or ""
+    if "; ranker " in model:
+        from tradewatch.detect import ranker
+
+        try:
+            manifest = ranker.load().manifest
+        except Exception:  # the model may have changed since; the run's model_version still names its own
+            manifest = {}
+        used = ((manifest.get("training") or {}).get("reviews") or {}).get("used", 0)
+        same = manifest.get("sha256") and manifest["sha256"] in model
+        taught = f"learned from {used} analysts' decisions" if used else "learned from no analyst's decisions"
+        console.print(_plain(f"  the run's ranker {taught}" if same else
+                             "  the run's ranker is not the one installed now (see `tradewatch model status`)"),
+                      highlight=False)
 
 
 def _facts_table(evidence):

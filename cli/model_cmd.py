@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import one_line_errors, say
+from tradewatch.cli.common import DbOption, one_line_errors, say
 
 model_app = typer.Typer(name="model", help="The learned ranker: train it on test worlds, show which one is used.",
                         no_args_is_help=True)
@@ -67,7 +67,16 @@ def train(
         "--first-seed", min=0, help="First seed (the shipped ranker: 11; keep ≥ 101 for reporting).")] = 11,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder to write (default TRADEWATCH_HOME/model).")] = None,
     min_probability: Annotated[float, typer.Option(
-        "--min-probability", min=0.0, max=1.0, help="A flag is kept when the ranker gives it at least this.")] = 0.5,
+        "--min-probability", min=0.0, max=1.0,
+        help="The probability at which leave-one-family-out measures the ranker's flagged list.")] = 0.5,
+    with_reviews: Annotated[bool, typer.Option(
+        "--with-reviews", help="Also learn from the decisions in the warehouse (confirmed = diversion, "
+                               "dismissed = not; watch is no answer).")] = False,
+    db: DbOption = None,
+    review_weight: Annotated[float, typer.Option(
+        "--review-weight", min=1.0, max=1000.0, help="How many simulated routes one decision counts as.")] = 20.0,
+    min_reviews: Annotated[int, typer.Option(
+        "--min-reviews", min=2, help="Below this many decisions (with both kinds) nothing is trained.")] = 10,
 ) -> None:
     """Train a ranker on test worlds (a few minutes: about 15 s a world), measure it leaving one family out,
     and save it with its manifest. Detection then uses it instead of the shipped one."""
@@ -75,8 +84,23 @@ def train(
 
     names = evaluate.family_names(families)
     seed_list = list(range(first_seed, first_seed + seeds))
+    reviews, weights, record = None, None, None
+    if with_reviews:
+        from tradewatch.flows import warehouse
+
+        con = warehouse.connect(db, read_only=True, on_wait=say)
+        try:
+            reviews = ranker.review_examples(con)
+        finally:
+            con.close()
+        ranker.check_reviews(reviews, min_reviews)  # before minutes of world building
     examples = ranker.collect(names, seed_list, say=say)
+    if reviews is not None:
+        examples, weights, record = ranker.with_reviews(examples, reviews, weight=review_weight, minimum=min_reviews)
+        say(f"Learning from {record['used']} decisions ({record['confirmed']} confirmed, {record['dismissed']} "
+            f"dismissed), each counting {review_weight:g} simulated routes.")
     folder = out or ranker.user_dir()
-    manifest = ranker.train(examples, folder, min_probability=min_probability, seeds=seed_list, say=say)
+    manifest = ranker.train(examples, folder, min_probability=min_probability, seeds=seed_list, reviews=record,
+                            sample_weight=weights, say=say)
     say(f"Saved ranker {manifest['version']} to {folder} (SHA-256 {manifest['sha256'][:16]}…).")
     _print_held_out(manifest)

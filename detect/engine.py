@@ -50,10 +50,7 @@ class RunResult:
     model_version: str = MODEL_VERSION
 
 
-def route_id(origin: str, transit: str, target: str, product_code: str, product_level: int) -> str:
-    """Stable identity of a route across runs: a hash of what the route is, never of the run."""
-    text = f"{origin}|{transit}|{target}|{product_code}|{int(product_level)}"
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+route_id = features.route_id  # one route identity everywhere: features computes it for every candidate
 
 
 # --- scoring -------------------------------------------------------------------------------------------
@@ -255,7 +252,7 @@ def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: Detec
             onward = row["onward_recent"] / row["onward_base"]
         rows.append({
             "rank": rank,
-            "route_id": route_id(row["origin_iso3"], row["transit_iso3"], row["target_iso3"], code, level),
+            "route_id": row["route_id"],
             "score": row["score"],
             "origin_iso3": row["origin_iso3"], "transit_iso3": row["transit_iso3"], "target_iso3": row["target_iso3"],
             "product_code": code, "product_level": level, "product_name": products.product_name(code),

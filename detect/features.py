@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -53,6 +54,18 @@ FEATURES: dict[str, str] = {
 
 
 # --- months and windows ------------------------------------------------------------------------------
+
+def route_id(origin: str, transit: str, target: str, product_code: str, product_level: int) -> str:
+    """Stable identity of a route across runs: a hash of what the route is, never of the run."""
+    text = f"{origin}|{transit}|{target}|{product_code}|{int(product_level)}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def route_ids(origin: pl.Expr, transit: pl.Expr, target: pl.Expr, product: pl.Expr, level: pl.Expr) -> pl.Expr:
+    """route_id of every row, as an expression."""
+    return pl.struct(o=origin, t=transit, g=target, p=product, lvl=level).map_elements(
+        lambda r: route_id(r["o"], r["t"], r["g"], r["p"], r["lvl"]), return_dtype=pl.String)
+
 
 @dataclass
 class Windows:
@@ -836,9 +849,9 @@ def _route_features(routes: pl.LazyFrame, params: DetectParams, fx: tuple[float,
         mirror_gap_log=pl.when((pl.col("mirror_recent") > 0) & (pl.col("recent") > 0)).then(
             ((pl.col("recent") * usd(pl.col("currency"), 1))
              / (pl.col("mirror_recent") * usd(pl.col("mirror_currency"), 1))).log()),
-        route_id=pl.concat_str(["origin_iso3", "transit_iso3", "target_iso3", "product",
-                                pl.col("level").cast(pl.String)], separator="|"),
     ).with_columns(
+        route_id=route_ids(pl.col("origin_iso3"), pl.col("transit_iso3"), pl.col("target_iso3"), pl.col("product"),
+                           pl.col("level")),
         did_log=pl.col("growth_log") - pl.max_horizontal(pl.col("control_growth_log").fill_null(0.0),
                                                           pl.lit(params.control_floor)),
     )

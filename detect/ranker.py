@@ -354,3 +354,73 @@ def explain(model: Ranker, rows: pl.DataFrame, top: int = 3) -> list[list[tuple[
 def feature_words(name: str) -> str:
     """A ranker feature's name in a few words."""
     return FEATURE_WORDS.get(name, name)
+
+
+# --- learning from analysts' decisions ----------------------------------------------------------------------
+
+REVIEW_LABELS = {"confirmed": True, "dismissed": False}  # 'watch' is no answer yet: unlabelled
+
+
+def review_labels(con) -> pl.DataFrame:
+    """Each reviewed route's latest decision that is a label (confirmed → True, dismissed → False; a later
+    'watch' leaves the route unlabelled): route_id, status, reviewed_at, label."""
+    rows = con.execute("""
+        SELECT route_id, status, reviewed_at FROM reviews
+        QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1
+        ORDER BY route_id""").fetchall()
+    labelled = [(r, s, t, REVIEW_LABELS[s]) for r, s, t in rows if s in REVIEW_LABELS]
+    return pl.DataFrame(labelled, schema={"route_id": pl.String, "status": pl.String,
+                                          "reviewed_at": pl.Datetime("us"), "label": pl.Boolean}, orient="row")
+
+
+def review_examples(con, params=None) -> pl.DataFrame:
+    """The analysts' labelled routes as training examples: every route of the warehouse scored by the
+    statistic for `params` (default: the latest run's), kept where its id has a label. The features are
+    those of today's data, which a revision may have changed since the decision."""
+    from tradewatch.detect import engine, features
+
+    labels = review_labels(con)
+    if labels.height == 0:
+        return labels
+    params = params or _latest_params(con)
+    frame = features.build_routes(con, params)
+    scored = engine.score_routes(frame.routes, params, frame.windows, frame.placebo)
+    examples = scored.join(labels.select("route_id", "label"), on="route_id", how="inner")
+    return examples.with_columns(family=pl.lit("reviews"), seed=pl.lit(-1, pl.Int64),
+                                 planted=pl.lit(int(examples["label"].sum()), pl.Int64))
+
+
+def _latest_params(con):
+    from tradewatch.detect.config import DetectParams
+
+    row = con.execute("SELECT params_json FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone()
+    if row is None:
+        return DetectParams()
+    stored = json.loads(row[0])
+    stored.pop("windows", None)
+    return DetectParams.from_dict(stored)
+
+
+def check_reviews(reviews: pl.DataFrame, minimum: int) -> tuple[int, int]:
+    """(confirmed, dismissed) among the labelled examples; TradewatchError, before anything is trained, below
+    `minimum` or without both kinds."""
+    confirmed = int(reviews["label"].sum()) if reviews.height else 0
+    dismissed = reviews.height - confirmed
+    if reviews.height < minimum or not confirmed or not dismissed:
+        raise TradewatchError(
+            f"{reviews.height} usable decisions ({confirmed} confirmed, {dismissed} dismissed) on routes of "
+            f"this warehouse; at least {minimum}, with both kinds, are needed to learn from them: nothing trained")
+    return confirmed, dismissed
+
+
+def with_reviews(examples: pl.DataFrame, reviews: pl.DataFrame, *, weight: float, minimum: int
+                 ) -> tuple[pl.DataFrame, np.ndarray, dict]:
+    """The simulated examples joined by the analysts' (each counting `weight` times), the sample weights,
+    and what the manifest records of the labels. Below `minimum` labels, or without both a confirmed and a
+    dismissed route among them, nothing changes: TradewatchError saying so."""
+    confirmed, dismissed = check_reviews(reviews, minimum)
+    joined = pl.concat([examples, reviews.select(examples.columns)], how="diagonal_relaxed")
+    weights = np.concatenate([np.ones(examples.height), np.full(reviews.height, float(weight))])
+    record = {"used": reviews.height, "confirmed": confirmed, "dismissed": dismissed, "weight": weight,
+              "labels": sorted(reviews["route_id"].to_list())}
+    return joined, weights, record

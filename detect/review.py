@@ -394,6 +394,8 @@ class RouteEvidence:
     reviews: list[dict]
     status: str
     descriptions: dict = field(default_factory=dict)  # feature name -> what it measures
+    similar: dict = field(default_factory=dict)  # past decisions on similar routes (similar_decisions)
+    model: str | None = None  # what scored the run (runs.model_version), and whether reviews taught it
 
 
 def _month_axis(legs: list[Leg], route: dict) -> list[date]:
@@ -497,8 +499,23 @@ def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = Non
         product_name=row["product_name"] or products.product_name(row["product_code"]),
         tier=row["tier"] or products.chpl_tier(row["product_code"]), features=features, unavailable=unavailable,
         legs=legs, months=axis, loads=_loads_for(con, legs), reviews=reviews, status=status,
-        descriptions=_feature_descriptions(),
+        descriptions=_feature_descriptions(), similar=similar_decisions(con, row), model=info.get("model_version"),
     )
+
+
+def similar_decisions(con: duckdb.DuckDBPyConnection, route: dict) -> dict:
+    """The latest decision on each other route via the same transit in the same HS-4 heading (the routes an
+    analyst would call alike): {"transit", "heading", "counts": {status: routes}}."""
+    heading = str(route["product_code"])[:4]
+    rows = con.execute("""
+        WITH latest AS (
+            SELECT route_id, status FROM reviews
+            QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1),
+        routes AS (SELECT DISTINCT route_id, transit_iso3, product_code FROM anomalies)
+        SELECT l.status, count(*) FROM latest l JOIN routes r USING (route_id)
+        WHERE r.transit_iso3 = ? AND substr(r.product_code, 1, 4) = ? AND l.route_id <> ?
+        GROUP BY l.status ORDER BY l.status""", [route["transit_iso3"], heading, route["route_id"]]).fetchall()
+    return {"transit": route["transit_iso3"], "heading": heading, "counts": dict(rows)}
 
 
 def _feature_descriptions() -> dict[str, str]:

@@ -138,3 +138,43 @@ def test_explanations_use_the_row_alone(world):
     assert together == alone
     for moved in together:
         assert all(name in ranker.FEATURES for name, _ in moved) and len(moved) <= 3
+
+
+def test_reviews_teach_the_ranker(world):
+    """Analysts who dismiss what the worlds call diversions: with their decisions weighted in, the ranker
+    gives those routes a lower probability than without them; the manifest records the labels."""
+    planted = world.filter(pl.col("label")).head(8)
+    reviews = planted.with_columns(label=pl.lit(False)).vstack(
+        world.filter(~pl.col("label")).head(4).with_columns(label=pl.lit(True)))
+    examples, weights, record = ranker.with_reviews(world, reviews, weight=50, minimum=10)
+    assert examples.height == world.height + reviews.height and weights[-1] == 50 and weights[0] == 1
+    assert record["used"] == 12 and record["confirmed"] == 4 and record["dismissed"] == 8
+    assert record["labels"] == sorted(reviews["route_id"].to_list())
+    before = ranker.fit(world).predict_proba(ranker.feature_matrix(planted))[:, 1]
+    after = ranker.fit(examples, sample_weight=weights).predict_proba(ranker.feature_matrix(planted))[:, 1]
+    assert after.mean() < before.mean() - 0.2
+
+
+def test_too_few_or_one_sided_reviews_change_nothing(world):
+    few = world.head(3)
+    with pytest.raises(TradewatchError, match="at least 10, with both kinds"):
+        ranker.check_reviews(few, 10)
+    one_sided = world.filter(~pl.col("label")).head(20)
+    with pytest.raises(TradewatchError, match="0 confirmed, 20 dismissed"):
+        ranker.check_reviews(one_sided, 10)
+
+
+def test_review_labels_take_each_routes_latest_decision(tmp_path):
+    from datetime import datetime
+
+    from tradewatch.flows import schema, warehouse
+
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    decisions = [("a", "confirmed", 1), ("a", "dismissed", 2), ("b", "confirmed", 1), ("b", "watch", 3),
+                 ("c", "watch", 1), ("d", "confirmed", 5)]
+    for route, status, hour in decisions:
+        con.execute(*schema.bind("reviews", {"route_id": route, "status": status, "note": "n",
+                                             "reviewed_at": datetime(2026, 1, 1, hour)}))
+    labels = ranker.review_labels(con)
+    con.close()
+    assert dict(zip(labels["route_id"], labels["label"])) == {"a": False, "d": True}

@@ -325,3 +325,22 @@ def test_show_route_of_a_run_the_engine_stored(tmp_path):
     assert [f"{engine.features.FEATURES.get(k, k)} ({k}): {v}" for k, v in evidence.unavailable.items()] == \
         result.unavailable
     assert evidence.legs[0].available and evidence.loads == []  # the fixture's rows were written without loads
+
+
+def test_show_route_counts_past_decisions_on_similar_routes(con):
+    """Routes via the same transit in the same HS-4 heading, each by its latest decision; the route itself
+    and other headings or transits do not count."""
+    from conftest import _route, insert_run
+
+    insert_run(con, "run-2023-03-10-cccc", datetime(2023, 3, 10, 9, 0), [
+        _route("run-2023-03-10-cccc", "r-fra-kaz-854232", 1, 0.5, "FRA", "KAZ", "854232", 30_000.0, 3.0, "x"),
+        _route("run-2023-03-10-cccc", "r-ita-kaz-854239", 2, 0.5, "ITA", "KAZ", "854239", 30_000.0, 3.0, "y"),
+        _route("run-2023-03-10-cccc", "r-ita-kgz-854231", 3, 0.5, "ITA", "KGZ", "854231", 30_000.0, 3.0, "z"),
+    ])
+    review.review(con, "r-fra-kaz-854232", "confirmed", note="seen", by="a")
+    review.review(con, "r-ita-kaz-854239", "watch", note="later", by="a")
+    review.review(con, "r-ita-kaz-854239", "dismissed", note="domestic demand", by="b")
+    review.review(con, "r-ita-kgz-854231", "dismissed", note="other transit", by="a")
+    review.review(con, ROUTE_CHIPS, "dismissed", note="the route itself", by="a")
+    evidence = review.show_route(con, ROUTE_CHIPS, run=RUN_NEW)
+    assert evidence.similar == {"transit": "KAZ", "heading": "8542", "counts": {"confirmed": 1, "dismissed": 1}}
