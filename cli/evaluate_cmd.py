@@ -40,6 +40,10 @@ def evaluate(
     baseline_months: BaselineOption = None,
     recent_months: RecentOption = None,
     fdr: FdrOption = None,
+    simulate_review: Annotated[Optional[int], typer.Option(
+        "--simulate-review", min=1, max=20, help="Instead: a simulated analyst reviews the ranker's top 20 "
+        "unreviewed routes per round on one world (--families NAME, default mixed; --first-seed), the ranker "
+        "retrained after each round, beside the ranker without reviews. Several minutes.")] = None,
 ) -> None:
     """Score tradewatch against the synthetic world's answer key, side by side with ranking by plain
     growth and the European Commission's 2023 rule, and run the placebo in time on the warehouse's data.
@@ -50,6 +54,9 @@ def evaluate(
     from tradewatch.detect.config import DetectParams
 
     params = DetectParams.from_toml(config, **options)
+    if simulate_review is not None:
+        _simulate(simulate_review, families, first_seed, params, as_json)
+        return
     if families is not None:
         names = evaluation.family_names(families)
         result = evaluation.evaluate_families(names, list(range(first_seed, first_seed + seeds)), params,
@@ -117,3 +124,30 @@ def _print_families(result: dict) -> None:
             table.add_row(family if method == METHODS[0] else "", method,
                           *(f"{methods[method][name]:.3f}" for name in FAMILY_METRICS))
     console.print(table)
+
+
+def _simulate(rounds: int, families: str | None, seed: int, params, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradewatch.detect import evaluate as evaluation, ranker
+
+    quiet = (lambda message: None) if as_json else say
+    names = evaluation.family_names(families or "mixed")
+    family = names[0]
+    quiet(f"Prior: one world of each family, seed {ranker.PRIOR_SEED} (the ranker before any review) …")
+    prior = ranker.collect(evaluation.family_names("all"), [ranker.PRIOR_SEED], params, say=quiet)
+    quiet(f"The world reviewed: {family}, seed {seed} …")
+    world = ranker.world_examples(family, seed, params)
+    result = {"family": family, "seed": seed, **ranker.simulate_review(world, prior, rounds=rounds, say=quiet)}
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"Simulated analyst on {family} seed {seed}: {result['batch']} routes reviewed a round "
+                        f"({result['planted']} planted among {result['candidates']:,} candidates)")
+    for name in ("round", "precision with reviews", "without", "found with reviews", "without "):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in result["rounds"]:
+        table.add_row(str(row["round"]), f"{row['precision_with_reviews']:.2f}", f"{row['precision_without']:.2f}",
+                      str(row["found_with_reviews"]), str(row["found_without"]))
+    Console().print(table)

@@ -358,6 +358,7 @@ def feature_words(name: str) -> str:
 
 # --- learning from analysts' decisions ----------------------------------------------------------------------
 
+PRIOR_SEED = 11  # the simulated analyst's prior: one world of each family at this (training) seed
 REVIEW_LABELS = {"confirmed": True, "dismissed": False}  # 'watch' is no answer yet: unlabelled
 
 
@@ -424,3 +425,37 @@ def with_reviews(examples: pl.DataFrame, reviews: pl.DataFrame, *, weight: float
     record = {"used": reviews.height, "confirmed": confirmed, "dismissed": dismissed, "weight": weight,
               "labels": sorted(reviews["route_id"].to_list())}
     return joined, weights, record
+
+
+# --- a simulated analyst ------------------------------------------------------------------------------------
+
+def simulate_review(world: pl.DataFrame, prior: pl.DataFrame, *, rounds: int, batch: int = 20,
+                    weight: float = 20.0, say=lambda message: None) -> dict:
+    """An oracle analyst reviews, each round, the `batch` unreviewed routes the ranker puts first (its
+    decisions are the world's answer key) and the ranker is retrained on `prior` plus the decisions so far;
+    beside it, the ranker without reviews walks down its own fixed order. Returns per round the precision
+    of the batch reviewed, for both, and the planted routes found so far."""
+    labels = world["label"].to_numpy()
+    matrix = feature_matrix(world)
+    fixed = np.argsort(-fit(prior).predict_proba(matrix)[:, 1], kind="stable")
+    reviewed: list[int] = []
+    curve = []
+    model = None
+    for number in range(1, rounds + 1):
+        ranking = fixed if model is None else np.argsort(-model.predict_proba(matrix)[:, 1], kind="stable")
+        seen = set(reviewed)
+        order = [int(i) for i in ranking if int(i) not in seen][:batch]
+        reviewed += order
+        without = fixed[(number - 1) * batch:number * batch]
+        curve.append({"round": number, "precision_with_reviews": round(float(labels[order].mean()), 4),
+                      "precision_without": round(float(labels[without].mean()), 4),
+                      "found_with_reviews": int(labels[reviewed].sum()),
+                      "found_without": int(labels[fixed[:number * batch]].sum())})
+        say(f"Round {number}: reviewed {len(reviewed)}; batch precision {curve[-1]['precision_with_reviews']:.2f} "
+            f"with reviews, {curve[-1]['precision_without']:.2f} without")
+        decided = world[reviewed].with_columns(family=pl.lit("reviews"))
+        if decided["label"].any() and not decided["label"].all():
+            examples, weights, _ = with_reviews(prior, decided, weight=weight, minimum=2)
+            model = fit(examples, sample_weight=weights)
+    return {"rounds": curve, "batch": batch, "weight": weight, "planted": int(labels.sum()),
+            "candidates": int(len(labels))}

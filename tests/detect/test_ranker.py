@@ -178,3 +178,15 @@ def test_review_labels_take_each_routes_latest_decision(tmp_path):
     labels = ranker.review_labels(con)
     con.close()
     assert dict(zip(labels["route_id"], labels["label"])) == {"a": False, "d": True}
+
+
+def test_simulated_analyst_curves(world):
+    result = ranker.simulate_review(world, world, rounds=3, batch=10)
+    rounds = result["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3] and result["planted"] == int(world["label"].sum())
+    # the first round reviews the prior ranker's own top 10 either way; a prior that knows the world is right
+    assert rounds[0]["precision_with_reviews"] == rounds[0]["precision_without"] == 1.0
+    for before, after in zip(rounds, rounds[1:]):
+        assert after["found_with_reviews"] >= before["found_with_reviews"]
+        assert after["found_without"] >= before["found_without"]
+    assert rounds[-1]["found_with_reviews"] == round(sum(r["precision_with_reviews"] * 10 for r in rounds))
