@@ -306,8 +306,16 @@ def _facts_table(evidence):
     facts.add_row("CHPL tier", _plain(evidence.tier or "not on the Common High Priority List"))
     facts.add_row("status", _plain(evidence.status))
     facts.add_row("run", _plain(f"{run['run_id']} (event {evidence.event:%Y-%m})" if evidence.event else run["run_id"]))
-    facts.add_row("rank, score", f"{route['rank']}, {score_text(route['score'])} (1 − p; see the p_value and "
+    meaning = ("the ranker's calibrated probability" if "ranker_probability" in (evidence.features or {})
+               else "1 − p")
+    facts.add_row("rank, score", f"{route['rank']}, {score_text(route['score'])} ({meaning}; see the p_value and "
                                  "q_value features)")
+    moved = (evidence.features or {}).get("ranker_moved_by")
+    if moved:
+        from tradewatch.detect.ranker import feature_words
+
+        facts.add_row("ranker moved by", _plain(", ".join(f"{feature_words(name)} {effect:+.2f}"
+                                                          for name, effect in moved)))
     facts.add_row("baseline", _plain(f"{_money(route.get('baseline_value'), currency)}/month "
                                      f"({_span(route.get('baseline_start'), route.get('baseline_end'))})"))
     facts.add_row("recent", _plain(f"{_money(route.get('recent_value'), currency)}/month "

@@ -72,3 +72,20 @@ def test_flags_show_says_what_taught_the_run_s_ranker(reviewed_db):
     result = runner.invoke(app, ["flags", "show", route, "--db", str(path)], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "the run's ranker learned from no analyst's decisions" in result.stdout
+
+
+def test_flags_show_says_what_the_score_is_and_what_moved_it(reviewed_db):
+    path, route = reviewed_db
+    result = runner.invoke(app, ["flags", "show", route, "--db", str(path)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "(the ranker's calibrated probability; see the p_value and q_value features)" in result.stdout
+    plain = runner.invoke(app, ["detect", "--db", str(path), "--config", str(_no_ranker(path.parent))])
+    assert plain.exit_code == 0, plain.output
+    again = runner.invoke(app, ["flags", "show", route, "--db", str(path)], env={"COLUMNS": "160"})
+    assert "(1 − p; see the p_value and q_value features)" in again.stdout and "ranker moved by" not in again.stdout
+
+
+def _no_ranker(folder: Path) -> Path:
+    config = folder / "no-ranker.toml"
+    config.write_text("ranker = false\n", encoding="utf-8")
+    return config
