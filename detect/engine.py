@@ -287,9 +287,11 @@ def calibration_note(scored: pl.DataFrame, params: DetectParams, model=None) -> 
     expected = calibration.expected_false_flags(q_flagged)
     note = (f"{tested:,} routes tested against the null; {q_flagged.size} flagged at FDR {params.fdr:g}: "
             f"at most {expected:.1f} of them expected to be false (Benjamini–Hochberg)")
-    if model is not None:
+    if model is not None and params.ranker_min_probability > 0:
         note += (f"; the ranker ({model.version}) kept those it gives probability ≥ "
                  f"{params.ranker_min_probability:g} and ordered them by it")
+    elif model is not None:
+        note += f"; ordered by the ranker's probability ({model.version})"
     return note
 
 

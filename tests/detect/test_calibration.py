@@ -193,3 +193,13 @@ def test_weighted_benjamini_hochberg_favours_routes_behind_big_losses():
     # Equal weights are plain BH; no loss anywhere means equal weights.
     assert np.allclose(calibration.benjamini_hochberg(p, np.ones(4)), plain)
     assert np.allclose(calibration.loss_weights(np.zeros(4), cap=10.0), 1.0)
+
+
+def test_the_run_note_says_what_the_ranker_did(boom_run):
+    con, _, run = boom_run
+    note = next(n for n in run.notes if "expected to be false" in n)
+    assert "ordered by the ranker's probability (ranker-" in note
+    strict = engine.run_detection(con, DetectParams(ranker_min_probability=0.5), store=False)
+    note = next(n for n in strict.notes if "expected to be false" in n)
+    assert "kept those it gives probability ≥ 0.5 and ordered them by it" in note
+    assert set(strict.flagged["route_id"]) <= set(run.flagged["route_id"])  # the ranker only removes flags
