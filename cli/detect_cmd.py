@@ -79,25 +79,39 @@ def detect(
         f"Run {run.run_id}: {run.flagged.height} of {run.candidates:,} candidate routes flagged "
         f"(event {event}); detection took {outcome.detect_s:.1f} s."
     )
+    label = _demo_label() if outcome.demo else None
     if format is Format.json:
-        typer.echo(json.dumps([_json_row(r) for r in rows], indent=2, default=str, ensure_ascii=False))
+        typer.echo(json.dumps([_json_row(r, label) for r in rows], indent=2, default=str, ensure_ascii=False))
     elif format is Format.csv:
         columns = [c for c in _output_columns() if c in run.flagged.columns]
-        typer.echo(run.flagged.head(top).select(columns).write_csv(), nl=False)
+        frame = run.flagged.head(top).select(columns)
+        if label:
+            import polars as pl
+
+            frame = frame.with_columns(data=pl.lit(label))
+        typer.echo(frame.write_csv(), nl=False)
     else:
-        _print_table(rows, event, run.flagged.height, wide)
+        _print_table(rows, event, run.flagged.height, wide, label)
 
 
-def _json_row(row: dict) -> dict:
+def _demo_label() -> str:
+    from tradewatch.flows.warehouse import DEMO_LABEL
+
+    return DEMO_LABEL
+
+
+def _json_row(row: dict, label: str | None = None) -> dict:
     out = {c: row.get(c) for c in _output_columns() if c in row}
     out["id"] = row.get("route_id")
+    if label:
+        out["data"] = label
     for key, value in list(out.items()):
         if isinstance(value, float) and not math.isfinite(value):
             out[key] = None
     return out
 
 
-def _print_table(rows: list[dict], event: str, total: int, wide: bool) -> None:
+def _print_table(rows: list[dict], event: str, total: int, wide: bool, label: str | None = None) -> None:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -112,6 +126,8 @@ def _print_table(rows: list[dict], event: str, total: int, wide: bool) -> None:
         return
     title = (f"Flagged diversion routes, event {event}: recent monthly average vs the seasonally matched baseline"
              if wide else f"Flagged routes, event {event} (growth net of the pair's ordinary growth)")
+    if label:
+        title = f"{label.upper()} — {title}"
     table = Table(title=title, box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
     columns = [("#", "right"), ("score", "right"), ("route", "left"), ("product", "left")]
     columns += [("baseline → recent", "right")] if wide else []

@@ -80,8 +80,9 @@ def list_flags(
     origin = countries.resolve(origin, "--origin") if origin is not None else None
     product = review.check_product(product) if product is not None else None
     tier = review.check_tier(tier) if tier is not None else None
-    con = warehouse.connect(db, read_only=True, on_wait=say)
+    con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
+        label = warehouse.DEMO_LABEL if warehouse.is_demo(con) else None
         frame = review.list_flags(
             con, run=run, transit=transit, origin=origin, product=product, tier=tier, min_score=min_score,
             status=status.value if status else None, sort=sort.value, limit=limit,
@@ -93,8 +94,12 @@ def list_flags(
             from tradewatch.flows.core.errors import InputError
 
             raise InputError(f"--out {out}", "a table is for the terminal; use --format csv, json or parquet with --out")
-        _print_flags(frame, wide)
+        _print_flags(frame, wide, label)
         return
+    if label:
+        import polars as pl
+
+        frame = frame.with_columns(data=pl.lit(label))
     text = export.write(frame, format.value, out)
     if text is not None:
         typer.echo(text, nl=False)
@@ -111,7 +116,7 @@ def show(route: RouteArgument, db: DbOption = None,
     from tradewatch.detect import review
     from tradewatch.flows import warehouse
 
-    con = warehouse.connect(db, read_only=True, on_wait=say)
+    con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
         evidence = review.show_route(con, route, run=run)
     finally:
@@ -137,7 +142,7 @@ def review_route(
         from tradewatch.flows.core.errors import InputError
 
         raise InputError("--note", "expected a note saying what you checked and what you found")
-    con = warehouse.connect(db, on_wait=say)
+    con = warehouse.connect(db, on_wait=say, demo=True)
     try:
         record = review.review(con, route, status.value, note, by=by, run=run)
     finally:
@@ -156,7 +161,7 @@ def history(route: RouteArgument, db: DbOption = None) -> None:
     from tradewatch.detect import review
     from tradewatch.flows import warehouse
 
-    con = warehouse.connect(db, read_only=True, on_wait=say)
+    con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
         rows = review.history(con, route)
     finally:
@@ -199,7 +204,7 @@ def _plain(text) -> str:
     return escape("" if text is None else str(text))
 
 
-def _print_flags(frame, wide: bool = False) -> None:
+def _print_flags(frame, wide: bool = False, label: str | None = None) -> None:
     from rich import box
     from rich.table import Table
 
@@ -217,7 +222,8 @@ def _print_flags(frame, wide: bool = False) -> None:
                  "to target", "excess", "reasons")
     else:
         names = ("id", "score", "status", "route", "product", "tier", "growth", "excess")
-    table = Table(title=f"Flagged routes in run {_plain(run_id)} (monthly averages, route currency)",
+    title = f"Flagged routes in run {_plain(run_id)} (monthly averages, route currency)"
+    table = Table(title=f"{label.upper()} — {title}" if label else title,
                   box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
     for name in names:
         table.add_column(name, justify="right" if name in ("#", "score", "growth", "to target", "excess",

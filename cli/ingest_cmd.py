@@ -74,9 +74,23 @@ def _check_url(value: str | None, option: str) -> None:
         raise InputError(f"{option} {value}", "expected an http(s) URL, e.g. https://ec.europa.eu/eurostat/api/dissemination")
 
 
+def _demo_retired(db, before: bool) -> None:
+    """Say once, when real data first reaches the default warehouse, that the demo is no longer used."""
+    from tradewatch.flows import warehouse
+    from tradewatch.flows.core import settings
+
+    if before and not warehouse.demo_in_use(db):
+        say(f"Real data loaded: the {warehouse.DEMO_LABEL} in {settings.demo_db_path()} is no longer used "
+            "(delete it whenever you like).")
+
+
 def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allowed_hosts: list[str],
          as_json: bool) -> None:
     import os
+
+    from tradewatch.flows import warehouse
+
+    demo_before = warehouse.demo_in_use(db)
 
     verbose = bool(os.environ.get("TRADEWATCH_DEBUG"))
     with _Progress() as progress:
@@ -93,6 +107,7 @@ def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allow
                                                    dask_address=dask_address, allowed_hosts=allowed_hosts,
                                                    on_event=progress.event, quiet=not verbose)
     _print_summary(report, as_json=as_json)
+    _demo_retired(db, demo_before)
 
 
 @ingest_app.command("comext")
@@ -224,10 +239,14 @@ def _load_local(paths, db, *, country_codes, force, as_json, years=None) -> None
 
     if country_codes is not None and not country_codes.is_file():
         raise InputError(f"--country-codes {country_codes}", "no such file; expected BACI's country_codes_V*.csv")
+    from tradewatch.flows import warehouse
+
+    demo_before = warehouse.demo_in_use(db)
     with _Progress() as progress:
         summary = ingest.ingest_paths(db, paths, force=force, country_codes=country_codes, years=years,
                                       on_event=progress.event)
     _print_summary(summary.to_dict(), as_json=as_json)
+    _demo_retired(db, demo_before)
 
 
 @ingest_app.command("ecb")
@@ -266,7 +285,9 @@ def status(
     from tradewatch.flows import warehouse
     from tradewatch.flows.sources import ecb as ecb_source
 
-    with warehouse.opened(db, read_only=True) as con:
+    with warehouse.opened(db, read_only=True, demo=True) as con:
+        if warehouse.is_demo(con):
+            say(f"{warehouse.DEMO_LABEL}: the embedded demo world, not real statistics")
         rows = warehouse.status_rows(con)
         totals = warehouse.status_rows(con, "trade_totals")
         rates = ecb_source.status_row(con) if _has_table(con, "fx_rates") else None

@@ -28,7 +28,7 @@ def report(
     from tradewatch.detect import report as report_lib
     from tradewatch.flows import warehouse
 
-    con = warehouse.connect(db, read_only=True, on_wait=say)
+    con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
         path = report_lib.write_report(con, run, out, top=top)
     finally:

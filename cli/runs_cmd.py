@@ -30,7 +30,7 @@ def runs(
     from tradewatch.detect import export, runs as runs_lib
     from tradewatch.flows import warehouse
 
-    con = warehouse.connect(db, read_only=True, on_wait=say)
+    con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
         total = con.execute("SELECT count(*) FROM runs").fetchone()[0]
         frame = runs_lib.list_runs(con, limit=limit)

@@ -19,6 +19,7 @@ import polars as pl
 from tradewatch.flows.core import products
 from tradewatch.detect import review, route_rows
 from tradewatch.detect.export import output_path, write_atomically
+from tradewatch.flows import warehouse
 from tradewatch.flows.core import settings
 from tradewatch.flows.core.numbers import finite, money, score_text, times
 
@@ -61,6 +62,7 @@ class ReportData:
     loads: list[dict]
     top: list[review.RouteEvidence]
     generated_at: datetime
+    demo: bool = False  # the warehouse holds the synthetic demo world
 
 
 def coverage(con: duckdb.DuckDBPyConnection) -> tuple[list[dict], list[dict]]:
@@ -111,7 +113,7 @@ def collect(
             evidence = [review.show_route(con, route_id, run=run_id, rows=rows) for route_id in best]
     return ReportData(
         run=info, event=review.event_month(info), flags=flags, coverage=data, loads=loads, top=evidence,
-        generated_at=(now or datetime.now(timezone.utc)).replace(tzinfo=None),
+        generated_at=(now or datetime.now(timezone.utc)).replace(tzinfo=None), demo=warehouse.is_demo(con),
     )
 
 
@@ -520,6 +522,8 @@ def page_context(data: ReportData) -> dict:
     anchors = {evidence.route["route_id"]: f"route-{index}" for index, evidence in enumerate(data.top, 1)}
     return {
         **_run_context(data, rows),
+        "demo_banner": (f"{warehouse.DEMO_LABEL.capitalize()}: the embedded demo world, with planted routes and "
+                        "real country names; not real statistics") if data.demo else None,
         "coverage": _rows_table(data.coverage, _COVERAGE_COLUMNS, "The warehouse holds no trade rows."),
         "loads": _rows_table(data.loads, _LOADS_COLUMNS, "No loads recorded."),
         **_counts_context(rows),

@@ -1,4 +1,4 @@
-"""What `tradewatch detect` does: open the warehouse, seed the demo world when it is empty, run detection, return the flags."""
+"""What `tradewatch detect` does: open the warehouse (the demo's own while the real one holds no trade data, seeding it first), run detection, return the flags."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class DetectOutcome:
     seed_s: float = 0.0
     detect_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    demo: bool = False  # the run read the synthetic demo world
 
 
 def detect(
@@ -38,9 +39,16 @@ def detect(
     from tradewatch.detect import engine
 
     params = engine.DetectParams.from_toml(config, event=event, **overrides)
+    use_demo = db is None and seed_demo and not warehouse.holds_trade_data(settings.default_db_path())
+    if use_demo:
+        # The demo lives apart: its own warehouse, used only while the real one holds no trade rows.
+        say(f"The warehouse {settings.default_db_path()} holds no trade data yet: using the {warehouse.DEMO_LABEL} "
+            f"in {settings.demo_db_path()} (`tradewatch ingest …` loads real data; the demo is then left alone).")
+        db = settings.demo_db_path()
+        db.parent.mkdir(parents=True, exist_ok=True)
     con = warehouse.connect(db, on_wait=say)
     try:
-        outcome = DetectOutcome(run=None)
+        outcome = DetectOutcome(run=None, demo=use_demo)
         if warehouse.row_count(con) == 0:
             if not seed_demo:
                 from tradewatch.flows.core.errors import TradewatchError
@@ -56,6 +64,7 @@ def detect(
         started = time.perf_counter()
         outcome.run = engine.run_detection(con, params)
         outcome.detect_s = time.perf_counter() - started
+        outcome.demo = outcome.demo or warehouse.is_demo(con)
         return outcome
     finally:
         con.close()

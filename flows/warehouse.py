@@ -171,10 +171,45 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-def resolve_db_path(db: Path | str | None) -> Path:
-    """The warehouse path for a `--db` option value (None: the default under TRADEWATCH_HOME)."""
+DEMO_LABEL = "synthetic demo data"
+
+
+def holds_trade_data(path: Path) -> bool:
+    """Whether the warehouse file at `path` holds trade rows. A file another process is writing counts as
+    holding them (it is in use), and so does one that cannot be read as a warehouse (not to be hidden)."""
+    if not path.exists():
+        return False
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return True
+    try:
+        return con.execute("SELECT 1 FROM trade_flows LIMIT 1").fetchone() is not None
+    except duckdb.Error:
+        return True
+    finally:
+        con.close()
+
+
+def demo_in_use(db: Path | str | None) -> bool:
+    """True when `db` is not given, the real warehouse holds no trade rows and the demo's warehouse exists:
+    commands then read the demo's, and say so."""
+    return db is None and settings.demo_db_path().exists() and not holds_trade_data(settings.default_db_path())
+
+
+def is_demo(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the open warehouse holds the synthetic demo world (rows loaded with source 'demo')."""
+    try:
+        return con.execute("SELECT 1 FROM loads WHERE source = 'demo' LIMIT 1").fetchone() is not None
+    except duckdb.Error:
+        return False
+
+
+def resolve_db_path(db: Path | str | None, *, demo: bool = False) -> Path:
+    """The warehouse path for a `--db` option value (None: the default under TRADEWATCH_HOME; with `demo`,
+    the demo's own warehouse while the real one holds no trade rows)."""
     if db is None:
-        path = settings.default_db_path()
+        path = settings.demo_db_path() if demo and demo_in_use(None) else settings.default_db_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     path = Path(db).expanduser()
@@ -218,14 +253,17 @@ def connect(
     read_only: bool = False,
     wait_s: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    demo: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse. Writable connections create and migrate it. While another process writes,
     wait up to `wait_s` seconds (default $TRADEWATCH_LOCK_WAIT_S, else 30), calling `on_wait` once with a
     message (default: the message on stderr, so every command says why it pauses), then raise
-    WarehouseBusy. A read-only open of a missing warehouse raises TradewatchError."""
+    WarehouseBusy. A read-only open of a missing warehouse raises TradewatchError. With `demo` and no `db`,
+    the demo's own warehouse is opened while the real one holds no trade rows (reading and reviewing the
+    demo; never for loading data)."""
     wait_s = lock_wait_s() if wait_s is None else wait_s
     on_wait = on_wait or _tell_stderr
-    path = resolve_db_path(db)
+    path = resolve_db_path(db, demo=demo)
     if read_only and not path.exists():
         raise TradewatchError(f"{path}: no warehouse here yet; run `tradewatch detect` or `tradewatch ingest` first")
     deadline = time.monotonic() + wait_s

@@ -15,6 +15,11 @@ def default_db_path() -> Path:
     return home() / "tradewatch.duckdb"
 
 
+def demo_db_path() -> Path:
+    """The demo's own warehouse: the synthetic world lives here, never in the real one."""
+    return home() / "demo.duckdb"
+
+
 def cache_dir() -> Path:
     return home() / "cache"
 
