@@ -132,7 +132,9 @@ def test_sigkill_leaves_old_or_new_partition(tmp_path):
     whole = _measured(start)  # from "open" to the end of the load: kills land anywhere in it
     assert _state(db) == new
     _load(db, old_file)
-    kills, outcomes = _kill_loop(db, old_file, old, new, start, attempts=8, seed=20220301, window=(0.0, 0.95 * whole))
+    # A load's duration varies by tens of percent on a busy machine (it failed 3 of 8 in CI at 0.95 × one
+    # measurement): kill within the first 70 % of it, where a kill lands mid-load nearly always.
+    kills, outcomes = _kill_loop(db, old_file, old, new, start, attempts=8, seed=20220301, window=(0.0, 0.7 * whole))
     assert kills >= 4, f"the loader finished too fast ({whole:.2f} s) for the kills to land; make the file larger"
     _finish(db, new_file, new)
 
