@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import numpy as np
 import polars as pl
@@ -23,16 +22,13 @@ def world():
     return ranker.world_examples("classic", 7)
 
 
-def test_shipped_ranker_loads_verified_and_fast():
-    started = time.perf_counter()
+def test_shipped_ranker_loads_verified():
     loaded = ranker.load(ranker.shipped_dir())
-    elapsed = time.perf_counter() - started
     manifest = loaded.manifest
     assert manifest["format"] == ranker.FORMAT and manifest["features"] == list(ranker.FEATURES)
     assert loaded.checksum == manifest["sha256"] and loaded.version.startswith("ranker-")
     assert set(manifest["leave_one_family_out"]) >= {"classic", "inflation", "mixed"}
     assert 11 in manifest["training"]["seeds"] and 101 not in manifest["training"]["seeds"]
-    assert elapsed < 10  # generous on a shared machine; the benchmark-free check is that it loads at all
 
 
 def test_a_routes_probability_depends_on_its_own_row_only(world):
