@@ -365,10 +365,9 @@ REVIEW_LABELS = {"confirmed": True, "dismissed": False}  # 'watch' is no answer 
 def review_labels(con) -> pl.DataFrame:
     """Each reviewed route's latest decision that is a label (confirmed → True, dismissed → False; a later
     'watch' leaves the route unlabelled): route_id, status, reviewed_at, label."""
-    rows = con.execute("""
-        SELECT route_id, status, reviewed_at FROM reviews
-        QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1
-        ORDER BY route_id""").fetchall()
+    from tradewatch.detect.review import LATEST_DECISIONS
+
+    rows = con.execute(f"SELECT route_id, status, reviewed_at FROM ({LATEST_DECISIONS}) ORDER BY route_id").fetchall()
     labelled = [(r, s, t, REVIEW_LABELS[s]) for r, s, t in rows if s in REVIEW_LABELS]
     return pl.DataFrame(labelled, schema={"route_id": pl.String, "status": pl.String,
                                           "reviewed_at": pl.Datetime("us"), "label": pl.Boolean}, orient="row")

@@ -73,6 +73,11 @@ FLAG_COLUMNS: dict[str, pl.DataType] = {
 TIERS = ("1", "2", "3", "3.A", "3.B", "4", "4.A", "4.B")
 
 
+# Each route's latest decision (the one that counts), as a subquery: the later of two at the same time wins.
+LATEST_DECISIONS = """SELECT * FROM reviews
+    QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1"""
+
+
 def check_tier(text: str, option: str = "--tier") -> str:
     """A CHPL tier as the filters take it ('3.a' -> '3.A', 'Tier 2' -> '2'); InputError for anything else."""
     wanted = (text or "").strip().upper().removeprefix("TIER").strip()
@@ -334,10 +339,7 @@ def list_flags(con: duckdb.DuckDBPyConnection, query: FlagQuery | None = None, *
     columns = ", ".join(f"a.{c}" for c in _ANOMALIES.columns)
     decision = ", ".join(f"r.{column} AS {shown}" for shown, column in _DECISION_COLUMNS.items())
     sql = f"""
-        WITH last_review AS (
-            SELECT * FROM reviews
-            QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1
-        )
+        WITH last_review AS ({LATEST_DECISIONS})
         SELECT {columns}, {decision}, r.score_at_review, r.excess_at_review
         FROM anomalies a LEFT JOIN last_review r USING (route_id)
         WHERE {' AND '.join(where)}
@@ -507,10 +509,8 @@ def similar_decisions(con: duckdb.DuckDBPyConnection, route: dict) -> dict:
     """The latest decision on each other route via the same transit in the same HS-4 heading (the routes an
     analyst would call alike): {"transit", "heading", "counts": {status: routes}}."""
     heading = str(route["product_code"])[:4]
-    rows = con.execute("""
-        WITH latest AS (
-            SELECT route_id, status FROM reviews
-            QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1),
+    rows = con.execute(f"""
+        WITH latest AS ({LATEST_DECISIONS}),
         routes AS (SELECT DISTINCT route_id, transit_iso3, product_code FROM anomalies)
         SELECT l.status, count(*) FROM latest l JOIN routes r USING (route_id)
         WHERE r.transit_iso3 = ? AND substr(r.product_code, 1, 4) = ? AND l.route_id <> ?
