@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "tradewatch.cli.ingest_cmd",
     "tradewatch.cli.runs_cmd",
     "tradewatch.cli.model_cmd",
+    "tradewatch.cli.backup_cmd",
 ]
 
 for _name in COMMAND_MODULES:
