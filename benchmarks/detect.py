@@ -49,7 +49,7 @@ def build_warehouse(path: Path, rows: int) -> int:
     con.execute("SET enable_progress_bar = false")
     warehouse.migrate(con)
     con.register("bench_frame", frame.to_arrow())
-    con.execute("INSERT INTO trade_flows SELECT * FROM bench_frame")
+    con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM bench_frame")
     con.unregister("bench_frame")
     count = con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0]
     con.execute("CHECKPOINT")

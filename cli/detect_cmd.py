@@ -56,6 +56,10 @@ def detect(
     recent_months: RecentOption = None,
     fdr: FdrOption = None,
     wide: WideOption = False,
+    reproduce: Annotated[Optional[str], typer.Option(
+        "--reproduce", metavar="RUN", help="Recompute stored run RUN (an id, a unique prefix or 'latest') on the data "
+                                           "as it was when it ran, and say whether flags and scores are identical "
+                                           "(read-only; exit 1 when they differ).")] = None,
 ) -> None:
     """Flag likely diversion routes (origin → transit → Russia) and print them best first.
 
@@ -64,6 +68,10 @@ def detect(
     On an empty warehouse it first seeds the embedded synthetic demo world."""
     from tradewatch.detect import service
 
+    if reproduce is not None:
+        _reproduce(db, reproduce, given={"--event": event, "--config": config, "--as-of": as_of, "--fdr": fdr,
+                                         "--baseline-months": baseline_months, "--recent-months": recent_months})
+        return
     options = window_options(event, as_of, baseline_months, recent_months, fdr, config)
     outcome = service.detect(db, config=config, say=say, **options)
     event = outcome.run.params.event
@@ -92,6 +100,33 @@ def detect(
         typer.echo(frame.write_csv(), nl=False)
     else:
         _print_table(rows, event, run.flagged.height, wide, label)
+
+
+def _reproduce(db, run: str, given: dict) -> None:
+    """`detect --reproduce RUN`: the run's own parameters and data, recomputed and compared."""
+    from tradewatch.detect import service
+    from tradewatch.flows.core.errors import InputError
+
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise InputError(f"--reproduce {run} {extra[0]}", "a reproduction uses the run's own parameters; "
+                         "leave out the detection options")
+    outcome = service.reproduce(db, run)
+    revised = (f"; {outcome.revisions_since} revision(s) loaded since are left out" if outcome.revisions_since
+               else "")
+    say(f"Run {outcome.run_id} recomputed on the data as of load {outcome.vintage}{revised} "
+        f"in {outcome.seconds:.1f} s.")
+    if outcome.model_then != outcome.model_now:
+        say(f"note: the run used model {outcome.model_then}; this tradewatch has {outcome.model_now}")
+    if outcome.identical:
+        typer.echo(f"identical: {outcome.flags} flag(s), the same routes, ranks and scores "
+                   f"(largest score difference {outcome.max_score_change:.1e}); "
+                   f"run hash {'equal' if outcome.same_hash else 'differs (loads or model recorded differently)'}.")
+        return
+    typer.echo(f"differs: the run stored {outcome.flags} flag(s), the recomputation gives {outcome.recomputed}: "
+               f"{len(outcome.missing)} no longer flagged, {len(outcome.added)} newly flagged, {outcome.moved} at "
+               f"another rank, largest score difference {outcome.max_score_change:.3g}.")
+    raise typer.Exit(1)
 
 
 def _demo_label() -> str:

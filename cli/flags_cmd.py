@@ -118,10 +118,48 @@ def show(route: RouteArgument, db: DbOption = None,
 
     con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
-        evidence = review.show_route(con, route, run=run)
+        evidence, revised = _evidence_as_scored(con, route, run)
     finally:
         con.close()
     _print_evidence(evidence)
+    _print_revised(evidence, revised)
+
+
+def _evidence_as_scored(con, route: str, run: str | None):
+    """The route's evidence on the data its run read (the run's vintage, when data were revised since), and
+    the revisions of the route's rows loaded after its last review (after its run, when never reviewed)."""
+    from tradewatch.detect import review
+    from tradewatch.flows import vintages
+
+    evidence = review.show_route(con, route, run=run)
+    row, vintage = evidence.route, evidence.run.get("vintage")
+    legs = dict(origin=row["origin_iso3"], transit=row["transit_iso3"], target=row["target_iso3"],
+                product_code=row["product_code"])
+    if vintage is not None and vintage < vintages.current(con):
+        vintages.as_of(con, vintage)
+        try:
+            evidence = review.show_route(con, evidence.route["route_id"], run=evidence.run["run_id"])
+        finally:
+            vintages.drop_as_of(con)
+    since = evidence.reviews[-1]["reviewed_at"] if evidence.reviews else evidence.run.get("finished_at")
+    return evidence, vintages.revised_since(con, **legs, since=since)
+
+
+def _print_revised(evidence, revised: list[dict]) -> None:
+    """Revisions of the route's data after its last review (or its run), one line each."""
+    if not revised:
+        return
+    from rich.console import Console
+
+    console = Console()
+    after = "its last review" if evidence.reviews else "this run"
+    shown = ("the data as the run read it" if evidence.run.get("vintage") is not None
+             else "today's data (the run predates vintages)")
+    console.print(_plain(f"  data revised after {after}: the evidence above is {shown}"), style="bold", highlight=False)
+    for item in revised:
+        console.print(_plain(f"    {item['source']} {item['period']}: {item['rows_before']:,} row(s) of this route's "
+                             f"legs replaced by load {item['load_id']} ({item['file']}) at "
+                             f"{item['revised_at']:%Y-%m-%d %H:%M} UTC"), highlight=False)
 
 
 @flags_app.command("review")

@@ -64,6 +64,8 @@ def run(
     say(f"Ingest: {ingest['downloaded']} file(s) downloaded, {ingest['unchanged_downloads']} unchanged, "
         f"{len(ingest['missing'])} month(s) not published yet; {len(ingest['loaded'])} file(s) loaded "
         f"({ingest['rows']:,} rows{', periods ' + ', '.join(ingest['periods']) if ingest['periods'] else ''}).")
+    for refused in ingest.get("refused") or []:
+        say(f"refused: {refused}")
     for note in summary.get("notes") or []:
         say(f"note: {note}")
     say(f"Detection run {summary['run_id']}: {summary['flagged']} of {summary['candidates']:,} candidate routes "

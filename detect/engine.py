@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from tradewatch.flows import schema
+from tradewatch.flows import schema, vintages
 from tradewatch.flows.core import products
 from tradewatch.detect import calibration, features
 from tradewatch.detect.config import DetectParams
@@ -48,6 +48,7 @@ class RunResult:
     run_hash: str = ""
     windows: dict[str, str] = field(default_factory=dict)
     model_version: str = MODEL_VERSION
+    vintage: int | None = None  # the data read: as of this load (flows/vintages.py); None before vintages
 
 
 route_id = features.route_id  # one route identity everywhere: features computes it for every candidate
@@ -341,6 +342,7 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     result = RunResult(
         run_id="", params=params, flagged=flagged, candidates=frame.routes.height,
         unavailable=unavailable_words, notes=notes, run_hash=run_hash, windows=window_text, model_version=version,
+        vintage=vintages.current(con),
     )
     if store:
         result.run_id = _store(con, result, frame.unavailable, loads, started)
@@ -361,7 +363,7 @@ def _store(con: duckdb.DuckDBPyConnection, result: RunResult, unavailable: dict[
             "run_id": run_id, "started_at": started, "finished_at": _now(), "params_json": params_json,
             "loads_json": json.dumps(loads), "model_version": result.model_version, "run_hash": result.run_hash,
             "flagged": result.flagged.height, "candidates": result.candidates, "unavailable_json": unavailable_json,
-            "notes_json": json.dumps(result.notes),
+            "notes_json": json.dumps(result.notes), "vintage": result.vintage,
         }))
         if result.flagged.height:
             # The flagged table holds every anomalies column (features under its stored name features_json).
@@ -413,4 +415,4 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: str = "latest") -> RunResul
     notes = json.loads(run.get("notes_json") or "[]") if "notes_json" in run else []
     return RunResult(run_id=run_id, params=params, flagged=flagged, candidates=int(run.get("candidates") or 0),
                      unavailable=unavailable, notes=notes, run_hash=run.get("run_hash") or "", windows=windows,
-                     model_version=run.get("model_version") or MODEL_VERSION)
+                     model_version=run.get("model_version") or MODEL_VERSION, vintage=run.get("vintage"))

@@ -68,3 +68,70 @@ def detect(
         return outcome
     finally:
         con.close()
+
+
+@dataclass
+class Reproduction:
+    """A stored run recomputed on the data as of its vintage, compared flag by flag with what it stored."""
+
+    run_id: str
+    vintage: int
+    flags: int  # flags the run stored
+    recomputed: int  # flags the recomputation gives
+    missing: list[str] = field(default_factory=list)  # stored route ids the recomputation does not flag
+    added: list[str] = field(default_factory=list)  # route ids flagged now that the run did not store
+    moved: int = 0  # routes flagged by both at another rank
+    max_score_change: float = 0.0
+    same_hash: bool = False
+    model_then: str = ""
+    model_now: str = ""
+    revisions_since: int = 0  # loads since the vintage that replaced rows
+    seconds: float = 0.0
+
+    @property
+    def identical(self) -> bool:
+        return not self.missing and not self.added and not self.moved and self.max_score_change <= SCORE_TOLERANCE
+
+
+SCORE_TOLERANCE = 1e-9  # scores are recomputed from the same rows by the same code: equal up to rounding
+
+
+def reproduce(db: Path | str | None, run: str = "latest") -> Reproduction:
+    """Recompute stored run `run` (an id, a unique prefix or 'latest') on the data as it was when it ran
+    (flows/vintages.py: as of the load recorded as its vintage), with its stored parameters, on a read-only
+    connection (nothing is written), and compare flags, ranks and scores with the stored ones. Raises
+    TradewatchError for an unknown run or one stored before vintages were kept."""
+    from tradewatch.detect import engine, review
+    from tradewatch.flows import vintages
+    from tradewatch.flows.core.errors import InputError, TradewatchError
+
+    started = time.perf_counter()
+    con = warehouse.connect(db, read_only=True, demo=True)
+    try:
+        try:
+            run_id = review.resolve_run(con, run)
+        except InputError as exc:
+            raise InputError(f"--reproduce {review.shown(run)}", exc.problem) from None
+        stored = engine.load_run(con, run_id)
+        if stored.vintage is None:
+            raise TradewatchError(f"run {run_id} was stored before tradewatch kept vintages (warehouse schema 6): "
+                                  "the data it read cannot be rebuilt")
+        later = con.execute("SELECT count(DISTINCT superseded_by) FROM trade_flows_history WHERE superseded_by > ?",
+                            [stored.vintage]).fetchall()[0][0]
+        vintages.as_of(con, stored.vintage)
+        again = engine.run_detection(con, stored.params, store=False)
+    finally:
+        con.close()
+    before = dict(zip(stored.flagged["route_id"].to_list(), zip(stored.flagged["rank"].to_list(),
+                                                                 stored.flagged["score"].to_list())))
+    after = dict(zip(again.flagged["route_id"].to_list(), zip(again.flagged["rank"].to_list(),
+                                                               again.flagged["score"].to_list())))
+    both = [route for route in before if route in after]
+    return Reproduction(
+        run_id=run_id, vintage=int(stored.vintage), flags=len(before), recomputed=len(after),
+        missing=[route for route in before if route not in after], added=[route for route in after if route not in before],
+        moved=sum(before[route][0] != after[route][0] for route in both),
+        max_score_change=max((abs(before[route][1] - after[route][1]) for route in both), default=0.0),
+        same_hash=again.run_hash == stored.run_hash, model_then=stored.model_version, model_now=again.model_version,
+        revisions_since=int(later), seconds=time.perf_counter() - started,
+    )

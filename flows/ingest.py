@@ -125,9 +125,12 @@ def load_file(
     force: bool = False,
     display_name: str | None = None,
     reader_options: dict | None = None,
+    shrink_limit: float | None = warehouse.SHRINK_LIMIT,
 ) -> IngestResult:
     """Load one source file into the open (writable) warehouse, staging it inside DuckDB. Returns an
     IngestResult; status 'unchanged' when the same content was loaded before (unless `force`).
+    A file that would shrink a loaded partition by more than `shrink_limit` is refused (ShrinkRefused;
+    None: allowed, --allow-shrink).
     `reader_options` go to the source reader (BACI: country_codes=Path). Raises InputError for a file
     that cannot be read as a whole, or none of whose rows can (row-level problems go to quarantine), and
     TradewatchError when the warehouse cannot be written (a full disk): nothing of the file is stored then."""
@@ -136,7 +139,7 @@ def load_file(
     if not force and already_loaded(con, where, checksum):
         return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
     return _stage_and_replace(con, module, path, where=where, checksum=checksum, label=label,
-                              reader_options=reader_options)
+                              reader_options=reader_options, shrink_limit=shrink_limit)
 
 
 def _identify(path: Path, display_name: str | None, source_label: str | None) -> tuple[ModuleType, str, str, str]:
@@ -162,6 +165,7 @@ def load_release(
     force: bool = False,
     country_codes: Path | None = None,
     progress: Callable[[str, IngestResult | None], None] | None = None,
+    shrink_limit: float | None = warehouse.SHRINK_LIMIT,
 ) -> list[IngestResult]:
     """Load the yearly data files inside a BACI release zip (those of `years`, first and last included,
     when given), one load per year named `zip:member`, each skipped when its content was loaded before
@@ -189,7 +193,8 @@ def load_release(
                     result = IngestResult(load_id=-1, file=where, source=baci.SOURCE, status="unchanged")
                 else:
                     result = _stage_and_replace(con, baci, data, where=where, checksum=checksum, label=baci.SOURCE,
-                                                reader_options={"country_codes": codes} if codes else None)
+                                                reader_options={"country_codes": codes} if codes else None,
+                                                shrink_limit=shrink_limit)
             finally:
                 data.unlink(missing_ok=True)  # a BACI year is ~300 MB: free the disk before the next
             results.append(result)
@@ -211,7 +216,8 @@ def _stage_source(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path
 
 
 def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path, *, where: str, checksum: str,
-                       label: str, reader_options: dict | None) -> IngestResult:
+                       label: str, reader_options: dict | None,
+                       shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> IngestResult:
     """Stage one readable file with its source module and replace its partitions (one transaction)."""
     load_id = warehouse.next_load_id(con)
     table = f"stage_{load_id}"
@@ -227,6 +233,7 @@ def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path:
                 con, staged.table, file=where, checksum=checksum, source=label,
                 quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
                 by_product=getattr(module, "REPLACE_BY_PRODUCT", False), also=getattr(staged, "also", None),
+                shrink_limit=shrink_limit,
             )
         result = _with_details(loaded, staged.reasons, confidential)
         result.not_available = getattr(staged, "not_available", 0)
@@ -459,7 +466,8 @@ def check_parsed(parsed: ParsedFile) -> ParsedFile:
     return dataclasses.replace(parsed, key_checked=True)
 
 
-def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False) -> IngestResult:
+def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False,
+                shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> IngestResult:
     """Replace the partitions of one parsed file in the open (writable) warehouse and record the load.
     A file that came through check_parsed (`key_checked`) is not grouped again to look for repeated keys;
     any other gets every declared check here."""
@@ -476,7 +484,7 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
             loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
                                                   source=parsed.source, quarantine_table=f"{table}_quarantine",
                                                   load_id=load_id, key_unique=parsed.key_checked,
-                                                  by_product=parsed.by_product)
+                                                  by_product=parsed.by_product, shrink_limit=shrink_limit)
         return _with_details(loaded, parsed.reasons, parsed.confidential)
     finally:
         con.execute(f"DROP VIEW IF EXISTS {table}")
@@ -551,9 +559,10 @@ def check_step(parsed: ParsedFile, downloaded: dict | None = None) -> ParsedFile
         return check_parsed(parsed)
 
 
-def load_step(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False) -> IngestResult:
+def load_step(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False,
+              shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> IngestResult:
     """Step 4, the one writer: replace the file's partitions in the open warehouse (load_parsed)."""
-    return load_parsed(con, parsed, force=force)
+    return load_parsed(con, parsed, force=force, shrink_limit=shrink_limit)
 
 
 @dataclass
@@ -596,7 +605,8 @@ EventFn = Callable[..., None]
 
 
 def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False, allowed_hosts: Iterable[str] = (),
-              on_event: EventFn | None = None, keep_going: bool = False) -> RunSummary:
+              on_event: EventFn | None = None, keep_going: bool = False,
+              shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> RunSummary:
     """The ingest task graph in this process, without Prefect: for each item in order, download_step →
     parse_step → check_step → load_step (the steps and rules of the `ingest` flow), one writer.
     `on_event(kind, **info)` gets 'download', 'download-progress', 'downloaded', 'parse', 'load',
@@ -607,7 +617,8 @@ def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False,
     try:
         for item in items:
             try:
-                _run_steps(con, item, summary, emit, force=force, allowed_hosts=allowed_hosts)
+                _run_steps(con, item, summary, emit, force=force, allowed_hosts=allowed_hosts,
+                           shrink_limit=shrink_limit)
             except TradewatchError as exc:
                 summary.errors.append(str(exc))
                 emit("failed", name=_item_name(item), error=str(exc))
@@ -623,7 +634,7 @@ def _item_name(item: Fetch) -> str:
 
 
 def _run_steps(con: duckdb.DuckDBPyConnection, item: Fetch, summary: RunSummary, emit: EventFn, *, force: bool,
-               allowed_hosts: Iterable[str]) -> None:
+               allowed_hosts: Iterable[str], shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> None:
     name = _item_name(item)
     emit("download", item=item, name=name)
     got = download_step(item, allowed_hosts=allowed_hosts,
@@ -633,14 +644,14 @@ def _run_steps(con: duckdb.DuckDBPyConnection, item: Fetch, summary: RunSummary,
     emit("parse", name=got["display_name"])
     parsed = check_step(parse_step(got), got)
     emit("load", name=name)
-    result = load_step(con, parsed, force=force)
+    result = load_step(con, parsed, force=force, shrink_limit=shrink_limit)
     summary.results.append(result)
     emit("loaded", name=name, result=result)
 
 
 def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: bool = False,
                  country_codes: Path | None = None, years: tuple[int, int] | None = None,
-                 on_event: EventFn | None = None) -> RunSummary:
+                 on_event: EventFn | None = None, shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> RunSummary:
     """`tradewatch ingest files`: load each file (folders expanded), recognised by content, in this
     process (no Prefect). BACI files use `country_codes` when given; a BACI release zip loads each of its
     years (those of `years` when given) as its own load. Stops at the first unreadable file; loads before
@@ -668,11 +679,11 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
             if path in releases:
                 summary.results.extend(load_release(con, path, years=years, force=force,
                                                     country_codes=Path(country_codes) if country_codes else None,
-                                                    progress=progress))
+                                                    progress=progress, shrink_limit=shrink_limit))
                 continue
             emit("load", name=str(path))
             module = recognise(path)
-            result = load_file(con, path, force=force,
+            result = load_file(con, path, force=force, shrink_limit=shrink_limit,
                                reader_options=options if module.SOURCE == "baci" else None)
             summary.results.append(result)
             emit("loaded", name=str(path), result=result)

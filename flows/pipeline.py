@@ -71,24 +71,26 @@ def parse_month(download: dict, reporters: list[str], products: list[str]) -> di
 
 
 @task(task_run_name="load into the warehouse")
-def load_parsed(parsed: list[dict], db: str | None) -> dict:
+def load_parsed(parsed: list[dict], db: str | None, shrink_limit: float | None = 0.5) -> dict:
     """The only task that writes the warehouse (see load_parsed_files)."""
     logger = get_run_logger()
-    return load_parsed_files(parsed, db, say=logger.info, warn=logger.warning)
+    return load_parsed_files(parsed, db, say=logger.info, warn=logger.warning, shrink_limit=shrink_limit)
 
 
 def load_parsed_files(parsed: list[dict], db: str | None, *, say=lambda message: None,
-                      warn=lambda message: None) -> dict:
+                      warn=lambda message: None, shrink_limit: float | None = 0.5) -> dict:
     """Replace the partitions of each parsed file (ingest.ParsedFile dicts, loaded oldest period first)
     whose content is not in the warehouse yet. The warehouse is opened and closed per file, with a short
-    pause between files, so readers (detect, status, report) get in between. Returns plain values:
-    loaded and unchanged file names, load_ids, periods (YYYY-MM) and rows loaded."""
+    pause between files, so readers (detect, status, report) get in between. A file that would lose more
+    than `shrink_limit` of a loaded partition's rows or value is refused (recorded as a refused load, told
+    through `warn`, listed under "refused"; its months keep their rows) and the other files load.
+    Returns plain values: loaded, unchanged and refused files, load_ids, periods (YYYY-MM), rows loaded."""
     from tradewatch.flows import ingest, warehouse
 
     fields = set(ingest.ParsedFile.__dataclass_fields__)
     files = [ingest.ParsedFile(**{k: v for k, v in p.items() if k in fields})
              for p in sorted(parsed, key=lambda p: (p["source"], p.get("period", ""), p["file"]))]
-    summary: dict[str, list] = {"loaded": [], "unchanged": [], "load_ids": [], "periods": []}
+    summary: dict[str, list] = {"loaded": [], "unchanged": [], "refused": [], "load_ids": [], "periods": []}
     rows = 0
     with warehouse.opened(db, wait_s=WRITER_WAIT_S, on_wait=warn) as con:
         todo = []
@@ -102,7 +104,12 @@ def load_parsed_files(parsed: list[dict], db: str | None, *, say=lambda message:
             # A reader waiting on the lock polls at most once a second; leave it a window to get in.
             time.sleep(READER_WINDOW_S)
         with warehouse.opened(db, wait_s=WRITER_WAIT_S, on_wait=warn) as con:
-            result = ingest.load_step(con, item)
+            try:
+                result = ingest.load_step(con, item, shrink_limit=shrink_limit)
+            except warehouse.ShrinkRefused as exc:
+                summary["refused"].append(str(exc))
+                warn(str(exc))
+                continue
         if result.status == "unchanged":
             summary["unchanged"].append(item.file)
             continue
@@ -163,14 +170,21 @@ def detect_routes(db: str | None, event: str, overrides: dict, report_dir: str |
 
 
 @task(task_run_name="publish artifacts")
-def publish(detection: dict) -> dict:
-    """Create the Prefect table and markdown artifacts for one detection run. Returns their ids."""
+def publish(detection: dict, refused: list[str] | None = None) -> dict:
+    """Create the Prefect table and markdown artifacts for one detection run (the markdown first lists the
+    loads refused for shrinking, whose months kept their earlier rows). Returns their ids."""
+    markdown = detection["markdown"]
+    if refused:
+        lines = "\n".join(f"- {text}" for text in refused)
+        markdown = (f"**{len(refused)} revised file(s) refused** (each would have lost more than the configured "
+                    f"`run.shrink_limit` of a loaded month; those months keep their earlier rows):\n\n{lines}\n\n"
+                    + markdown)
     table_id = create_table_artifact(
         table=detection["table"] or [{"note": "no route flagged"}], key=ARTIFACT_KEY,
         description=f"Flagged diversion routes of detection run {detection['run_id']}; report: {detection['report']}",
     )
     markdown_id = create_markdown_artifact(
-        markdown=detection["markdown"], key=MARKDOWN_ARTIFACT_KEY,
+        markdown=markdown, key=MARKDOWN_ARTIFACT_KEY,
         description=f"Summary of detection run {detection['run_id']}",
     )
     return {"table": str(table_id), "markdown": str(markdown_id)}
@@ -198,7 +212,7 @@ def ingest_new_months(config: dict, db: str | None = None) -> dict:
     parsed = [parse_month.submit(d, config["reporters"], config["products"]) for d in present]
     # Called, not submitted: the one writer runs in the flow's own process, next to the warehouse file,
     # never on a Dask worker that may be another machine.
-    loaded = load_parsed([future.result() for future in parsed], db)
+    loaded = load_parsed([future.result() for future in parsed], db, config.get("shrink_limit", 0.5))
     summary = {
         "downloaded": sum(d["status"] in ("downloaded", "resumed") for d in fetched),
         "unchanged_downloads": sum(d["status"] in ("unchanged", "local") for d in fetched),
@@ -233,11 +247,12 @@ def pipeline(
     ingested = ingest_new_months.with_options(task_runner=runner)(plain, db)
     report_dir = str(cfg.report_dir) if cfg.report_dir else None
     detection = detect_routes(db, cfg.event, cfg.detect_overrides, report_dir, cfg.artifact_rows)
-    artifacts = publish(detection)
+    artifacts = publish(detection, ingested.get("refused", []))
     logger.info("detection run %s flagged %d of %d candidate routes; report: %s",
                 detection["run_id"], detection["flagged"], detection["candidates"], detection["report"])
     return {
         "ingest": ingested,
+        "refused": ingested.get("refused", []),
         "run_id": detection["run_id"],
         "flagged": detection["flagged"],
         "candidates": detection["candidates"],

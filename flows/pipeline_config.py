@@ -132,6 +132,12 @@ def _rows(value) -> int:
     return value
 
 
+def _share(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise problem("expected a share of the partition, a number > 0 and ≤ 1 (1: any shrink is loaded)")
+    return float(value)
+
+
 Text = Annotated[str, BeforeValidator(_text)]
 
 
@@ -178,6 +184,7 @@ class _Schedule(_Table):
 class _Run(_Table):
     task_runner: Annotated[str, BeforeValidator(_task_runner)]
     dask_address: Text
+    shrink_limit: Annotated[float, BeforeValidator(_share)]
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> "_Run":
@@ -235,6 +242,7 @@ class PipelineConfig(BaseModel):
     work_pool: str
     task_runner: str
     dask_address: str | None
+    shrink_limit: float  # share of a loaded partition's rows or value a replacing file may lose (1: no limit)
     report_dir: Path | None  # None: $TRADEWATCH_HOME/reports
     artifact_rows: int
     files: tuple[str, ...]  # the files read, defaults first (for messages)
@@ -253,6 +261,7 @@ class PipelineConfig(BaseModel):
             "work_pool": self.work_pool,
             "task_runner": self.task_runner,
             "dask_address": self.dask_address,
+            "shrink_limit": self.shrink_limit,
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "artifact_rows": self.artifact_rows,
         }
@@ -298,6 +307,7 @@ def load_config(path: Path | str | None = None) -> PipelineConfig:
         detect_overrides={key: value for key, value in raw.detect.items() if key != "event"},
         cron=raw.schedule.cron, timezone=raw.schedule.timezone, deployment_name=raw.schedule.deployment_name,
         work_pool=raw.schedule.work_pool, task_runner=raw.run.task_runner, dask_address=raw.run.dask_address or None,
+        shrink_limit=raw.run.shrink_limit,
         report_dir=_resolve(raw.publish.report_dir, report_dir) if raw.publish.report_dir else None,
         artifact_rows=raw.publish.artifact_rows, files=tuple(where for where, _ in layers),
     )

@@ -13,6 +13,7 @@ from prefect.futures import wait
 
 from tradewatch.flows.core import settings
 from tradewatch.flows import ingest
+from tradewatch.flows.warehouse import SHRINK_LIMIT
 from tradewatch.flows.core.errors import InputError, TradewatchError
 
 FLOW_NAME = "ingest"
@@ -57,7 +58,8 @@ def check_task(parsed: dict, downloaded: dict | None = None) -> dict:
 
 
 @task(name="load")
-def load_task(db: str | None, parsed: list[dict], force: bool = False, token: str | None = None) -> list[dict]:
+def load_task(db: str | None, parsed: list[dict], force: bool = False, token: str | None = None,
+              shrink_limit: float | None = SHRINK_LIMIT) -> list[dict]:
     """The single writer: replace each file's partitions in the warehouse and record the loads."""
     from tradewatch.flows import warehouse
 
@@ -65,14 +67,15 @@ def load_task(db: str | None, parsed: list[dict], force: bool = False, token: st
     with warehouse.opened(db, wait_s=600.0) as con:
         for item in parsed:
             _emit(token, "load", name=item["file"])
-            result = ingest.load_step(con, ingest.ParsedFile(**item), force=force)
+            result = ingest.load_step(con, ingest.ParsedFile(**item), force=force, shrink_limit=shrink_limit)
             _emit(token, "loaded", name=item["file"], result=result)
             out.append(result.summary())
     return out
 
 
 @flow(name=FLOW_NAME, log_prints=False)
-def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, token: str | None = None) -> dict:
+def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, token: str | None = None,
+                shrink_limit: float | None = SHRINK_LIMIT) -> dict:
     """The ingest task graph (flows/ingest.py: download_step → parse_step → check_step → load_step) as
     tasks: download every item and parse each in parallel (download.fetch retries; the tasks do not),
     check, then load all in one task. Returns the run summary (totals and per-file results) as a dict."""
@@ -97,7 +100,7 @@ def ingest_flow(items: list[dict], db: str | None = None, force: bool = False, t
     if failures:
         # Nothing is loaded when any file failed: the warehouse keeps a consistent set of months.
         raise TradewatchError(f"{len(failures)} of {len(items)} file(s) failed; nothing loaded. First: {failures[0]}")
-    results = load_task(db, checked, force, token)
+    results = load_task(db, checked, force, token, shrink_limit)
     totals = _totals(results)
     totals["downloads"] = download_status
     return {"totals": totals, "files": results}
@@ -142,6 +145,7 @@ def make_task_runner(kind: str, address: str | None = None):
 
 
 def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, force: bool = False,
+                    shrink_limit: float | None = SHRINK_LIMIT,
                     task_runner: str = "thread", dask_address: str | None = None,
                     allowed_hosts: list[str] | None = None,
                     on_event: Callable[..., None] | None = None, quiet: bool = False) -> dict:
@@ -158,7 +162,8 @@ def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, 
     payload = [{**asdict(item), "allowed_hosts": list(allowed_hosts or [])} for item in items]
     quieted = _quiet_console() if quiet else []
     try:
-        return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token)
+        return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token,
+                                                            shrink_limit)
     finally:
         _EVENT_SINKS.pop(token, None)
         for handler, level in quieted:

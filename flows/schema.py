@@ -55,6 +55,13 @@ TRADE_FLOWS: tuple[Field, ...] = (
     Field("quantity_unit", "VARCHAR", True, "", "unit of `quantity`"),
 )
 
+# What a warehouse stores per row: the canonical fields a reader stages, then the load that stored the row
+# (added by migration 6; NULL for rows stored before it, which count as present in every vintage).
+TRADE_FLOWS_STORED: tuple[Field, ...] = (
+    *TRADE_FLOWS,
+    Field("load_id", "BIGINT", True, "", "the load that stored the row (loads.load_id); NULL: before vintages were kept"),
+)
+
 TRADE_FLOWS_KEY: tuple[str, ...] = (
     "source", "freq", "period", "reporter_iso3", "partner_iso3", "flow", "product_code",
 )
@@ -108,7 +115,7 @@ class CanonicalTable:
 
 
 CANONICAL_TABLES: dict[str, CanonicalTable] = {
-    "trade_flows": CanonicalTable("trade_flows", TRADE_FLOWS, TRADE_FLOWS_KEY, "product_code", PRODUCT_LEVELS),
+    "trade_flows": CanonicalTable("trade_flows", TRADE_FLOWS_STORED, TRADE_FLOWS_KEY, "product_code", PRODUCT_LEVELS),
     "trade_totals": CanonicalTable("trade_totals", TRADE_TOTALS, TRADE_TOTALS_KEY, "product_group", TOTAL_LEVELS),
 }
 
@@ -140,7 +147,7 @@ LOADS: tuple[Field, ...] = (
     Field("quarantined", "BIGINT", True, "rows", "rows of the file quarantined by the load"),
     Field("started_at", "TIMESTAMP", False, "UTC", "when the load started"),
     Field("finished_at", "TIMESTAMP", True, "UTC", "when the load finished"),
-    Field("status", "VARCHAR", False, "", "ok, empty or failed"),
+    Field("status", "VARCHAR", False, "", "ok, empty, failed or refused (a replacement that would shrink a loaded partition)"),
     Field("message", "VARCHAR", True, "", "why a load failed or was empty; the series and months for ECB rates"),
 )
 
@@ -156,7 +163,21 @@ FX_RATES: tuple[Field, ...] = (
     Field("rate", "DOUBLE", False, "quote per base", "units of `quote` per one `base` (USD per EUR)"),
     Field("source", "VARCHAR", False, "", "where the rate came from: ecb"),
     Field("loaded_at", "TIMESTAMP", False, "UTC", "when the rate was stored"),
+    Field("load_id", "BIGINT", True, "", "the load that stored the rate (loads.load_id); NULL: before vintages were kept"),
 )
+
+# --- vintages ----------------------------------------------------------------------------------------------
+# A load that replaces rows keeps the rows it replaces in a history table: the same columns, and the load
+# that superseded them. The data as of load W is then every row stored by a load <= W and not superseded by
+# a load <= W (flows/vintages.py), so a past run is recomputed on the data it read.
+SUPERSEDED_BY = Field("superseded_by", "BIGINT", False, "", "the load that replaced the row (loads.load_id)")
+
+# Which table keeps the replaced rows of which: trade_flows, trade_totals and fx_rates are the data a run reads.
+HISTORY_OF: dict[str, str] = {
+    "trade_flows": "trade_flows_history",
+    "trade_totals": "trade_totals_history",
+    "fx_rates": "fx_rates_history",
+}
 
 RUNS: tuple[Field, ...] = (
     Field("run_id", "VARCHAR", False, "", "the run: start time, sequence number and the first characters of its hash"),
@@ -172,6 +193,7 @@ RUNS: tuple[Field, ...] = (
     Field("unavailable_json", "VARCHAR", True, "JSON",
           "features the data could not support: a list of {feature, reason}"),
     Field("notes_json", "VARCHAR", True, "JSON", "the run's notes (shortened windows, calibration): a list of texts"),
+    Field("vintage", "BIGINT", True, "", "the data the run read: as of this load (loads.load_id); NULL before vintages"),
 )
 
 ANOMALIES: tuple[Field, ...] = (
@@ -268,8 +290,14 @@ class Table:
 
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    Table("trade_flows", TRADE_FLOWS, TRADE_FLOWS_KEY, description="canonical product rows of every source"),
+    Table("trade_flows", TRADE_FLOWS_STORED, TRADE_FLOWS_KEY, description="canonical product rows of every source"),
     Table("trade_totals", TRADE_TOTALS, TRADE_TOTALS_KEY, description="all-goods and chapter totals"),
+    Table("trade_flows_history", (*TRADE_FLOWS_STORED, SUPERSEDED_BY), (*TRADE_FLOWS_KEY, "superseded_by"),
+          description="trade_flows rows a later load replaced (vintages)"),
+    Table("trade_totals_history", (*TRADE_TOTALS, SUPERSEDED_BY), (*TRADE_TOTALS_KEY, "superseded_by"),
+          description="trade_totals rows a later load replaced (vintages)"),
+    Table("fx_rates_history", (*FX_RATES, SUPERSEDED_BY), ("period", "base", "quote", "source", "superseded_by"),
+          description="fx_rates a later load replaced (vintages)"),
     Table("loads", LOADS, ("load_id", "source", "freq", "period"), description="one row per load and period"),
     Table("load_partitions", LOAD_PARTITIONS, ("load_id", *PARTITION_KEY),
           description="the partitions each load replaced"),

@@ -15,6 +15,7 @@ import polars as pl
 from tradewatch.flows.core import settings
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError, TradewatchError, WarehouseBusy
+from tradewatch.flows.core.numbers import money
 
 # Each migration is a list of statements; the warehouse records the highest version applied, so a newer
 # tradewatch opens an older warehouse by applying the rest. Never edit a released migration: add one.
@@ -166,12 +167,71 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
   load_id BIGINT NOT NULL
 )""",
     ]),
+    # Vintages: every row records the load that stored it, and a load that replaces rows keeps them in a
+    # history table with the load that superseded them, so a run is recomputed on the data as it was
+    # (flows/vintages.py). A run records the vintage it read. Rows stored before this migration have no
+    # load (NULL) and count as present in every vintage until a load replaces them.
+    (6, [
+        "ALTER TABLE trade_flows ADD COLUMN IF NOT EXISTS load_id BIGINT",
+        "ALTER TABLE fx_rates ADD COLUMN IF NOT EXISTS load_id BIGINT",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS vintage BIGINT",
+        """CREATE TABLE IF NOT EXISTS trade_flows_history (
+  source VARCHAR NOT NULL,
+  freq VARCHAR NOT NULL,
+  period DATE NOT NULL,
+  reporter_iso3 VARCHAR NOT NULL,
+  partner_iso3 VARCHAR NOT NULL,
+  flow VARCHAR NOT NULL,
+  product_code VARCHAR NOT NULL,
+  product_level TINYINT NOT NULL,
+  value DOUBLE NOT NULL,
+  currency VARCHAR NOT NULL,
+  net_weight_kg DOUBLE,
+  quantity DOUBLE,
+  quantity_unit VARCHAR,
+  load_id BIGINT,
+  superseded_by BIGINT NOT NULL
+)""",
+        """CREATE TABLE IF NOT EXISTS trade_totals_history (
+  source VARCHAR NOT NULL,
+  freq VARCHAR NOT NULL,
+  period DATE NOT NULL,
+  reporter_iso3 VARCHAR NOT NULL,
+  partner_iso3 VARCHAR NOT NULL,
+  flow VARCHAR NOT NULL,
+  product_group VARCHAR NOT NULL,
+  product_level TINYINT NOT NULL,
+  value DOUBLE NOT NULL,
+  currency VARCHAR NOT NULL,
+  obs_flag VARCHAR,
+  load_id BIGINT NOT NULL,
+  superseded_by BIGINT NOT NULL
+)""",
+        """CREATE TABLE IF NOT EXISTS fx_rates_history (
+  period DATE NOT NULL,
+  base VARCHAR NOT NULL,
+  quote VARCHAR NOT NULL,
+  rate DOUBLE NOT NULL,
+  source VARCHAR NOT NULL,
+  loaded_at TIMESTAMP NOT NULL,
+  load_id BIGINT,
+  superseded_by BIGINT NOT NULL
+)""",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 DEMO_LABEL = "synthetic demo data"
+
+# A replacement that would lose more than this share of a loaded partition's rows or value is refused
+# (a proxy that cut a file at a line boundary looks like a valid, smaller file) unless the caller allows it.
+SHRINK_LIMIT = 0.5
+
+
+class ShrinkRefused(InputError):
+    """A load refused because it would replace loaded partitions with far fewer rows or far less value."""
 
 
 def holds_trade_data(path: Path) -> bool:
@@ -413,6 +473,7 @@ def replace_partitions(
     by_product: bool = False,
     table: str = "trade_flows",
     also: Mapping[str, str] | None = None,
+    shrink_limit: float | None = SHRINK_LIMIT,
 ) -> LoadResult:
     """Replace, in one transaction, every (source, freq, period, reporter) partition present in the
     staged table `staged` (the staged columns of canonical table `table`: trade_flows or trade_totals)
@@ -423,7 +484,9 @@ def replace_partitions(
     With `by_product`, only the (partition, product) pairs the staged rows hold are replaced, so a file
     that covers some products of a reporter-month (a Comtrade query for a product list) does not delete the
     products an earlier file loaded. The result counts rows and sums values (per currency) over every
-    table loaded."""
+    table loaded. The rows replaced are kept in the table's history table (schema.HISTORY_OF) with this
+    load as `superseded_by`. A replacement losing more than `shrink_limit` of a loaded partition's rows or
+    value raises ShrinkRefused and is recorded as a refused load (None: no limit, e.g. --allow-shrink)."""
     load_id = load_id if load_id is not None else next_load_id(con)
     started = _now()
     result = LoadResult(load_id=load_id, file=file, source=source)
@@ -436,6 +499,13 @@ def replace_partitions(
         _record_failure(con, load_id, source, file, checksum, started, str(exc))
         raise
     _collect_partitions(con, pieces)
+    if shrink_limit is not None:
+        try:
+            _refuse_shrink(con, pieces, file=file, by_product=by_product, limit=shrink_limit)
+        except ShrinkRefused as exc:
+            con.execute("DROP TABLE _partitions")
+            _record_failure(con, load_id, source, file, checksum, started, str(exc), status="refused")
+            raise
     quarantined = 0
     if quarantine_table:
         quarantined = con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
@@ -472,24 +542,63 @@ def _collect_partitions(con: duckdb.DuckDBPyConnection, pieces: list[tuple[schem
     con.execute(f"CREATE OR REPLACE TEMP TABLE _partitions AS {' UNION ALL '.join(selects)}")
 
 
-def _replace_rows(con: duckdb.DuckDBPyConnection, spec: schema.CanonicalTable, staged: str, *, load_id: int,
-                  by_product: bool) -> None:
-    """Inside the caller's transaction: delete the partitions (or partition × product pairs) of `staged`
-    from table `spec`, then insert the staged rows (with `load_id` where the table records it)."""
+def _replaced(spec: schema.CanonicalTable, staged: str, by_product: bool) -> tuple[str, str]:
+    """(relation p, condition on t and p): the rows of table `spec` (alias t) a load of `staged` replaces —
+    whole partitions, or with `by_product` the (partition, product) pairs the staged rows hold."""
     part_cols = ", ".join(schema.PARTITION_KEY)
     match = " AND ".join(f"t.{c} = p.{c}" for c in schema.PARTITION_KEY)
     product = spec.product_column
     if by_product:
-        con.execute(f"""DELETE FROM {spec.name} t USING (SELECT DISTINCT {part_cols}, {product} FROM {staged}) p
-                        WHERE {match} AND t.{product} = p.{product}""")
-    else:
-        con.execute(f"""DELETE FROM {spec.name} t USING (SELECT DISTINCT {part_cols} FROM _partitions
-                        WHERE canonical_table = '{spec.name}') p WHERE {match}""")
+        return f"(SELECT DISTINCT {part_cols}, {product} FROM {staged})", f"{match} AND t.{product} = p.{product}"
+    return f"(SELECT DISTINCT {part_cols} FROM _partitions WHERE canonical_table = '{spec.name}')", match
+
+
+def _replace_rows(con: duckdb.DuckDBPyConnection, spec: schema.CanonicalTable, staged: str, *, load_id: int,
+                  by_product: bool) -> None:
+    """Inside the caller's transaction: move the partitions (or partition × product pairs) of `staged` from
+    table `spec` to its history table (superseded by `load_id`), then insert the staged rows with `load_id`."""
+    replaced, condition = _replaced(spec, staged, by_product)
+    stored = ", ".join(f.name for f in spec.fields)
+    history = schema.HISTORY_OF[spec.name]
+    con.execute(f"""INSERT INTO {history} ({stored}, superseded_by)
+                    SELECT {', '.join('t.' + f.name for f in spec.fields)}, ? FROM {spec.name} t
+                    SEMI JOIN {replaced} p ON {condition}""", [load_id])
+    con.execute(f"DELETE FROM {spec.name} t USING {replaced} p WHERE {condition}")
     columns = ", ".join(spec.staged_columns)
-    if any(f.name == "load_id" for f in spec.fields):
-        con.execute(f"INSERT INTO {spec.name} ({columns}, load_id) SELECT {columns}, ? FROM {staged}", [load_id])
-    else:
-        con.execute(f"INSERT INTO {spec.name} ({columns}) SELECT {columns} FROM {staged}")
+    con.execute(f"INSERT INTO {spec.name} ({columns}, load_id) SELECT {columns}, ? FROM {staged}", [load_id])
+
+
+def _refuse_shrink(con: duckdb.DuckDBPyConnection, pieces: list[tuple[schema.CanonicalTable, str]], *, file: str,
+                   by_product: bool, limit: float) -> None:
+    """ShrinkRefused naming `file`, the worst partition and both numbers when a staged partition holds fewer
+    than (1 - limit) of the rows or of the value its loaded version holds (for `by_product`, of the
+    products it replaces). Partitions not loaded before are new, not shrinking."""
+    part_cols = ", ".join(schema.PARTITION_KEY)
+    keep = 1.0 - limit
+    for spec, staged in pieces:
+        replaced, condition = _replaced(spec, staged, by_product)
+        found = con.execute(f"""
+            WITH old AS (SELECT {', '.join('t.' + c for c in schema.PARTITION_KEY)}, count(*) AS rows,
+                                sum(t.value) AS value, any_value(t.currency) AS currency
+                         FROM {spec.name} t SEMI JOIN {replaced} p ON {condition} GROUP BY ALL),
+                 new AS (SELECT {part_cols}, sum(rows) AS rows, sum(value_sum) AS value FROM _partitions
+                         WHERE canonical_table = '{spec.name}' GROUP BY ALL)
+            SELECT old.source, CASE old.freq WHEN 'A' THEN strftime(old.period, '%Y') ELSE strftime(old.period, '%Y-%m') END,
+                   old.reporter_iso3, old.rows, old.value, new.rows, new.value, old.currency,
+                   count(*) OVER () AS partitions
+            FROM old JOIN new USING ({part_cols})
+            WHERE new.rows < old.rows * {keep!r} OR (old.value > 0 AND new.value < old.value * {keep!r})
+            ORDER BY least(new.rows / old.rows, CASE WHEN old.value > 0 THEN new.value / old.value ELSE 1 END)
+            LIMIT 1""").fetchall()
+        if not found:
+            continue
+        source, period, reporter, old_rows, old_value, new_rows, new_value, currency, partitions = found[0]
+        others = f" ({partitions - 1:,} more partitions like it)" if partitions > 1 else ""
+        what = "rows" if spec.name == "trade_flows" else f"{spec.name} rows"
+        raise ShrinkRefused(file, (
+            f"refused: it would replace {source} {period} {reporter}, loaded with {old_rows:,} {what} worth "
+            f"{money(old_value, currency)}, with {new_rows:,} worth {money(new_value, currency)}{others}: more than "
+            f"{limit:.0%} lost, which a truncated file also looks like; pass --allow-shrink to load it anyway"))
 
 
 def _record_loads(con: duckdb.DuckDBPyConnection, load_id: int, *, source: str, file: str, checksum: str | None,
@@ -525,11 +634,11 @@ def _fill_result(con: duckdb.DuckDBPyConnection, result: LoadResult) -> None:
         "SELECT DISTINCT strftime(period, '%Y-%m') p FROM _partitions ORDER BY p").fetchall()]
 
 
-def _record_failure(con, load_id, source, file, checksum, started, message) -> None:
+def _record_failure(con, load_id, source, file, checksum, started, message, status: str = "failed") -> None:
     try:
         con.execute(*schema.bind("loads", {
             "load_id": load_id, "source": source, "file": file, "checksum": checksum, "rows": 0, "value_sum": 0,
-            "quarantined": 0, "started_at": started, "finished_at": _now(), "status": "failed",
+            "quarantined": 0, "started_at": started, "finished_at": _now(), "status": status,
             "message": message[:500]}))
     except duckdb.Error:
         pass

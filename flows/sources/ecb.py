@@ -148,11 +148,17 @@ def _store(con: duckdb.DuckDBPyConnection, path: Path, *, where: str, checksum: 
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"""DELETE FROM fx_rates WHERE base = '{BASE}' AND quote = '{QUOTE}' AND source = '{SOURCE}'
+        replaced = (f"""base = '{BASE}' AND quote = '{QUOTE}' AND source = '{SOURCE}'
                         AND period IN (SELECT period FROM _ecb_typed WHERE problem IS NULL)""")
+        # The rates replaced are kept (vintages), superseded by this load.
+        columns = ", ".join(schema.TABLES["fx_rates"].columns)
+        con.execute(f"""INSERT INTO fx_rates_history ({columns}, superseded_by)
+                        SELECT {columns}, $load_id FROM fx_rates WHERE {replaced}""", {"load_id": load_id})
+        con.execute(f"DELETE FROM fx_rates WHERE {replaced}")
         con.execute(schema.insert_select_sql("fx_rates", {
             "period": "period", "base": f"'{BASE}'", "quote": f"'{QUOTE}'", "rate": "rate", "source": f"'{SOURCE}'",
-            "loaded_at": "$now"}, "FROM _ecb_typed WHERE problem IS NULL"), {"now": now})
+            "loaded_at": "$now", "load_id": "$load_id"}, "FROM _ecb_typed WHERE problem IS NULL"),
+            {"now": now, "load_id": load_id})
         con.execute(schema.insert_select_sql("quarantine", {
             "load_id": "$load_id", "file": sql_text(where), "line": "line", "reason": "problem", "raw": "raw",
             "quarantined_at": "$now"}, "FROM _ecb_typed WHERE problem IS NOT NULL"), {"load_id": load_id, "now": now})

@@ -98,7 +98,7 @@ def build_review_warehouse(path: Path) -> dict:
                                  "85414900": lambda m: None if m < date(2022, 1, 1) else (300 if not after(m) else 3_000)})
     rows += flows("FRA", "ARM", {"85176200": lambda m: 1_000 if not after(m) else 4_000})
     rows += flows("ITA", "KAZ", {"87032310": lambda m: 2_000 if not after(m) else 6_000})
-    con.executemany("INSERT INTO trade_flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.executemany("INSERT INTO trade_flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)", rows)
     loaded = datetime(2023, 1, 5, 12, 0)
     load_id = 0
     for source, file in (("comext", "full_v2_{}.7z"), ("comtrade", "comtrade_KAZ_{}.csv")):
@@ -161,7 +161,7 @@ def build_detectable_warehouse(path: Path) -> Path:
     rows += flows("FRA", "BRA", {"85423190": lambda m: 30_000}, months=months)
     con = warehouse.connect(path)
     try:
-        con.executemany("INSERT INTO trade_flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO trade_flows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)", rows)
     finally:
         con.close()
     return path

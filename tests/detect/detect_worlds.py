@@ -85,7 +85,7 @@ class World:
         if self.rows:
             frame = pl.DataFrame(self.rows, schema=list(schema.COLUMN_NAMES), orient="row", infer_schema_length=None)
             con.register("world_rows", schema.conform(frame).to_arrow())
-            con.execute("INSERT INTO trade_flows SELECT * FROM world_rows")
+            con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM world_rows")
             con.unregister("world_rows")
         return con
 

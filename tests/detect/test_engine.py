@@ -178,7 +178,7 @@ def test_warehouse_without_usable_data_is_a_clear_error(tmp_path):
         engine.run_detection(con, DetectParams())
     assert con.execute("SELECT count(*) FROM runs").fetchall()[0][0] == 0
     con.execute("INSERT INTO trade_flows VALUES ('baci', 'A', DATE '2021-01-01', 'DEU', 'KAZ', 'export', '854231',"
-                " 6, 1.0, 'USD', NULL, NULL, NULL)")
+                " 6, 1.0, 'USD', NULL, NULL, NULL, NULL)")
     with pytest.raises(TradewatchError, match="none monthly at HS-6 or CN8 level"):
         engine.run_detection(con, DetectParams())
 

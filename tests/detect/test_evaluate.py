@@ -49,7 +49,7 @@ def demo_world(tmp_path_factory):
     con = duckdb.connect(str(tmp_path_factory.mktemp("demo") / "w.duckdb"))
     warehouse.migrate(con)
     con.register("demo_rows", frame.to_arrow())
-    con.execute("INSERT INTO trade_flows SELECT * FROM demo_rows")
+    con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM demo_rows")
     con.unregister("demo_rows")
     yield con, key
     con.close()

@@ -85,7 +85,7 @@ def _read_while_writing(plan: Path, db: Path, tmp_path: Path, commands: list[lis
 def test_readers_wait_or_get_in_between_while_the_pipeline_loads(tmp_path):
     from tradewatch.flows.pipeline import load_parsed_files
 
-    versions = [_parsed(tmp_path, 1.0), _parsed(tmp_path, 2.0)]
+    versions = [_parsed(tmp_path, 1.0), _parsed(tmp_path, 1.5)]
     db = tmp_path / "w.duckdb"
     load_parsed_files(versions[1], str(db))
     seeded = _cli(["detect", "--top", "1"], db)

@@ -51,8 +51,11 @@ def test_conform_names_missing_columns():
 
 def test_every_table_is_declared_with_meaning_and_known_types():
     assert set(schema.TABLES) == {"trade_flows", "trade_totals", "loads", "load_partitions", "quarantine", "fx_rates",
-                                  "runs", "anomalies", "reviews", "schema_version"}
-    assert schema.TABLES["trade_flows"].fields == schema.TRADE_FLOWS
+                                  "runs", "anomalies", "reviews", "schema_version", *schema.HISTORY_OF.values()}
+    # What a reader stages, then the load that stored the row; a history table adds the load that replaced it.
+    assert schema.TABLES["trade_flows"].fields == (*schema.TRADE_FLOWS, schema.TABLES["trade_flows"].field("load_id"))
+    for table, history in schema.HISTORY_OF.items():
+        assert schema.TABLES[history].fields == (*schema.TABLES[table].fields, schema.SUPERSEDED_BY)
     assert schema.TABLES["trade_totals"].fields == schema.TRADE_TOTALS
     for table in schema.TABLES.values():
         assert len(set(table.columns)) == len(table.columns), table.name

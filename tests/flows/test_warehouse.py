@@ -12,7 +12,7 @@ from tradewatch.flows.core.errors import InputError, TradewatchError, WarehouseB
 
 
 def _stage(con, name, rows):
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM trade_flows LIMIT 0")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {', '.join(schema.COLUMN_NAMES)} FROM trade_flows LIMIT 0")
     for row in rows:
         base = dict(source="demo", freq="M", period=dt.date(2022, 1, 1), reporter_iso3="DEU", partner_iso3="KAZ",
                     flow="export", product_code="854231", product_level=6, value=100.0, currency="EUR",
@@ -39,7 +39,7 @@ def test_older_warehouse_is_migrated(tmp_path, monkeypatch):
     monkeypatch.setattr(warehouse, "MIGRATIONS", warehouse.MIGRATIONS[:1])
     con = warehouse.connect(path)
     _stage(con, "s", [{}])
-    con.execute("INSERT INTO trade_flows SELECT * FROM s")  # what a version-1 tradewatch left behind
+    con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM s")  # what a version-1 tradewatch left behind
     con.close()
     monkeypatch.setattr(warehouse, "MIGRATIONS", warehouse.MIGRATIONS + [(999, ["CREATE TABLE added_later (x INTEGER)"])])
     con = warehouse.connect(path)
@@ -84,7 +84,7 @@ def test_warehouse_made_at_an_earlier_version_ends_like_a_fresh_one(tmp_path, mo
         con = warehouse.connect(path)
         assert _layout(con) != DECLARED
         _stage(con, "s", [{}])
-        con.execute("INSERT INTO trade_flows SELECT * FROM s")
+        con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM s")
         con.execute(*schema.bind("loads", {"load_id": 1, "source": "demo", "file": "old.csv",
                                            "started_at": dt.datetime(2022, 2, 1), "status": "ok"}))
         con.close()
@@ -101,7 +101,7 @@ def test_loads_rows_are_written_by_column_name(tmp_path):
     con = warehouse.connect(tmp_path / "w.duckdb")
     _stage(con, "s", [{}, {"partner_iso3": "ARM", "value": 50.0}])
     ok = warehouse.replace_partitions(con, "s", file="f.csv", checksum="c1", source="demo")
-    con.execute("CREATE OR REPLACE TEMP TABLE e AS SELECT * FROM trade_flows LIMIT 0")
+    con.execute("CREATE OR REPLACE TEMP TABLE e AS SELECT * EXCLUDE (load_id) FROM trade_flows LIMIT 0")
     empty = warehouse.replace_partitions(con, "e", file="e.csv", checksum="c2", source="demo")
     _stage(con, "s", [{"value": -1.0}])
     with pytest.raises(InputError):
@@ -135,11 +135,22 @@ def test_replace_partition_is_idempotent_and_replaces(tmp_path):
         _stage(con, "s", rows)
         warehouse.replace_partitions(con, "s", file="f", checksum="c", source="demo")
     assert warehouse.row_count(con) == 2
-    # A revised file replaces the partition: ARM disappears, KAZ changes value.
+    # A revised file that loses half the rows and most of the value is refused (a file cut short looks like
+    # this), in one line naming it and both numbers, and recorded as a refused load; nothing changes.
     _stage(con, "s", [{"partner_iso3": "KAZ", "value": 7.0}])
-    result = warehouse.replace_partitions(con, "s", file="f2", checksum="c2", source="demo")
+    with pytest.raises(warehouse.ShrinkRefused, match=r"^f2: refused: it would replace demo 2022-01 DEU, loaded "
+                       r"with 2 rows worth €150, with 1 worth €7: more than 50% lost.*--allow-shrink") as refused:
+        warehouse.replace_partitions(con, "s", file="f2", checksum="c2", source="demo")
+    assert "\n" not in str(refused.value)
+    assert con.execute("SELECT status FROM loads WHERE file = 'f2'").fetchall() == [("refused",)]
+    assert sorted(con.execute("SELECT partner_iso3, value FROM trade_flows").fetchall()) == [("ARM", 50.0), ("KAZ", 100.0)]
+    # Allowed, it replaces the partition: ARM disappears, KAZ changes value; the replaced rows are kept.
+    result = warehouse.replace_partitions(con, "s", file="f2", checksum="c2", source="demo", shrink_limit=None)
     assert result.rows == 1 and result.value_sum == {"EUR": 7.0} and result.periods == ["2022-01"]
     assert con.execute("SELECT partner_iso3, value FROM trade_flows").fetchall() == [("KAZ", 7.0)]
+    kept = con.execute("SELECT partner_iso3, value, load_id, superseded_by FROM trade_flows_history "
+                       "WHERE superseded_by = ? ORDER BY ALL", [result.load_id]).fetchall()
+    assert [row[:2] for row in kept] == [("ARM", 50.0), ("KAZ", 100.0)] and all(r[2] < r[3] for r in kept)
     # Another reporter in the same period is a separate partition and stays.
     _stage(con, "s", [{"reporter_iso3": "FRA"}])
     warehouse.replace_partitions(con, "s", file="f3", checksum="c3", source="demo")
