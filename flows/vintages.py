@@ -50,10 +50,16 @@ def drop_as_of(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def revisions(con: duckdb.DuckDBPyConnection, *, limit: int | None = None) -> list[dict]:
-    """What each revision changed, newest first: per load that replaced stored rows, table and period —
-    source, freq, period (YYYY-MM, or YYYY for annual data), rows and value replaced (before) and stored by
-    the load for that period (after), currency, when the load finished and its file. Rates count one row
-    per month and their value is the sum of the rates."""
+    """What each revision changed, newest first: per load that changed stored rows, table and period —
+    source, freq, period (YYYY-MM, or YYYY for annual data), the rows and value of the partitions it
+    replaced before and after it, how many stored rows it replaced (changed or gone; the rest stayed),
+    currency, when the load finished and its file. Rates count one row per month and their value is the
+    sum of the rates."""
+    part = ", ".join(schema.PARTITION_KEY)
+
+    def same(alias: str) -> str:
+        return " AND ".join(f"{alias}.{c} = ev.{c}" for c in schema.PARTITION_KEY)
+
     parts = []
     for table, history in schema.HISTORY_OF.items():
         if not warehouse.has_table(con, history):
@@ -66,25 +72,48 @@ def revisions(con: duckdb.DuckDBPyConnection, *, limit: int | None = None) -> li
                         FROM (SELECT load_id, source, period, rate FROM fx_rates
                               UNION ALL SELECT load_id, source, period, rate FROM {history}) GROUP BY ALL"""
         else:
-            before = f"""SELECT superseded_by AS load_id, '{table}' AS "table", source, freq, period,
-                                count(*) AS rows_before, sum(value) AS value_before, any_value(currency) AS currency
-                         FROM {history} GROUP BY ALL"""
-            # What the load stored for the period: its rows still current plus those a later load replaced.
-            after = f"""SELECT load_id, source, period, count(*) AS rows_after, sum(value) AS value_after
-                        FROM (SELECT load_id, source, period, value FROM {table} WHERE load_id IS NOT NULL
-                              UNION ALL SELECT load_id, source, period, value FROM {history} WHERE load_id IS NOT NULL)
-                        GROUP BY ALL"""
-        parts.append(f"""SELECT b.*, coalesce(a.rows_after, 0) AS rows_after, coalesce(a.value_after, 0) AS value_after
+            # A load changes only the rows that differ (warehouse._replace_rows). Per partition, the rows as of
+            # load L are those stored by loads <= L less those superseded by loads <= L: from two small
+            # aggregates (per partition and load) the state before and after each load that touched it follows.
+            parts.append(f"""
+                WITH s AS (SELECT {part}, coalesce(load_id, 0) AS l, count(*) AS n, sum(value) AS v,
+                                  any_value(currency) AS currency
+                           FROM (SELECT {part}, load_id, value, currency FROM {table}
+                                 UNION ALL SELECT {part}, load_id, value, currency FROM {history}) GROUP BY ALL),
+                     x AS (SELECT {part}, superseded_by AS l, count(*) AS n, sum(value) AS v FROM {history} GROUP BY ALL),
+                     ev AS (SELECT DISTINCT load_id AS l, {part} FROM load_partitions),
+                     st AS (
+                        SELECT ev.l, {', '.join('ev.' + c for c in schema.PARTITION_KEY)},
+                               (SELECT coalesce(sum(n), 0) FROM s WHERE {same('s')} AND s.l < ev.l)
+                                 - (SELECT coalesce(sum(n), 0) FROM x WHERE {same('x')} AND x.l < ev.l) AS rows_before,
+                               (SELECT coalesce(sum(v), 0) FROM s WHERE {same('s')} AND s.l < ev.l)
+                                 - (SELECT coalesce(sum(v), 0) FROM x WHERE {same('x')} AND x.l < ev.l) AS value_before,
+                               (SELECT coalesce(sum(n), 0) FROM s WHERE {same('s')} AND s.l = ev.l) AS stored,
+                               (SELECT coalesce(sum(n), 0) FROM x WHERE {same('x')} AND x.l = ev.l) AS replaced,
+                               (SELECT coalesce(sum(v), 0) FROM s WHERE {same('s')} AND s.l = ev.l)
+                                 - (SELECT coalesce(sum(v), 0) FROM x WHERE {same('x')} AND x.l = ev.l) AS value_change,
+                               (SELECT any_value(currency) FROM s WHERE {same('s')}) AS currency
+                        FROM ev)
+                SELECT l AS load_id, '{table}' AS "table", source, freq, period,
+                       sum(rows_before) AS rows_before, sum(value_before) AS value_before, any_value(currency) AS currency,
+                       sum(rows_before + stored - replaced) AS rows_after, sum(value_before + value_change) AS value_after,
+                       sum(replaced) AS rows_replaced
+                FROM st WHERE rows_before > 0 AND (stored > 0 OR replaced > 0)
+                GROUP BY ALL""")
+            continue
+        parts.append(f"""SELECT b.*, coalesce(a.rows_after, 0) AS rows_after, coalesce(a.value_after, 0) AS value_after,
+                                b.rows_before AS rows_replaced
                          FROM ({before}) b LEFT JOIN ({after}) a USING (load_id, source, period)""")
     if not parts:
         return []
     sql = f"""
-        WITH changed AS ({' UNION ALL '.join(parts)}),
+        WITH changed AS ({' UNION ALL '.join(f'SELECT * FROM ({piece})' for piece in parts)}),
              load AS (SELECT load_id, arg_max(file, finished_at) AS file, max(finished_at) AS finished_at
                       FROM loads GROUP BY load_id)
         SELECT c.load_id, c."table", c.source, c.freq,
                CASE c.freq WHEN 'A' THEN strftime(c.period, '%Y') ELSE strftime(c.period, '%Y-%m') END AS period,
-               c.rows_before, c.value_before, c.rows_after, c.value_after, c.currency, l.finished_at AS revised_at,
+               c.rows_before, c.value_before, c.rows_after, c.value_after, c.rows_replaced, c.currency,
+               l.finished_at AS revised_at,
                l.file
         FROM changed c LEFT JOIN load l USING (load_id)
         ORDER BY c.load_id DESC, c."table", c.source, c.period

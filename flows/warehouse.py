@@ -555,17 +555,31 @@ def _replaced(spec: schema.CanonicalTable, staged: str, by_product: bool) -> tup
 
 def _replace_rows(con: duckdb.DuckDBPyConnection, spec: schema.CanonicalTable, staged: str, *, load_id: int,
                   by_product: bool) -> None:
-    """Inside the caller's transaction: move the partitions (or partition × product pairs) of `staged` from
-    table `spec` to its history table (superseded by `load_id`), then insert the staged rows with `load_id`."""
+    """Inside the caller's transaction: make the partitions (or partition × product pairs) of `staged` in
+    table `spec` hold exactly the staged rows. A revision usually changes few rows, so only those change:
+    stored rows the staged ones do not repeat exactly (changed or gone) move to the history table,
+    superseded by `load_id`; staged rows not stored exactly (changed or new) are inserted with `load_id`;
+    identical rows stay, with the load that first stored them (so every vintage keeps them)."""
     replaced, condition = _replaced(spec, staged, by_product)
-    stored = ", ".join(f.name for f in spec.fields)
-    history = schema.HISTORY_OF[spec.name]
-    con.execute(f"""INSERT INTO {history} ({stored}, superseded_by)
-                    SELECT {', '.join('t.' + f.name for f in spec.fields)}, ? FROM {spec.name} t
-                    SEMI JOIN {replaced} p ON {condition}""", [load_id])
-    con.execute(f"DELETE FROM {spec.name} t USING {replaced} p WHERE {condition}")
     columns = ", ".join(spec.staged_columns)
-    con.execute(f"INSERT INTO {spec.name} ({columns}, load_id) SELECT {columns}, ? FROM {staged}", [load_id])
+    if con.execute(f"SELECT 1 FROM {spec.name} t SEMI JOIN {replaced} p ON {condition} LIMIT 1").fetchall():
+        key = " AND ".join(f"t.{c} = g.{c}" for c in spec.key)
+        stored = ", ".join(f.name for f in spec.fields)
+        # Keys are unique on both sides, so set difference (NULLs equal) finds the rows that differ.
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _changed AS
+                        SELECT {', '.join('t.' + c for c in spec.staged_columns)} FROM {spec.name} t
+                        SEMI JOIN {replaced} p ON {condition}
+                        EXCEPT SELECT {columns} FROM {staged}""")
+        con.execute(f"""INSERT INTO {schema.HISTORY_OF[spec.name]} ({stored}, superseded_by)
+                        SELECT {', '.join('t.' + f.name for f in spec.fields)}, ? FROM {spec.name} t
+                        SEMI JOIN _changed g ON {key}""", [load_id])
+        con.execute(f"DELETE FROM {spec.name} t USING _changed g WHERE {key}")
+        con.execute("DROP TABLE _changed")
+        fresh = f"""(SELECT {columns} FROM {staged} EXCEPT SELECT {', '.join('t.' + c for c in spec.staged_columns)}
+                     FROM {spec.name} t SEMI JOIN {replaced} p ON {condition})"""
+    else:
+        fresh = staged  # nothing stored there yet: every staged row is new
+    con.execute(f"INSERT INTO {spec.name} ({columns}, load_id) SELECT {columns}, ? FROM {fresh}", [load_id])
 
 
 def _refuse_shrink(con: duckdb.DuckDBPyConnection, pieces: list[tuple[schema.CanonicalTable, str]], *, file: str,

@@ -50,8 +50,8 @@ def revised(tmp_path):
     for file, rows, options in [
         ("jan-v1.dat", [{"partner_iso3": "KAZ"}, {"partner_iso3": "ARM", "value": 50.0}], {}),
         ("feb-v1.dat", [{"period": FEB, "reporter_iso3": "FRA", "value": 10.0}], {}),
-        ("jan-v2.dat", [{"partner_iso3": "KAZ", "value": 120.0}, {"partner_iso3": "ARM", "value": 60.0},
-                        {"partner_iso3": "GEO", "value": 5.0}], {}),
+        ("jan-v2.dat", [{"partner_iso3": "KAZ", "value": 120.0}, {"partner_iso3": "ARM", "value": 50.0},
+                        {"partner_iso3": "GEO", "value": 5.0}], {}),  # ARM unchanged
         ("jan-v3.dat", [{"partner_iso3": "KAZ", "value": 7.0}], {"shrink_limit": None}),
         ("dec-v1.dat", [{"period": dt.date(2021, 12, 1), "partner_iso3": "GEO", "value": 2.0}], {}),
     ]:
@@ -85,9 +85,12 @@ def test_every_replaced_row_is_kept_with_the_load_that_replaced_it(revised):
     kept = con.execute("SELECT partner_iso3, value, load_id, superseded_by FROM trade_flows_history "
                        "ORDER BY superseded_by, partner_iso3").fetchall()
     first, _, second, third, fourth = sorted(states)
-    assert kept == [("ARM", 50.0, first, second), ("KAZ", 100.0, first, second),
-                    ("ARM", 60.0, second, third), ("GEO", 5.0, second, third), ("KAZ", 120.0, second, third),
+    # Only rows that changed or went are kept: ARM, unchanged by jan-v2, kept its first load until jan-v3.
+    assert kept == [("KAZ", 100.0, first, second),
+                    ("ARM", 50.0, first, third), ("GEO", 5.0, second, third), ("KAZ", 120.0, second, third),
                     ("GEO", 1.0, None, fourth)]
+    assert con.execute("SELECT partner_iso3, load_id FROM trade_flows WHERE period = ? ORDER BY 1",
+                       [JAN]).fetchall() == [("KAZ", third)]
     con.close()
 
 
@@ -96,10 +99,10 @@ def test_revisions_say_what_each_revision_changed(revised):
     con = warehouse.connect(path, read_only=True)
     rows = vintages.revisions(con)
     con.close()
-    got = [(r["file"], r["period"], r["rows_before"], r["value_before"], r["rows_after"], r["value_after"])
-           for r in rows]
-    assert got == [("dec-v1.dat", "2021-12", 1, 1.0, 1, 2.0), ("jan-v3.dat", "2022-01", 3, 185.0, 1, 7.0),
-                   ("jan-v2.dat", "2022-01", 2, 150.0, 3, 185.0)]
+    got = [(r["file"], r["period"], r["rows_before"], r["value_before"], r["rows_after"], r["value_after"],
+            r["rows_replaced"]) for r in rows]
+    assert got == [("dec-v1.dat", "2021-12", 1, 1.0, 1, 2.0, 1), ("jan-v3.dat", "2022-01", 3, 175.0, 1, 7.0, 3),
+                   ("jan-v2.dat", "2022-01", 2, 150.0, 3, 175.0, 1)]
     assert all(r["revised_at"] is not None and r["table"] == "trade_flows" for r in rows)
 
 
