@@ -135,8 +135,7 @@ def _evidence_as_scored(con, route: str, run: str | None):
     row, vintage = evidence.route, evidence.run.get("vintage")
     legs = dict(origin=row["origin_iso3"], transit=row["transit_iso3"], target=row["target_iso3"],
                 product_code=row["product_code"])
-    if vintage is not None and vintage < vintages.current(con):
-        vintages.as_of(con, vintage)
+    if vintages.as_run_read(con, vintage):
         try:
             evidence = review.show_route(con, evidence.route["route_id"], run=evidence.run["run_id"])
         finally:

@@ -28,9 +28,16 @@ def report(
     from tradewatch.detect import report as report_lib
     from tradewatch.flows import warehouse
 
+    from tradewatch.detect import review
+    from tradewatch.flows import vintages
+
     con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
-        path = report_lib.write_report(con, run, out, top=top)
+        # The evidence drawn is the evidence scored: the data the run read, even after a revision.
+        run_id = review.resolve_run(con, run)
+        if vintages.as_run_read(con, review.run_info(con, run_id).get("vintage")):
+            say(f"Data were revised after run {run_id}: the report shows the data as that run read them.")
+        path = report_lib.write_report(con, run_id, out, top=top)
     finally:
         con.close()
     say(f"Report written ({path.stat().st_size / 1024:,.0f} KiB); open it in any browser, no network needed.")

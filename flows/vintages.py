@@ -44,6 +44,15 @@ def as_of(con: duckdb.DuckDBPyConnection, vintage: int) -> None:
         SELECT * FROM "{catalog}".main.loads WHERE load_id <= {int(vintage)}""")
 
 
+def as_run_read(con: duckdb.DuckDBPyConnection, vintage: int | None) -> bool:
+    """Make this connection read the data a run read (as_of its `vintage`) when loads have come since;
+    True when it does. A run stored before vintages (None) reads today's data."""
+    if vintage is None or vintage >= current(con):
+        return False
+    as_of(con, vintage)
+    return True
+
+
 def drop_as_of(con: duckdb.DuckDBPyConnection) -> None:
     for table in (*DATA_TABLES, "loads"):
         con.execute(f"DROP VIEW IF EXISTS temp.main.{table}")

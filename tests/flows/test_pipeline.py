@@ -232,6 +232,34 @@ def test_pipeline_is_incremental_idempotent_and_replaces_a_revised_month(prefect
     assert {m: v for m, v in revised["value_by_period"].items() if m != "2022-05"} == \
         {m: v for m, v in counts["value_by_period"].items() if m != "2022-05"}
 
+    # A "revision" of 2022-04 worth a tenth of the month (a file cut short looks like this) is refused:
+    # the month keeps its rows, the refusal is recorded, in the run's summary and in its Prefect artifact.
+    eurostat.publish("2022-04", bump=0.1)
+    fourth_outcome = run_pipeline(config, db)
+    fourth = fourth_outcome.summary
+    assert fourth["ingest"]["loaded"] == [] and len(fourth["refused"]) == 1
+    assert fourth["refused"][0].startswith("full_v2_202204.7z: refused: it would replace comext 2022-04 ")
+    assert "--allow-shrink" in fourth["refused"][0] and "\n" not in fourth["refused"][0]
+    after = warehouse_counts(db)
+    assert after["value_by_period"] == revised["value_by_period"] and after["rows"] == revised["rows"]
+    from tradewatch.flows import warehouse
+
+    with warehouse.opened(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM loads WHERE status = 'refused' AND file = 'full_v2_202204.7z'"
+                           ).fetchone()[0] == 1
+    markdown = _artifact(fourth_outcome, "markdown")
+    assert "1 revised file(s) refused" in markdown and "full_v2_202204.7z: refused" in markdown
+
+
+def _artifact(outcome, kind: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[outcome.flow_run_id])))
+    return next(a.data for a in artifacts if a.type == kind)
+
 
 def test_scope_keeps_only_the_configured_reporters_and_products(prefect_api, eurostat, tmp_path):
     from tradewatch.flows import warehouse
