@@ -35,25 +35,50 @@ def one_line_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from tradewatch.flows.core.errors import TradewatchError
+        from tradewatch.cli import interrupts
 
-        try:
-            return func(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except TradewatchError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted; the warehouse keeps its last committed state", 130)
-        except BrokenPipeError:
-            sys.stderr.close()
-            raise typer.Exit(0)
-        except Exception as exc:  # never a traceback at the user; say what broke in one line
-            if "--debug" in sys.argv or __import__("os").environ.get("TRADEWATCH_DEBUG"):
-                raise
-            fail(f"unexpected {type(exc).__name__}: {exc} (set TRADEWATCH_DEBUG=1 for a traceback)", 1)
+        with interrupts.command():
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                # DuckDB turns a signal during a query into RuntimeError("Query interrupted"), and Prefect may
+                # wrap it again: once a signal was received, whatever comes out is the interrupt.
+                if interrupts.received() is not None or isinstance(exc, KeyboardInterrupt):
+                    _interrupted(exc)
+                _one_line(exc)
+            if interrupts.received() is not None:  # a library swallowed the interrupt: still say so
+                _interrupted(None)
+            return result
 
     return wrapper
+
+
+def _interrupted(exc: BaseException | None):
+    """The one line saying what was kept (cli/interrupts.py), exit code 130 (SIGINT) or 143 (SIGTERM)."""
+    import atexit
+
+    from tradewatch.cli import interrupts
+
+    interrupts.say_and_silence()
+    atexit.register(interrupts.remove_own_scratch)
+    raise typer.Exit(interrupts.exit_code(exc))
+
+
+def _one_line(exc: BaseException):
+    """Re-raise `exc` as one_line_errors promises: one line and exit code 2, or 1 when unexpected."""
+    from tradewatch.flows.core.errors import TradewatchError
+
+    if isinstance(exc, (typer.Exit, SystemExit, GeneratorExit)) or not isinstance(exc, Exception):
+        raise exc
+    if isinstance(exc, TradewatchError):
+        fail(str(exc))
+    if isinstance(exc, BrokenPipeError):
+        sys.stderr.close()
+        raise typer.Exit(0)
+    # never a traceback at the user; say what broke in one line
+    if "--debug" in sys.argv or __import__("os").environ.get("TRADEWATCH_DEBUG"):
+        raise exc
+    fail(f"unexpected {type(exc).__name__}: {exc} (set TRADEWATCH_DEBUG=1 for a traceback)", 1)
 
 
 def parse_month(value: str | None, option: str) -> str | None:

@@ -94,10 +94,11 @@ def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allow
 
     verbose = bool(os.environ.get("TRADEWATCH_DEBUG"))
     with _Progress() as progress:
+        events = _counted(db, len(items), progress)
         if runner == "none":
             from tradewatch.flows import ingest
 
-            summary = ingest.run_plain(db, items, force=force, allowed_hosts=allowed_hosts, on_event=progress.event)
+            summary = ingest.run_plain(db, items, force=force, allowed_hosts=allowed_hosts, on_event=events)
             report = summary.to_dict()
         else:
             from tradewatch.flows import prefect_flows
@@ -105,7 +106,7 @@ def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allow
             say(f"running the Prefect flow 'ingest' ({runner} task runner) over {len(items)} file(s) …")
             report = prefect_flows.run_ingest_flow(items, db, force=force, task_runner=runner,
                                                    dask_address=dask_address, allowed_hosts=allowed_hosts,
-                                                   on_event=progress.event, quiet=not verbose)
+                                                   on_event=events, quiet=not verbose)
     _print_summary(report, as_json=as_json)
     _demo_retired(db, demo_before)
 
@@ -243,8 +244,9 @@ def _load_local(paths, db, *, country_codes, force, as_json, years=None) -> None
 
     demo_before = warehouse.demo_in_use(db)
     with _Progress() as progress:
+        events = _counted(db, _file_count(paths), progress)
         summary = ingest.ingest_paths(db, paths, force=force, country_codes=country_codes, years=years,
-                                      on_event=progress.event)
+                                      on_event=events)
     _print_summary(summary.to_dict(), as_json=as_json)
     _demo_retired(db, demo_before)
 
@@ -302,6 +304,22 @@ def _host(url: str) -> str:
     from urllib.parse import urlsplit
 
     return (urlsplit(url).hostname or "").lower()
+
+
+def _counted(db, total: int | None, progress: "_Progress"):
+    """progress.event, counting the files loaded so that an interrupt can say what was kept (cli/interrupts.py)."""
+    from tradewatch.cli import interrupts
+
+    return interrupts.LoadCount(db, total, progress.event)
+
+
+def _file_count(paths) -> int | None:
+    """How many loads `ingest files` makes of `paths`: one a file, unknown when a zip may be a BACI release
+    (one load a year)."""
+    from tradewatch.flows import archive, ingest
+
+    files = ingest.expand_paths(paths)
+    return None if any(archive.is_zip(path) for path in files) else len(files)
 
 
 # ------------------------------------------------------------------------------------------ rendering

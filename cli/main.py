@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
-import typer
+from tradewatch.cli import interrupts
+
+# First, before the heavy imports, when this is the program (the console script or `python -m`), not a
+# module imported by tests: a signal while it starts ends it with the one line too.
+if __name__ == "__main__" or Path(sys.argv[0]).name == "tradewatch":
+    interrupts.install()
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     name="tradewatch",

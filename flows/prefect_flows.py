@@ -160,6 +160,7 @@ def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, 
     if on_event is not None:
         _EVENT_SINKS[token] = on_event
     payload = [{**asdict(item), "allowed_hosts": list(allowed_hosts or [])} for item in items]
+    _temporary_server_apart()
     quieted = _quiet_console() if quiet else []
     try:
         return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token,
@@ -186,3 +187,54 @@ def _quiet_console() -> list[tuple]:
                 changed.append((handler, handler.level))
                 handler.setLevel(logging.CRITICAL)
     return changed
+
+
+def _temporary_server_apart() -> None:
+    """When no PREFECT_API_URL is set, Prefect starts a temporary server (prefect.server.api.server's
+    SubprocessASGIServer) as a child in this process's group, writing to its stderr: Ctrl-C in a terminal
+    reaches the server too, mid-run, and its shutdown prints tracebacks (task_run_recorder … CancelledError)
+    under the CLI's one line. Have it started in a session of its own, with its output in
+    <cache>/prefect-server.log and, on Linux, ended with this process; Prefect still stops it at exit."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    from prefect.server.api import server as prefect_server
+
+    if not isinstance(prefect_server.subprocess, _SpawnApart):
+        prefect_server.subprocess = _SpawnApart(settings.cache_dir() / "prefect-server.log")
+
+
+class _SpawnApart:
+    """The `subprocess` module as prefect.server.api.server sees it: Popen starts the child apart."""
+
+    def __init__(self, log: Path):
+        self.log = log
+
+    def __getattr__(self, name: str):
+        import subprocess
+
+        return getattr(subprocess, name)
+
+    def Popen(self, *args, **kwargs):  # noqa: N802 - the name Prefect calls
+        import subprocess
+        import sys
+        import threading
+
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        ends_with_us = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+        with open(self.log, "ab") as out:
+            return subprocess.Popen(*args, **{"stdin": subprocess.DEVNULL, "stdout": out, "stderr": subprocess.STDOUT,
+                                               "start_new_session": True,
+                                               "preexec_fn": _parent_death_signal() if ends_with_us else None,
+                                               **kwargs})
+
+
+def _parent_death_signal():
+    """A preexec_fn asking Linux to send the child SIGTERM when the thread that started it (here the main
+    thread, so: this process) ends, a SIGKILL included."""
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
