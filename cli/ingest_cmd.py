@@ -28,6 +28,9 @@ FromOption = Annotated[str, typer.Option("--from", help="First month, YYYY-MM (a
 ToOption = Annotated[str, typer.Option("--to", help="Last month, YYYY-MM (a year for --freq A).")]
 FreqOption = Annotated[str, typer.Option("--freq", help="M (monthly) or A (annual).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Reload files even when their content was loaded before.")]
+AllowShrinkOption = Annotated[bool, typer.Option(
+    "--allow-shrink", help="Load a file even when it would replace a loaded month with less than half its rows "
+                           "or value (refused otherwise: a file cut short looks like that).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
 
@@ -85,12 +88,13 @@ def _demo_retired(db, before: bool) -> None:
 
 
 def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allowed_hosts: list[str],
-         as_json: bool) -> None:
+         as_json: bool, allow_shrink: bool = False) -> None:
     import os
 
     from tradewatch.flows import warehouse
 
     demo_before = warehouse.demo_in_use(db)
+    shrink_limit = None if allow_shrink else warehouse.SHRINK_LIMIT
 
     verbose = bool(os.environ.get("TRADEWATCH_DEBUG"))
     with _Progress() as progress:
@@ -98,13 +102,14 @@ def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allow
         if runner == "none":
             from tradewatch.flows import ingest
 
-            summary = ingest.run_plain(db, items, force=force, allowed_hosts=allowed_hosts, on_event=events)
+            summary = ingest.run_plain(db, items, force=force, allowed_hosts=allowed_hosts, on_event=events,
+                                       shrink_limit=shrink_limit)
             report = summary.to_dict()
         else:
             from tradewatch.flows import prefect_flows
 
             say(f"running the Prefect flow 'ingest' ({runner} task runner) over {len(items)} file(s) …")
-            report = prefect_flows.run_ingest_flow(items, db, force=force, task_runner=runner,
+            report = prefect_flows.run_ingest_flow(items, db, force=force, shrink_limit=shrink_limit, task_runner=runner,
                                                    dask_address=dask_address, allowed_hosts=allowed_hosts,
                                                    on_event=events, quiet=not verbose)
     _print_summary(report, as_json=as_json)
@@ -125,6 +130,7 @@ def comext(
     task_runner: RunnerOption = "thread",
     dask_address: DaskOption = None,
     force: ForceOption = False,
+    allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Download Eurostat Comext bulk files for the months (or years, --freq A) and load them."""
@@ -136,7 +142,7 @@ def comext(
     _check_url(base_url, "--base-url")
     runner = _check_runner(task_runner, dask_address)
     items = ingest.plan_comext(_periods(first, last, freq), base_url=base_url, source_dir=source_dir)
-    _run(items, db, force=force, runner=runner, dask_address=dask_address, as_json=as_json,
+    _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
          allowed_hosts=[_host(base_url)] if base_url else [])
 
 
@@ -154,6 +160,7 @@ def comtrade(
     task_runner: RunnerOption = "thread",
     dask_address: DaskOption = None,
     force: ForceOption = False,
+    allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Fetch UN Comtrade data (keyed with $COMTRADE_API_KEY, else the 500-record keyless preview) and load it."""
@@ -169,7 +176,7 @@ def comtrade(
                                   base_url=base_url)
     if not os.environ.get(comtrade_api.KEY_ENV):
         say(f"no {comtrade_api.KEY_ENV} set: using the keyless preview (500 records a call, about one call a second)")
-    _run(items, db, force=force, runner=runner, dask_address=dask_address, as_json=as_json,
+    _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
          allowed_hosts=[_host(base_url)] if base_url else [])
 
 
@@ -183,10 +190,11 @@ def files(
     country_codes: Annotated[Optional[Path], typer.Option("--country-codes", help="BACI country_codes_V*.csv "
                                                                                   "(default: the one beside each BACI file).")] = None,
     force: ForceOption = False,
+    allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Load local files, each recognised by its content (no Prefect, no network)."""
-    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json)
+    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json, allow_shrink=allow_shrink)
 
 
 @ingest_app.command("baci")
@@ -200,6 +208,7 @@ def baci(
     first: Annotated[Optional[str], typer.Option("--from", help="First year, YYYY, to load from a release zip.")] = None,
     last: Annotated[Optional[str], typer.Option("--to", help="Last year, YYYY, to load from a release zip.")] = None,
     force: ForceOption = False,
+    allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Load CEPII BACI annual data: the release zip as downloaded from CEPII, or its CSV files (no Prefect)."""
@@ -211,7 +220,8 @@ def baci(
         if ingest.recognise(path).SOURCE != "baci":
             raise InputError(str(path), "not a BACI file (header t,i,j,k,v,q) or release zip; use `tradewatch ingest "
                              "files` for other sources")
-    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json, years=years)
+    _load_local(paths, db, country_codes=country_codes, force=force, as_json=as_json, years=years,
+                allow_shrink=allow_shrink)
 
 
 def _years(first: str | None, last: str | None) -> tuple[int, int] | None:
@@ -234,7 +244,7 @@ def _years(first: str | None, last: str | None) -> tuple[int, int] | None:
     return bounds[0], bounds[1]
 
 
-def _load_local(paths, db, *, country_codes, force, as_json, years=None) -> None:
+def _load_local(paths, db, *, country_codes, force, as_json, years=None, allow_shrink: bool = False) -> None:
     from tradewatch.flows import ingest
     from tradewatch.flows.core.errors import InputError
 
@@ -246,7 +256,8 @@ def _load_local(paths, db, *, country_codes, force, as_json, years=None) -> None
     with _Progress() as progress:
         events = _counted(db, _file_count(paths), progress)
         summary = ingest.ingest_paths(db, paths, force=force, country_codes=country_codes, years=years,
-                                      on_event=events)
+                                      on_event=events,
+                                      shrink_limit=None if allow_shrink else warehouse.SHRINK_LIMIT)
     _print_summary(summary.to_dict(), as_json=as_json)
     _demo_retired(db, demo_before)
 
@@ -282,6 +293,8 @@ def ecb(
 def status(
     db: DbOption = None,
     as_json: JsonOption = False,
+    revisions: Annotated[bool, typer.Option("--revisions", help="List what revisions changed instead: per "
+                                            "replacing load and period, rows and value before → after, when, file.")] = False,
 ) -> None:
     """Per source and period: rows, value sum, currency, reporters, when and from which file."""
     from tradewatch.flows import warehouse
@@ -290,10 +303,43 @@ def status(
     with warehouse.opened(db, read_only=True, demo=True) as con:
         if warehouse.is_demo(con):
             say(f"{warehouse.DEMO_LABEL}: the embedded demo world, not real statistics")
+        if revisions:
+            from tradewatch.flows import vintages
+
+            _print_revisions(vintages.revisions(con), as_json=as_json)
+            return
         rows = warehouse.status_rows(con)
         totals = warehouse.status_rows(con, "trade_totals")
         rates = ecb_source.status_row(con) if _has_table(con, "fx_rates") else None
     _print_status(rows, rates, as_json=as_json, totals=totals)
+
+
+def _print_revisions(rows: list[dict], *, as_json: bool) -> None:
+    """`status --revisions`: one row per load that replaced stored rows and period, newest first."""
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("No revision: no load has replaced stored rows yet.")
+        return
+    from rich.table import Table
+
+    from tradewatch.cli.common import table_console
+    from tradewatch.flows.core.numbers import money
+
+    console, wide = table_console()
+    table = Table(title="Revisions, newest first: each revised partition before → after the load, and the stored "
+                        "rows it replaced (changed or gone; the replaced rows are kept)")
+    for name in ("when (UTC)", "load", "source", "period", "rows before → after", "replaced", "value before → after",
+                 "file"):
+        table.add_column(name, overflow="fold", justify="right" if "→" in name or name in ("load", "replaced") else "left")
+    for r in rows:
+        value = (lambda v: money(v, r["currency"])) if r["table"] != "fx_rates" else (lambda v: f"{v:.4f}")
+        source = r["source"] if r["table"] == "trade_flows" else f"{r['source']} ({r['table']})"
+        table.add_row(f"{r['revised_at']:%Y-%m-%d %H:%M}" if r["revised_at"] else "", str(r["load_id"]), source,
+                      r["period"], f"{r['rows_before']:,} → {r['rows_after']:,}", f"{r['rows_replaced']:,}",
+                      f"{value(r['value_before'])} → {value(r['value_after'])}", str(r["file"] or ""))
+    console.print(table)
 
 
 def _has_table(con, name: str) -> bool:
