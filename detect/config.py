@@ -56,17 +56,32 @@ def defaults() -> dict[str, Any]:
     return values
 
 
+# A configuration is a page of keys; a file far larger is the wrong file (a data file, a log), refused
+# before it is read into memory.
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def read_toml_file(path: Path | str, expected: str) -> dict[str, Any]:
-    """The TOML file given with --config, parsed; InputError naming it when missing, unreadable or not TOML."""
+    """The TOML file given with --config, parsed (a UTF-8 byte order mark, as Windows editors write, is
+    allowed); InputError naming it when missing, a folder, unreadable, too large or not TOML."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"--config {path}", f"is a folder; expected {expected}")
     if not path.is_file():
         raise InputError(f"--config {path}", f"no such file; expected {expected}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise InputError(str(path), f"larger than {MAX_CONFIG_BYTES:,} bytes; expected {expected}")
+        return tomllib.loads(data.decode("utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(str(path), f"not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise InputError(str(path), "not UTF-8 text; expected a TOML file") from None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path} line {line}", f"not UTF-8 text; expected {expected}") from None
+    except RecursionError:
+        raise InputError(str(path), f"nested too deeply to be a configuration; expected {expected}") from None
     except OSError as exc:
         raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
 
@@ -107,17 +122,22 @@ def input_error(exc: ValidationError, origin: Callable[[str], str], *, unknown: 
         prefix = ""  # the key is the defaults file's own, not a table's of the file that was read
     value = context.get("value") if "key" in context else error.get("input")
     if where == OPTION:
-        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        shown = shown if shown.isprintable() and len(shown) <= 80 else _shown(shown)
         return InputError(f"--{key.replace('_', '-')} {shown}", text)
+    if not key.isprintable():  # a quoted TOML key may hold escapes ("\u001b[2J" = 1): shown, not sent
+        key = _shown(key)[1:-1]
     if kind == "missing" or (context.get("key") is not None and "value" not in context):
         return InputError(where, f"{prefix}{key}: {text}")
     return InputError(where, f"{prefix}{key} {_shown(value)}: {text}")
 
 
-def _shown(value) -> str:
+def _shown(value, limit: int = 80) -> str:
+    """A value as an error message quotes it: its repr (control characters escaped), cut at `limit`."""
     if isinstance(value, tuple):
         value = list(value)
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # --- value checks ---------------------------------------------------------------------------------------

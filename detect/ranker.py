@@ -141,30 +141,107 @@ def save(model, folder: Path, manifest: dict) -> dict:
     return manifest
 
 
+# The types beyond skops' own defaults (builtins, containers, numpy arrays, scikit-learn estimators) that
+# tradewatch's model holds. Anything else is refused by exact name: a prefix such as "builtins." would let
+# a file name builtins.eval as a constructor, which skops calls with the file's arguments while loading.
+TRUSTED_TYPES = frozenset({
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+})
+
+
+def _is_sklearn_class(name: str) -> bool:
+    """True when `name` is a class defined by scikit-learn (another version may move a helper class; a
+    class is only instantiated, never a function called). Imports only scikit-learn's own modules."""
+    import importlib
+
+    module_name, _, attribute = name.rpartition(".")
+    if not module_name.startswith("sklearn.") or not attribute.isidentifier():
+        return False
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and str(getattr(found, "__module__", "")).startswith("sklearn.")
+
+
 def _trusted_types(path: Path) -> list[str]:
-    """The types in the file, refused unless each is scikit-learn's, numpy's or a builtin container."""
+    """The types in the file beyond skops' defaults, refused unless each is one tradewatch's model holds
+    (TRUSTED_TYPES) or a scikit-learn class."""
     import skops.io as sio
 
     types = sio.get_untrusted_types(file=path)
-    allowed = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.")
-    foreign = [name for name in types if not name.startswith(allowed)]
+    foreign = [name for name in types if name not in TRUSTED_TYPES and not _is_sklearn_class(name)]
     if foreign:
         raise TradewatchError(f"{path}: refused: the model file holds types no tradewatch model has "
                               f"({', '.join(sorted(foreign)[:3])})")
     return types
 
 
+# What save() writes into every manifest (name -> what is expected), and what a trained one may add.
+_REQUIRED = {
+    "format": (lambda v: v == FORMAT, FORMAT),
+    "version": (lambda v: isinstance(v, str) and v.strip() != "", "text"),
+    "sha256": (lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+               "64 hexadecimal digits"),
+    "file": (lambda v: v == MODEL_FILE, repr(MODEL_FILE)),
+    "features": (lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of feature names"),
+    "trained_at": (lambda v: isinstance(v, str), "a time as text"),
+    "libraries": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                  "a table of library versions"),
+}
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics(value) -> bool:
+    return isinstance(value, dict) and all(_number(x) for x in value.values())
+
+
+def _training(value) -> bool:
+    kinds = {"families": list, "seeds": list, "examples": int, "positives": int, "reviews": dict}
+    return isinstance(value, dict) and all(isinstance(value[key], kind) for key, kind in kinds.items() if key in value)
+
+
+_OPTIONAL = {
+    "training": (_training, "a table (families and seeds lists, examples and positives counts, reviews table)"),
+    "min_probability": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "leave_one_family_out": (lambda v: isinstance(v, dict) and all(_metrics(x) for x in v.values()),
+                             "a table of measurements per family"),
+    "leave_one_family_out_mean": (_metrics, "a table of measurements"),
+}
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    for key, (accept, expected) in {**_REQUIRED, **_OPTIONAL}.items():
+        if key not in manifest:
+            if key in _REQUIRED:
+                raise TradewatchError(f"{path}: refused: no {key!r}; expected {expected} (a manifest "
+                                      "`tradewatch model train` writes has it)")
+            continue
+        if not accept(manifest[key]):
+            shown = repr(manifest[key])
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            raise TradewatchError(f"{path}: refused: {key} is {shown}; expected {expected}")
+
+
 def read_manifest(folder: Path) -> dict:
-    """The manifest of the ranker in `folder`; TradewatchError naming the file when it is missing or unreadable."""
+    """The manifest of the ranker in `folder`; TradewatchError naming the file when it is missing, unreadable
+    or lacks (or mistypes) a key that save() writes."""
     path = folder / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TradewatchError(f"{path}: no ranker manifest here; run `tradewatch model train`") from None
-    except (OSError, ValueError) as exc:
+    except IsADirectoryError:
+        raise TradewatchError(f"{path}: not a ranker manifest (a folder)") from None
+    except OSError as exc:
+        raise TradewatchError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
         raise TradewatchError(f"{path}: not a ranker manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TradewatchError(f"{path}: not a {FORMAT} manifest")
+    _check_manifest(manifest, path)
     return manifest
 
 
@@ -179,7 +256,10 @@ def load(folder: Path | None = None) -> Ranker:
     path = folder / MODEL_FILE
     if not path.is_file():
         raise TradewatchError(f"{path}: the model file named by {folder / MANIFEST_FILE} is missing")
-    checksum = _sha256(path)
+    try:
+        checksum = _sha256(path)
+    except OSError as exc:
+        raise TradewatchError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if checksum != manifest.get("sha256"):
         raise TradewatchError(f"{path}: refused: its SHA-256 {checksum[:12]}… is not the manifest's "
                               f"{str(manifest.get('sha256'))[:12]}… (changed after training?)")

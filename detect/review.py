@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -37,6 +38,13 @@ MATERIAL_SCORE_GAP_SHARE = 0.25
 MATERIAL_EXCESS_GAIN = 0.50
 # Scores are stored rounded to six decimals; 0.80 + 0.25 * 0.20 must count as reaching 0.85.
 _TOLERANCE = 1e-9
+
+# A note is what an analyst checked and found: a paragraph or a few, not a document pasted in.
+MAX_NOTE_CHARS = 4_000
+MAX_REVIEWER_CHARS = 100
+# Characters that act on a terminal instead of being shown (C0 and C1 controls, DEL: ANSI and OSC escapes
+# start with ESC or U+009B) or reorder what is shown (bidirectional overrides). Tab and newline are text.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 DECISIONS = ("confirmed", "dismissed", "watch")
 STATUSES = ("new", "reopened", "confirmed", "dismissed", "watch")
@@ -78,11 +86,52 @@ LATEST_DECISIONS = """SELECT * FROM reviews
     QUALIFY row_number() OVER (PARTITION BY route_id ORDER BY reviewed_at DESC, rowid DESC) = 1"""
 
 
+def printable(text) -> str:
+    """`text` with every character that is not printable (controls, line breaks, bytes that were not UTF-8)
+    written as its Python escape (\\x1b, \\n, \\udce9): shown on a terminal, it cannot act on it."""
+    text = "" if text is None else str(text)
+    return "".join(char if char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF
+                   else char.encode("unicode_escape", "backslashreplace").decode("ascii") for char in text)
+
+
+def shown(text, limit: int = 60) -> str:
+    """User text as an error message quotes it: printable(), on one line, at most `limit` characters."""
+    out = printable(text)
+    return out if len(out) <= limit else out[:limit - 1] + "…"
+
+
+def _utf8(text: str, where: str) -> str:
+    """`text` unchanged, or InputError when it holds bytes that are not UTF-8 (arguments are decoded with
+    surrogate escapes: such a byte arrives as U+DC80…U+DCFF)."""
+    for index, char in enumerate(text):
+        if 0xD800 <= ord(char) <= 0xDFFF:
+            byte = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"U+{ord(char):04X}"
+            raise InputError(where, f"is not UTF-8 text ({byte} at character {index + 1}); expected UTF-8 text")
+    return text
+
+
+def checked_text(text: str | None, option: str, *, limit: int, lines: bool = True) -> str | None:
+    """A note or name typed by a user, stripped (None when empty), as it may be stored and later shown on a
+    terminal or in the report: UTF-8, at most `limit` characters, no control character (tab and, when
+    `lines`, newline excepted; CRLF counts as a newline). InputError naming `option` otherwise."""
+    if text is None:
+        return None
+    text = _utf8(str(text), option).replace("\r\n", "\n").strip()
+    if len(text) > limit:
+        raise InputError(option, f"{len(text):,} characters; expected at most {limit:,}")
+    unsafe = _UNSAFE.search(text) or (None if lines else re.search("[\n\t]", text))
+    if unsafe:
+        raise InputError(option, f"holds control character U+{ord(unsafe.group()):04X} at character "
+                         f"{unsafe.start() + 1}; expected plain text{'' if lines else ' on one line'} "
+                         "(no terminal escapes)")
+    return text or None
+
+
 def check_tier(text: str, option: str = "--tier") -> str:
     """A CHPL tier as the filters take it ('3.a' -> '3.A', 'Tier 2' -> '2'); InputError for anything else."""
     wanted = (text or "").strip().upper().removeprefix("TIER").strip()
     if wanted not in TIERS:
-        raise InputError(f"{option} {text}", f"expected a CHPL tier: {', '.join(TIERS)}")
+        raise InputError(f"{option} {shown(text)}", f"expected a CHPL tier: {', '.join(TIERS)}")
     return wanted
 
 
@@ -90,7 +139,7 @@ def check_product(text: str, option: str = "--product") -> str:
     """An HS or CN code prefix of 2 to 8 digits (dots and spaces ignored); InputError for anything else."""
     code = (text or "").replace(".", "").replace(" ", "")
     if not (code.isdigit() and 2 <= len(code) <= 8):
-        raise InputError(f"{option} {text}", "expected an HS or CN code (prefix) of 2 to 8 digits, e.g. 8542")
+        raise InputError(f"{option} {shown(text)}", "expected an HS or CN code (prefix) of 2 to 8 digits, e.g. 8542")
     return code
 
 
@@ -121,7 +170,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: str | None = "latest") -> s
         if row is None:
             raise TradewatchError("no detection run in this warehouse yet; run `tradewatch detect` first")
         return row[0]
-    text = run.strip()
+    text = _utf8(run, f"--run {shown(run)}").strip()
     rows = con.execute(
         "SELECT run_id FROM runs WHERE run_id = ? UNION SELECT run_id FROM runs WHERE starts_with(run_id, ?)"
         " ORDER BY run_id", [text, text]
@@ -132,8 +181,8 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: str | None = "latest") -> s
     if len(rows) == 1:
         return rows[0][0]
     if not rows:
-        raise InputError(f"--run {run}", "no such run; expected 'latest' or a run id from `tradewatch flags list`")
-    raise InputError(f"--run {run}", f"matches {len(rows)} runs; give more characters of the run id")
+        raise InputError(f"--run {shown(run)}", "no such run; expected 'latest' or a run id from `tradewatch flags list`")
+    raise InputError(f"--run {shown(run)}", f"matches {len(rows)} runs; give more characters of the run id")
 
 
 def run_info(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
@@ -212,7 +261,7 @@ def default_reviewer() -> str:
 
 def resolve_route(con: duckdb.DuckDBPyConnection, route: str) -> str:
     """The route_id for an exact id or a unique prefix of one seen in any run; InputError otherwise."""
-    text = route.strip()
+    text = _utf8(route, f"route {shown(route)}").strip()
     if not text:
         raise InputError("route id", "empty; expected an id from `tradewatch flags list`")
     if con.execute("SELECT 1 FROM anomalies WHERE route_id = ? LIMIT 1", [text]).fetchone():
@@ -221,9 +270,9 @@ def resolve_route(con: duckdb.DuckDBPyConnection, route: str) -> str:
         "SELECT DISTINCT route_id FROM anomalies WHERE starts_with(route_id, ?) ORDER BY 1 LIMIT 6", [text]
     ).fetchall()
     if not rows:
-        raise InputError(f"route {route}", "not flagged in any run; expected an id from `tradewatch flags list`")
+        raise InputError(f"route {shown(route)}", "not flagged in any run; expected an id from `tradewatch flags list`")
     if len(rows) > 1:
-        raise InputError(f"route {route}", "matches several routes; give more characters of the id")
+        raise InputError(f"route {shown(route)}", "matches several routes; give more characters of the id")
     return rows[0][0]
 
 
@@ -257,20 +306,22 @@ def review(
     'materially stronger' rule. Returns the stored review as a dict."""
     status = (status or "").strip().lower()
     if status not in DECISIONS:
-        raise InputError(f"--status {status}", f"expected one of {', '.join(DECISIONS)}")
+        raise InputError(f"--status {shown(status)}", f"expected one of {', '.join(DECISIONS)}")
+    note = checked_text(note, "--note", limit=MAX_NOTE_CHARS)
+    by = checked_text(by, "--by", limit=MAX_REVIEWER_CHARS, lines=False)
     route_id = resolve_route(con, route)
     run_id = resolve_run(con, run) if run is not None else None
     row = _route_row(con, route_id, run_id)
     if row is None:
-        raise InputError(f"route {route}", f"not flagged in run {run_id}")
+        raise InputError(f"route {shown(route)}", f"not flagged in run {run_id}")
     when = (now or datetime.now(timezone.utc))
     if when.tzinfo is not None:
         when = when.astimezone(timezone.utc).replace(tzinfo=None)
     record = {
         "route_id": route_id,
         "status": status,
-        "note": (note or "").strip() or None,
-        "reviewer": (by or "").strip() or default_reviewer(),
+        "note": note,
+        "reviewer": by or default_reviewer(),
         "reviewed_at": when,
         "run_id": row["run_id"],
         "score_at_review": row["score"],
@@ -483,7 +534,7 @@ def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = Non
     run_id = resolve_run(con, run) if run is not None else None
     row = _route_row(con, route_id, run_id)
     if row is None:
-        raise InputError(f"route {route}", f"not flagged in run {run_id}")
+        raise InputError(f"route {shown(route)}", f"not flagged in run {run_id}")
     info = run_info(con, row["run_id"])
     features = parse_json(row.get("features_json"), {})
     if not isinstance(features, dict):

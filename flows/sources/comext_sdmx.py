@@ -47,11 +47,12 @@ class SdmxStageResult(StageResult):
 
 
 def looks_like(path: Path, head: bytes) -> bool:
-    """True for an SDMX-CSV file of trade observations: a header naming DATAFLOW, TIME_PERIOD, OBS_VALUE
-    and a reporter, partner or product dimension (stage_file then checks it is DS-045409's layout)."""
-    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
-    names = {name.strip().strip('"').upper() for name in first.split(",")}
-    return {"DATAFLOW", "TIME_PERIOD", "OBS_VALUE"} <= names and bool(names & {"REPORTER", "PARTNER", "PRODUCT"})
+    """True for an SDMX-CSV file of trade observations: a header naming DATAFLOW and a reporter, partner or
+    product dimension (stage_file then checks it is DS-045409's layout, so a header that lost OBS_VALUE or
+    TIME_PERIOD is told which column is missing rather than that the file is not recognised)."""
+    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].split(b"\r", 1)[0].decode("utf-8", "replace")
+    names = {name.strip().strip('"').upper() for name in first.replace(";", ",").split(",")}
+    return "DATAFLOW" in names and bool(names & {"REPORTER", "PARTNER", "PRODUCT"})
 
 
 def plan(paths: list[Path]) -> list[Fetch]:

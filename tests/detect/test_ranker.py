@@ -78,8 +78,10 @@ def test_a_file_holding_foreign_types_is_refused_before_loading(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     sio.dump({"weights": fractions.Fraction(1, 3)}, folder / ranker.MODEL_FILE)
-    manifest = {"format": ranker.FORMAT, "features": list(ranker.FEATURES),
-                "sha256": ranker._sha256(folder / ranker.MODEL_FILE)}
+    # every key save() writes, so that only the foreign type is wrong
+    manifest = {"format": ranker.FORMAT, "features": list(ranker.FEATURES), "version": "ranker-test",
+                "file": ranker.MODEL_FILE, "trained_at": "2024-01-01T00:00:00+00:00",
+                "libraries": ranker._library_versions(), "sha256": ranker._sha256(folder / ranker.MODEL_FILE)}
     (folder / ranker.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(TradewatchError, match="holds types no tradewatch model has"):
         ranker.load(folder)

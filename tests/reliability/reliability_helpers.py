@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,7 @@ def snapshot(con) -> dict:
     return {
         "status": warehouse.status_rows(con),
         "trade_flows": one("SELECT count(*), sum(value), count(DISTINCT partner_iso3) FROM trade_flows"),
+        "trade_totals": one("SELECT count(*), sum(value) FROM trade_totals"),
         "fx_rates": con.execute("SELECT period, rate FROM fx_rates ORDER BY period").fetchall(),
         "quarantine": one("SELECT count(*) FROM quarantine"),
         "ok_loads": one("SELECT count(*) FROM loads WHERE status IN ('ok', 'empty')"),
@@ -123,6 +125,48 @@ def assert_one_line_error(result: CliResult, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+@dataclass
+class Tally:
+    """What the reliability tests of this session tried, for the summary tests/reliability/conftest.py prints:
+    the distinct inputs per kind (a corpus case, a config file, a model folder, a review option, a generated
+    file), the runs through the library and the CLI, the faults injected, and the input records of accepted
+    files against those stored, quarantined or counted as not available (the difference is rows lost)."""
+
+    inputs: dict[str, set] = field(default_factory=dict)
+    runs: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    records: int = 0
+    accounted: int = 0
+
+    def tried(self, kind: str, name: str, via: str = "library") -> None:
+        self.inputs.setdefault(kind, set()).add(name)
+        self.runs[via] += 1
+
+    def injected(self, fault: str, times: int = 1) -> None:
+        self.faults[fault] += times
+
+    def rows(self, records: int, accounted: int) -> None:
+        self.records += records
+        self.accounted += accounted
+
+    @property
+    def lost(self) -> int:
+        return self.records - self.accounted
+
+    def summary(self) -> list[str]:
+        inputs = sum(len(names) for names in self.inputs.values())
+        kinds = ", ".join(f"{kind} {len(names)}" for kind, names in sorted(self.inputs.items()))
+        faults = ", ".join(f"{name} {count}" for name, count in sorted(self.faults.items()))
+        runs = ", ".join(f"{via} {count}" for via, count in sorted(self.runs.items()))
+        return [f"inputs tried: {inputs} ({kinds}); runs: {runs}",
+                f"faults injected: {sum(self.faults.values())} ({faults or 'none'})",
+                f"rows lost: {self.lost} of {self.records:,} input records of accepted files "
+                f"({self.accounted:,} stored, quarantined or counted as not available)"]
+
+
+TALLY = Tally()
 
 
 def status_json(db: Path) -> dict:

@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from corpus import GOOD_ROWS, Case, all_cases, dat, seven_zip
-from reliability_helpers import (assert_one_line_error, cli, db_snapshot, home, seeded_db,  # noqa: F401
+from corpus import (EXECUTED, MISSING, GOOD_ROWS, Case, ConfigCase, ModelCase, all_cases, config_cases, dat,
+                    model_cases, seven_zip)
+from reliability_helpers import (TALLY, assert_one_line_error, cli, db_snapshot, home, seeded_db,  # noqa: F401
                                  seeded_status, seeded_template, snapshot, status_json)
 from tradewatch.flows import archive, ingest, warehouse
 from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources import ecb
 
 CASES = all_cases()
+CONFIG_CASES = config_cases()
+MODEL_CASES = model_cases()
 IDS = [c.id for c in CASES]
 # Through the CLI: every refused or quarantined input, and one good file per reader (the library test covers
 # the other accepted variants; each CLI run costs a warehouse open).
@@ -38,12 +41,12 @@ def _load(con, case: Case, path: Path):
 
 def test_corpus_covers_every_reader_and_outcome():
     readers = {c.reader for c in CASES}
-    assert readers == {"comext", "comext-7z", "comtrade-csv", "comtrade-json", "baci", "ecb"}
+    assert readers == {"comext", "comext-7z", "comtrade-csv", "comtrade-json", "baci", "ecb", "comext-sdmx"}
     for reader in readers:
         kinds = {c.expect for c in CASES if c.reader == reader}
         assert {"error", "ok"} <= kinds, (reader, kinds)
     assert len(IDS) == len(set(IDS))
-    assert len(CASES) >= 140
+    assert len(CASES) >= 190
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -51,6 +54,7 @@ def test_library(case: Case, home, seeded_db, tmp_path, monkeypatch):
     for name, value in case.env:
         monkeypatch.setenv(name, value)
     path = _write(case, tmp_path)
+    TALLY.tried(case.reader, case.id)
     con = warehouse.connect(seeded_db)
     try:
         before = snapshot(con)
@@ -66,6 +70,11 @@ def test_library(case: Case, home, seeded_db, tmp_path, monkeypatch):
             assert snapshot(con) == before, "a refused file leaves the warehouse unchanged"
             return
         result = _load(con, case, path)
+        skipped = getattr(result, "not_available", 0)
+        if case.records is not None:
+            # every record of an accepted file is stored, quarantined or counted as not available: none lost
+            assert result.rows + result.quarantined + skipped == case.records, (result, case.records)
+            TALLY.rows(case.records, result.rows + result.quarantined + skipped)
         if case.expect == "ok":
             assert (result.rows, result.quarantined) == (case.rows, 0)
             if case.total is not None:
@@ -89,6 +98,7 @@ def test_cli(case: Case, home, seeded_db, seeded_status, tmp_path, monkeypatch):
     for name, value in case.env:
         monkeypatch.setenv(name, value)
     path = _write(case, tmp_path)
+    TALLY.tried(case.reader, case.id, via="CLI")
     before = seeded_status
     if case.reader == "ecb":
         result = cli("ingest", "ecb", "--file", path, "--db", seeded_db)
@@ -112,8 +122,52 @@ def test_cli(case: Case, home, seeded_db, seeded_status, tmp_path, monkeypatch):
     else:
         assert "quarantined" not in result.stderr
     after = status_json(seeded_db)
-    loaded = sum(r["rows"] for r in after["trade_flows"]) - sum(r["rows"] for r in before["trade_flows"])
+    loaded = sum(r["rows"] for table in ("trade_flows", "trade_totals") for r in after[table]) \
+        - sum(r["rows"] for table in ("trade_flows", "trade_totals") for r in before[table])
     assert loaded == case.rows, (loaded, case)
+
+
+@pytest.mark.parametrize("variant", ["as-is", "crlf", "bom", "truncated"])
+def test_real_sdmx_sample_head_loads_whole_or_is_refused(variant, shared_data, home, seeded_db, tmp_path):
+    """The first 200 observations of the real DS-045409 extract (../shared/data/comext_sdmx), as downloaded and
+    as a Windows editor or a cut download leaves them: every observation stored, or the file refused."""
+    from corpus import SDMX_HEADER
+
+    real = shared_data / "comext_sdmx" / "ds-045409_totals_M_2020-2022.csv"
+    lines = real.read_bytes().splitlines()[:201]
+    assert lines[0].decode() == SDMX_HEADER, "the corpus uses the real header"
+    content = b"\n".join(lines) + b"\n"
+    content = {"as-is": content, "crlf": content.replace(b"\n", b"\r\n"), "bom": b"\xef\xbb\xbf" + content,
+               "truncated": content[:-25]}[variant]
+    path = tmp_path / "ds-045409_totals_M_2020-2022.csv"
+    path.write_bytes(content)
+    TALLY.tried("comext-sdmx", f"real-head-{variant}")
+    with warehouse.opened(seeded_db) as con:
+        before = snapshot(con)
+        if variant == "truncated":
+            with pytest.raises(InputError, match="line 201: .*truncated"):
+                ingest.load_file(con, path)
+            assert snapshot(con) == before
+            return
+        result = ingest.load_file(con, path)
+        assert (result.rows, result.quarantined, result.not_available) == (200, 0, 0)
+        TALLY.rows(200, result.rows)
+        stored = con.execute("SELECT count(*), sum(value) FROM trade_totals").fetchone()
+    expected = sum(float(line.rsplit(b",", 2)[1]) for line in lines[1:])
+    assert stored == (200, expected)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "flows/ingest.py (being edited by colleagues): the messages for an empty file (_head: 'file is empty; expected "
+    "Comext, Comtrade or BACI data'), an empty gzip (recognise) and an unrecognised one (recognise: 'expected Comext "
+    ".7z/.dat, Comtrade CSV/JSON, BACI CSV or a BACI release zip') leave out the Eurostat SDMX-CSV (DS-045409) "
+    "reader; fix: name 'Eurostat SDMX-CSV (DS-045409)' in those three messages"))
+@pytest.mark.parametrize("content", [b"", b"REPORTER;PERIOD\nDE;2022-03\n"], ids=["empty", "unrecognised"])
+def test_refused_files_name_the_sdmx_reader_among_those_expected(tmp_path, content):
+    path = tmp_path / "ds-045409_2022-03.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="SDMX"):
+        ingest.recognise(path)
 
 
 def test_json_summary_names_quarantine_count(home, seeded_db, tmp_path):
@@ -302,3 +356,144 @@ def test_comtrade_answer_at_the_cap_that_cannot_be_split_is_refused(home, seeded
     assert result.exit_code == 2 and len(lines) == 2 and "keyless preview" in lines[0], result.stderr
     assert lines[1].startswith("error: ") and "1-record cap" in lines[1] and "refusing to store a truncated" in lines[1]
     assert status_json(seeded_db) == seeded_status
+
+
+# ------------------------------------------------------------------------------------ configuration files
+
+def _config_path(case: ConfigCase, tmp_path: Path) -> Path:
+    path = tmp_path / "config" / f"{case.id}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if case.content is None:
+        path.mkdir()
+    elif case.content != MISSING:
+        path.write_bytes(case.content)
+    return path
+
+
+def _read_config(case: ConfigCase, path: Path):
+    from tradewatch.detect.config import DetectParams
+    from tradewatch.flows.pipeline_config import load_config
+
+    return DetectParams.from_toml(path) if case.target == "detect" else load_config(path)
+
+
+def _check_config_message(case: ConfigCase, path: Path, message: str) -> None:
+    """One printable line: the file (and line), the key, what was expected."""
+    where = f"--config {path}" if case.content in (None, MISSING) else str(path)
+    where += f" line {case.line}: " if case.line else ": "
+    assert "\n" not in message and message.isprintable(), repr(message)
+    assert message.startswith(where), (where, message)
+    assert message[len(where):].startswith(case.key), (case.key, message)
+    assert case.text in message, message
+    assert len(message) < 1000, "the offending value is quoted, not dumped"
+
+
+def test_config_corpus_covers_both_files_and_outcomes():
+    assert {(c.target, c.expect) for c in CONFIG_CASES} == {(t, e) for t in ("detect", "pipeline") for e in ("ok", "error")}
+    assert len({c.id for c in CONFIG_CASES}) == len(CONFIG_CASES) >= 90
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=[c.id for c in CONFIG_CASES])
+def test_config_library(case: ConfigCase, tmp_path):
+    TALLY.tried("config", case.id)
+    path = _config_path(case, tmp_path)
+    if case.expect == "ok":
+        read = _read_config(case, path)
+        if case.check is not None:
+            assert getattr(read, case.check[0]) == case.check[1]
+        return
+    with pytest.raises(InputError) as info:
+        _read_config(case, path)
+    _check_config_message(case, path, str(info.value))
+
+
+CONFIG_ERRORS = [c for c in CONFIG_CASES if c.expect == "error"]
+
+
+@pytest.mark.parametrize("case", CONFIG_ERRORS, ids=[c.id for c in CONFIG_ERRORS])
+def test_config_cli(case: ConfigCase, home, seeded_db, tmp_path):
+    """`detect --config` and `pipeline run --config` refuse the file in one line before the warehouse is
+    opened: its bytes are the same after, and no write-ahead log was left."""
+    TALLY.tried("config", case.id, via="CLI")
+    path = _config_path(case, tmp_path)
+    before = seeded_db.read_bytes()
+    if case.target == "detect":
+        result = cli("detect", "--db", seeded_db, "--config", path)
+    else:
+        # --dask-address with --task-runner thread is refused right after the file is read: a file wrongly
+        # accepted fails the message check instead of starting a pipeline that would download
+        result = cli("pipeline", "run", "--db", seeded_db, "--config", path, "--task-runner", "thread",
+                     "--dask-address", "tcp://127.0.0.1:9")
+    line = assert_one_line_error(result)
+    _check_config_message(case, path, line.removeprefix("error: "))
+    assert seeded_db.read_bytes() == before and not list(seeded_db.parent.glob("*.wal"))
+
+
+# ----------------------------------------------------------------------------------------- model files
+
+@pytest.fixture(scope="module")
+def shipped_model(tmp_path_factory) -> Path:
+    """A copy of the shipped ranker folder (the shipped files are never changed: checked at the end)."""
+    import hashlib
+    import shutil
+
+    from tradewatch.detect import ranker
+
+    source = ranker.shipped_dir()
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source.iterdir()}
+    copy = tmp_path_factory.mktemp("model") / "shipped"
+    shutil.copytree(source, copy)
+    yield copy
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source.iterdir()} == before
+
+
+def _model_folder(case: ModelCase, shipped_model: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "m" / "model"
+    shutil.copytree(shipped_model, folder)
+    case.change(folder)
+    return folder
+
+
+def test_model_corpus_covers_both_outcomes():
+    assert {c.expect for c in MODEL_CASES} == {"ok", "error"} and len(MODEL_CASES) >= 35
+    assert len({c.id for c in MODEL_CASES}) == len(MODEL_CASES)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c.id for c in MODEL_CASES])
+def test_model_library_and_cli(case: ModelCase, home, shipped_model, tmp_path):
+    """ranker.load and `tradewatch model status --model`: a changed folder is refused in one line naming the
+    file; nothing in it is unpickled or run."""
+    from tradewatch.detect import ranker
+
+    TALLY.tried("model", case.id)
+    TALLY.tried("model", case.id, via="CLI")
+    folder = _model_folder(case, shipped_model, tmp_path)
+    status = cli("model", "status", "--model", folder)
+    if case.expect == "ok":
+        assert ranker.load(folder).version.startswith("ranker-")
+        assert status.exit_code == 0 and status.stdout.startswith("Ranker ranker-"), status.stderr
+    else:
+        with pytest.raises(TradewatchError) as info:
+            ranker.load(folder)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{folder / case.file}: "), message
+        assert case.text in message, message
+        assert assert_one_line_error(status) == f"error: {message}"
+    assert not (folder.parent / EXECUTED).exists(), "a payload in the model folder ran"
+
+
+def test_a_user_ranker_is_found_through_tradewatch_home_and_checked(home, shipped_model):
+    """Without --model, `model status` and detection use TRADEWATCH_HOME/model when it holds a manifest:
+    the same checks apply there."""
+    import shutil
+
+    from corpus import _flip_byte
+
+    TALLY.tried("model", "home-model-tampered", via="CLI")
+    folder = home / "model"
+    shutil.copytree(shipped_model, folder)
+    assert cli("model", "status").stdout.splitlines()[1].strip() == f"from {folder}"
+    _flip_byte(folder)
+    assert_one_line_error(cli("model", "status"), str(folder / "ranker.skops"), "SHA-256")

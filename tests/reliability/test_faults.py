@@ -344,3 +344,71 @@ def test_real_full_disk_under_the_warehouse(home, seeded_template, tmp_path):
         again = cli("ingest", "files", big, "--db", db)
         assert again.exit_code == 0, again.stderr
         assert months(status_json(db)) == {"2022-02": 3, "2022-03": 1_000_000}
+
+
+# ------------------------------------------------------------------- config and model files that cannot be read
+
+def _failing_open(monkeypatch, victim: Path, error: int):
+    """Opening `victim` fails with `error` (as for a file without read permission, or a disk read error);
+    every other file opens as usual. Root reads any file whatever its mode, so the fault is injected."""
+    import pathlib
+
+    real_open = pathlib.Path.open
+
+    def fake_open(self, *args, **kwargs):
+        if Path(self) == victim:
+            raise OSError(error, os.strerror(error), str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", fake_open)
+
+
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EIO])
+@pytest.mark.parametrize("command", [["detect"], ["pipeline", "run"]])
+def test_unreadable_config_is_one_line_and_changes_nothing(home, seeded_db, tmp_path, monkeypatch, command, error):
+    config = tmp_path / "tradewatch.toml"
+    config.write_text('[detect]\nevent = "2022-03"\n' if command != ["detect"] else 'event = "2022-03"\n')
+    before = seeded_db.read_bytes()
+    _failing_open(monkeypatch, config, error)
+    assert_one_line_error(cli(*command, "--config", config, "--db", seeded_db), f"{config}: cannot read: "
+                          f"{os.strerror(error)}")
+    assert seeded_db.read_bytes() == before
+
+
+@pytest.mark.parametrize("name, error", [("ranker.skops", errno.EIO), ("ranker.json", errno.EIO),
+                                         ("ranker.skops", errno.EACCES), ("ranker.json", errno.EACCES)])
+def test_unreadable_model_files_are_one_line(home, tmp_path, monkeypatch, name, error):
+    import shutil
+
+    from tradewatch.detect import ranker
+
+    folder = tmp_path / "model"
+    shutil.copytree(ranker.shipped_dir(), folder)
+    _failing_open(monkeypatch, folder / name, error)
+    if name == "ranker.json":  # read_text opens through io.open, not Path.open
+        real_read_text = Path.read_text
+        monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(
+            OSError(error, os.strerror(error), str(self))) if self == folder / name else real_read_text(self, *a, **k))
+    assert_one_line_error(cli("model", "status", "--model", folder), f"{folder / name}: cannot read: "
+                          f"{os.strerror(error)}")
+
+
+def test_locked_warehouse_during_sdmx_load_and_review_is_one_line(home, seeded_db, seeded_status, tmp_path,
+                                                                  monkeypatch):
+    """An SDMX-CSV load and a review decision on a warehouse another process writes: each waits, gives up in
+    one line and changes nothing; once the writer is gone, both complete."""
+    from corpus import SDMX_GOOD, sdmx
+
+    monkeypatch.setenv("TRADEWATCH_LOCK_WAIT_S", "0.5")
+    data = tmp_path / "ds-045409_2022-03.csv"
+    data.write_bytes(sdmx(SDMX_GOOD))
+    with held(seeded_db, 60):
+        for args in (["ingest", "files", data], ["flags", "review", "r-x", "--status", "watch", "--note", "n"]):
+            result = cli(*args, "--db", seeded_db)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert result.exit_code == 2 and len(lines) == 2, (args, result.stderr)
+            assert "another tradewatch process is writing the warehouse" in lines[1]
+    assert status_json(seeded_db) == seeded_status
+    done = cli("ingest", "files", data, "--db", seeded_db)
+    assert done.exit_code == 0, done.stderr
+    assert sum(r["rows"] for r in status_json(seeded_db)["trade_totals"]) == 3

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from corpus import BACI_HEADER, CT_HEADER, ECB_HEADER, HEADER, seven_zip
-from reliability_helpers import build_seeded, snapshot
+from corpus import BACI_HEADER, CT_HEADER, ECB_HEADER, HEADER, SDMX_HEADER, seven_zip
+from reliability_helpers import TALLY, build_seeded, snapshot
 from tradewatch.flows import ingest, schema, warehouse
 from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources import ecb
@@ -27,7 +27,8 @@ FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChec
 FEWER = settings(FEW, max_examples=25)
 
 NAMES = {"comext": "full_202203.dat", "comext-7z": "full_v2_202203.7z", "comtrade": "comtrade_KAZ.csv",
-         "comtrade-json": "comtrade_KAZ.json", "baci": "BACI_HS17_Y2021_V202401.csv", "ecb": "EXR_M.USD.EUR.SP00.A.csv"}
+         "comtrade-json": "comtrade_KAZ.json", "baci": "BACI_HS17_Y2021_V202401.csv", "ecb": "EXR_M.USD.EUR.SP00.A.csv",
+         "comext-sdmx": "ds-045409_2022.csv"}
 VALID_ROWS_SQL = """
     SELECT count(*) FROM trade_flows WHERE NOT (
         value >= 0 AND isfinite(value) AND freq IN ('M', 'A') AND day(period) = 1 AND (freq = 'M' OR month(period) = 1)
@@ -52,6 +53,7 @@ class Harness:
     def load(self, kind: str, content: bytes):
         """The result, or None when the file was refused (after checking the refusal changed nothing)."""
         self.count += 1
+        TALLY.tried("generated", str(self.count))
         path = self.folder / f"in{self.count}" / NAMES[kind]
         path.parent.mkdir()
         path.write_bytes(content)
@@ -98,7 +100,7 @@ def test_any_bytes_load_validly_or_are_refused(harness, kind, content):
     harness.load(kind, content)
 
 
-HEADERS = {"comext": HEADER, "comtrade": CT_HEADER, "baci": BACI_HEADER, "ecb": ECB_HEADER}
+HEADERS = {"comext": HEADER, "comtrade": CT_HEADER, "baci": BACI_HEADER, "ecb": ECB_HEADER, "comext-sdmx": SDMX_HEADER}
 
 
 @FEW
@@ -127,6 +129,37 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
        extra=st.dictionaries(st.sampled_from(["error", "count", "elapsedTime", "message"]), JSON_VALUES, max_size=3))
 def test_any_json_in_a_comtrade_answer(harness, data, extra):
     harness.load("comtrade-json", json.dumps({"elapsedTime": "1", "count": len(data), **extra, "data": data}).encode())
+
+
+# --------------------------------------------------------------------- configuration files
+
+CONFIG_KEYS = st.sampled_from(["event", "fdr", "baseline_months", "targets", "eu_rollup", "as_of", "band", "x",
+                               "product_levels", "detect", "schedule", "sources"])
+TOML_VALUES = st.one_of(st.integers(-5, 300).map(str), st.floats(allow_nan=True).map(lambda v: str(v).lower()),
+                        st.sampled_from(['"2022-03"', '"2022-13"', '"latest"', "true", "[]", '["RUS"]', '["DEU", 5]',
+                                         "[6, 4]", '"x"', "{}", "{ cron = 1 }", "1979-05-27", '"\\u001b[2J"']))
+
+
+@FEWER
+@given(target=st.sampled_from(["detect", "pipeline"]),
+       content=st.one_of(st.binary(max_size=300),
+                         st.lists(st.tuples(st.sampled_from(["", "[detect]\n", "[schedule]\n", "[sources.comext]\n"]),
+                                            CONFIG_KEYS, TOML_VALUES), max_size=4).map(
+                             lambda items: "".join(f"{table}{key} = {value}\n" for table, key, value in items).encode())))
+def test_any_config_file_is_read_or_refused_in_one_line(tmp_path_factory, target, content):
+    """Whatever a --config file holds, it is read or refused with one printable line naming the file: never
+    another exception."""
+    from tradewatch.detect.config import DetectParams
+    from tradewatch.flows.pipeline_config import load_config
+
+    path = tmp_path_factory.mktemp("config") / "tradewatch.toml"
+    path.write_bytes(content)
+    TALLY.tried("generated", f"config-{path}")
+    try:
+        DetectParams.from_toml(path) if target == "detect" else load_config(path)
+    except InputError as exc:
+        message = str(exc)
+        assert message.startswith(str(path)) and message.isprintable() and len(message) < 1000, message
 
 
 # --------------------------------------------------------------------- near-valid rows: nothing is lost
@@ -201,6 +234,39 @@ def test_baci_rows_are_loaded_or_quarantined_never_lost(harness, rows):
     refused = harness.quarantined_lines(result.load_id)
     expected = sum(as_double(row.split(",")[4]) * 1000 for line, row in enumerate(rows, start=2) if line not in refused)
     assert math.isclose(result.value_sum.get("USD", 0.0), expected, rel_tol=1e-9, abs_tol=1e-6), (rows, refused)
+
+
+def _mostly(valid: list[str], damaged: list[str]):
+    """A field that is usually valid (so most files load and the quarantine is exercised row by row)."""
+    return st.one_of(st.sampled_from(valid), st.sampled_from(valid), st.sampled_from(valid), st.sampled_from(damaged))
+
+
+@st.composite
+def sdmx_rows(draw):
+    rows = draw(st.lists(st.tuples(
+        _mostly(["M"], ["A", "Q", ""]), _mostly(["AT", "DE", "GR", "at"], ["EL", "ZZ", "EU27_2020", ""]),
+        _mostly(["KZ", "RU", "AM", "QU"], ["EXT_EU27_2020", "", "XX"]),
+        _mostly(["TOTAL", "27", "2710", "271019", "85423190"], ["8542319", "ABC", ""]), _mostly(["1", "2"], ["3", ""]),
+        st.one_of(st.from_regex(r"20[0-9]{2}-(0[1-9]|1[0-2])", fullmatch=True),
+                  st.sampled_from(["2022", "2022-13", "2022M03", "2022-Q1", ""])),
+        st.one_of(VALUE, st.sampled_from([":", ": c", ""])), st.sampled_from(["", "p", "c"])), min_size=1, max_size=12))
+    return [f"ESTAT:DS-045409(1.0),13/01/23 11:00:00,{freq},{rep},{par},{prod},{flow},VALUE_IN_EUROS,{per},{v},{flag}"
+            for freq, rep, par, prod, flow, per, v, flag in rows]
+
+
+@FEWER
+@given(rows=sdmx_rows())
+def test_sdmx_rows_are_loaded_quarantined_or_not_available_never_lost(harness, rows):
+    result = harness.load("comext-sdmx", ("\n".join([SDMX_HEADER, *rows]) + "\n").encode())
+    if result is None:
+        return
+    refused = harness.quarantined_lines(result.load_id)
+    assert len(refused) == result.quarantined
+    assert result.rows + result.quarantined + result.not_available == len(rows), (result, rows)
+    TALLY.rows(len(rows), result.rows + result.quarantined + result.not_available)
+    values = [as_double(row.split(",")[9]) for line, row in enumerate(rows, start=2) if line not in refused]
+    expected = sum(value for value in values if value is not None)
+    assert math.isclose(result.value_sum.get("EUR", 0.0), expected, rel_tol=1e-9, abs_tol=1e-6), (rows, refused)
 
 
 @FEW

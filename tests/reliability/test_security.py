@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from corpus import GOOD_ROWS, dat, seven_zip
-from reliability_helpers import FAKE_KEY, assert_one_line_error, cli, files_under, home  # noqa: F401
+from corpus import GOOD_ROWS, ReviewCase, dat, review_cases, seven_zip
+from reliability_helpers import TALLY, FAKE_KEY, assert_one_line_error, cli, files_under, home  # noqa: F401
 from tradewatch.flows import download, ingest, warehouse
 from tradewatch.flows.download import DownloadError, RetryPolicy
 
@@ -94,6 +95,88 @@ def test_review_note_and_reviewer_are_stored_as_text(review_db):
     with warehouse.opened(review_db, read_only=True) as con:
         assert con.execute("SELECT note, reviewer FROM reviews").fetchall() == [(note, by)]
         assert con.execute("SELECT count(*) FROM anomalies").fetchone()[0] == _counts(review_db)["anomalies"] > 0
+
+
+# ------------------------------------------------------------------------------------ review options
+
+REVIEW_CASES = review_cases()
+# What may reach a terminal from stored text: printable characters, newlines, and the box drawing around them.
+_TERMINAL_SAFE = re.compile(r"[^\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]*")
+
+
+def _review_args(case: ReviewCase, db: Path) -> list:
+    args = ["flags", "review", world.ROUTE_CHIPS if case.route is None else case.route, "--status", case.status,
+            "--note", case.note, "--db", db]
+    return args + (["--by", case.by] if case.by is not None else []) + (["--run", case.run] if case.run else [])
+
+
+def _assert_terminal_safe(text: str, where: str) -> None:
+    assert _TERMINAL_SAFE.fullmatch(text), f"{where}: a control character reached the output: " \
+        f"{[hex(ord(c)) for c in set(text) if not _TERMINAL_SAFE.fullmatch(c)]}"
+
+
+def test_review_corpus_covers_both_outcomes():
+    assert {c.expect for c in REVIEW_CASES} == {"ok", "error"} and len(REVIEW_CASES) >= 45
+    assert len({c.id for c in REVIEW_CASES}) == len(REVIEW_CASES)
+
+
+@pytest.mark.parametrize("case", REVIEW_CASES, ids=[c.id for c in REVIEW_CASES])
+def test_review_options_are_refused_in_one_line_or_stored_and_shown_safely(review_db, case):
+    TALLY.tried("review", case.id, via="CLI")
+    before = _counts(review_db)
+    result = cli(*_review_args(case, review_db))
+    if case.expect == "error":
+        line = assert_one_line_error(result, case.text)
+        assert line.isprintable(), repr(line)
+        assert _counts(review_db) == before, "a refused review stores nothing"
+        return
+    assert result.exit_code == 0 and not result.stderr, result.stderr
+    with warehouse.opened(review_db, read_only=True) as con:
+        stored = con.execute("SELECT route_id, status, note, reviewer FROM reviews").fetchall()
+    assert stored == [(world.ROUTE_CHIPS, case.status, case.stored, case.by or os.environ.get("USER") or "analyst")]
+    _assert_terminal_safe(result.stdout, "flags review")
+    outputs = {}
+    for args in (["flags", "show", world.ROUTE_CHIPS], ["flags", "history", world.ROUTE_CHIPS], ["flags", "list"]):
+        shown = cli(*args, "--db", review_db)
+        assert shown.exit_code == 0, shown.stderr
+        _assert_terminal_safe(shown.stdout, " ".join(args))
+        outputs[args[1]] = shown.stdout
+    assert case.stored.splitlines()[0].split("\t")[0][:40] in outputs["show"], "the note is shown, as text"
+
+
+def test_review_notes_typed_in_are_escaped_in_the_report(review_db, tmp_path):
+    """Hostile notes stored through `flags review` (the way notes get in) are text in the HTML report: in the
+    table's title attributes and the route sections."""
+    notes = {c.id: c.note for c in REVIEW_CASES}
+    for route, note in ((world.ROUTE_CHIPS, notes["review-note-html"]),
+                        (world.ROUTE_SCRIPT, notes["review-note-attribute-breakout"])):
+        TALLY.tried("review", f"report-{route}", via="CLI")
+        result = cli("flags", "review", route, "--status", "confirmed", "--note", note, "--db", review_db)
+        assert result.exit_code == 0, result.stderr
+    out = tmp_path / "report.html"
+    assert cli("report", "--db", review_db, "--out", out, "--top", "5").exit_code == 0
+    text = out.read_text(encoding="utf-8")
+    page = _Tags()
+    page.feed(text)  # asserts no on* attribute got in
+    assert page.tags.count("script") == 1 and "img" not in page.tags
+    assert "alert(1)" not in "".join(page.script_text) and "<script>alert(1)" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;img" in text, "the note is shown, as text"
+    assert '&#34; onmouseover=&#34;alert(3)&#34;' in text or "&quot; onmouseover=&quot;alert(3)&quot;" in text
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cli/flags_cmd.py (not ours to edit): _plain() escapes rich markup but passes control characters through, so "
+    "a note or reviewer stored before notes were checked (or written by another tool) sends ESC sequences to the "
+    "terminal in `flags show` (_print_decisions) and `flags history`; fix: _plain(text) should return "
+    "escape(review.printable(text)) (review.printable writes \\x1b for ESC)"))
+def test_escapes_already_stored_do_not_reach_the_terminal(review_db):
+    with warehouse.opened(review_db) as con:
+        con.execute("INSERT INTO reviews VALUES (?, 'watch', ?, ?, now(), ?, 0.5, 1.0)",
+                    [world.ROUTE_CHIPS, "\x1b]0;owned\x07\x1b[2Jnote", "\x1b[31mmallory", world.RUN_NEW])
+    for args in (["flags", "show", world.ROUTE_CHIPS], ["flags", "history", world.ROUTE_CHIPS], ["flags", "list"]):
+        shown = cli(*args, "--db", review_db)
+        assert shown.exit_code == 0, shown.stderr
+        _assert_terminal_safe(shown.stdout, " ".join(args))
 
 
 @pytest.mark.parametrize("option, value", [("--reporters", "KAZ' OR 1=1 --"), ("--reporters", "KAZ;DROP TABLE loads"),
