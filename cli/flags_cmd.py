@@ -235,10 +235,15 @@ def _money(value, currency) -> str:
 
 
 def _plain(text) -> str:
-    """Data shown in a rich table must not be read as rich markup ('[red]' in a reason)."""
+    """Data shown in a rich table must not be read as rich markup ('[red]' in a reason), nor reach the
+    terminal as control characters (an escape sequence in a note stored by another tool): both are shown
+    as text."""
     from rich.markup import escape
 
-    return escape("" if text is None else str(text))
+    from tradewatch.detect.review import printable
+
+    lines = ("" if text is None else str(text)).split("\n")  # a note's own line breaks stay line breaks
+    return escape("\n".join(printable(line) for line in lines))
 
 
 def _print_flags(frame, wide: bool = False, label: str | None = None) -> None:

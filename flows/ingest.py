@@ -49,7 +49,7 @@ def recognise(path: Path) -> ModuleType:
     if head.startswith(archive.GZIP_MAGIC):
         head = archive.gunzip_head(path)
         if not head.strip():
-            raise InputError(str(path), "gzip file holds nothing; expected Comext, Comtrade or BACI data")
+            raise InputError(str(path), "gzip file holds nothing; expected Comext, Comtrade, BACI or Eurostat SDMX-CSV (DS-045409) data")
     for module in registry.SOURCES.values():
         if module.looks_like(path, head):
             return module
@@ -69,7 +69,7 @@ def recognise(path: Path) -> ModuleType:
         raise InputError(str(path), f"JSON without trade records (an error answer saved instead of data?): {snippet!r}")
     first = head.split(b"\n", 1)[0][:80].decode("utf-8", "replace").strip()
     raise InputError(str(path), f"not a recognised trade-data file (first line {first!r}); expected Comext .7z/.dat, "
-                     "Comtrade CSV/JSON, BACI CSV or a BACI release zip")
+                     "Comtrade CSV/JSON, BACI CSV, a BACI release zip or Eurostat SDMX-CSV (DS-045409)")
 
 
 def _head(path: Path) -> bytes:
@@ -83,7 +83,7 @@ def _head(path: Path) -> bytes:
     except OSError as exc:
         raise InputError(str(path), f"cannot read: {exc.strerror}") from None
     if not head.strip():
-        raise InputError(str(path), "file is empty; expected Comext, Comtrade or BACI data")
+        raise InputError(str(path), "file is empty; expected Comext, Comtrade, BACI or Eurostat SDMX-CSV (DS-045409) data")
     return head
 
 

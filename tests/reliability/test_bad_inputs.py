@@ -157,11 +157,6 @@ def test_real_sdmx_sample_head_loads_whole_or_is_refused(variant, shared_data, h
     assert stored == (200, expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flows/ingest.py (being edited by colleagues): the messages for an empty file (_head: 'file is empty; expected "
-    "Comext, Comtrade or BACI data'), an empty gzip (recognise) and an unrecognised one (recognise: 'expected Comext "
-    ".7z/.dat, Comtrade CSV/JSON, BACI CSV or a BACI release zip') leave out the Eurostat SDMX-CSV (DS-045409) "
-    "reader; fix: name 'Eurostat SDMX-CSV (DS-045409)' in those three messages"))
 @pytest.mark.parametrize("content", [b"", b"REPORTER;PERIOD\nDE;2022-03\n"], ids=["empty", "unrecognised"])
 def test_refused_files_name_the_sdmx_reader_among_those_expected(tmp_path, content):
     path = tmp_path / "ds-045409_2022-03.csv"

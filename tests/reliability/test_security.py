@@ -164,11 +164,6 @@ def test_review_notes_typed_in_are_escaped_in_the_report(review_db, tmp_path):
     assert '&#34; onmouseover=&#34;alert(3)&#34;' in text or "&quot; onmouseover=&quot;alert(3)&quot;" in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli/flags_cmd.py (not ours to edit): _plain() escapes rich markup but passes control characters through, so "
-    "a note or reviewer stored before notes were checked (or written by another tool) sends ESC sequences to the "
-    "terminal in `flags show` (_print_decisions) and `flags history`; fix: _plain(text) should return "
-    "escape(review.printable(text)) (review.printable writes \\x1b for ESC)"))
 def test_escapes_already_stored_do_not_reach_the_terminal(review_db):
     with warehouse.opened(review_db) as con:
         con.execute("INSERT INTO reviews VALUES (?, 'watch', ?, ?, now(), ?, 0.5, 1.0)",
