@@ -189,6 +189,11 @@ class LoadCount:
         done = len((self.loaded if committed is None else committed) | self.unchanged)
         files = "file" if (self.total or done) == 1 else "files"
         counted = f"{done} of {self.total} {files}" if self.total is not None else f"{done} {files}"
+        if committed is None:
+            # The warehouse could not be read back (a load was committing): the events may lag behind it,
+            # so claim no count that could be wrong.
+            return (f"at least {counted} loaded and kept (a load was committing as the signal came, so the count "
+                    "may be short); run the same command again to load the rest")
         if done == 0:
             return f"{counted} loaded; {NOTHING_CHANGED}"
         if self.total is not None and done >= self.total:
