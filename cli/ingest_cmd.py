@@ -20,7 +20,7 @@ ingest_app = typer.Typer(
 # unset): `ingest comext` and `ingest comtrade`, unless --task-runner none. `ingest files`, `ingest baci`,
 # `ingest ecb` and `status` never start Prefect.
 RunnerOption = Annotated[str, typer.Option(
-    "--task-runner", help="thread (Prefect, default), dask (Prefect on Dask; needs tradewatch[dask]) or none "
+    "--task-runner", help="thread (Prefect, default), dask (Prefect on Dask; needs tradewatch\\[dask]) or none "
                           "(no Prefect: the same steps in this process).")]
 DaskOption = Annotated[Optional[str], typer.Option("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 "
                                                                           "(default: a temporary local cluster).")]

@@ -58,6 +58,21 @@ import typer.rich_utils  # noqa: E402
 typer.rich_utils.rich_format_error = _one_line_usage_error
 
 
+def _no_type_for_flags(display_type_rich):
+    """Help shows a value's type (`<str>`, `<path>`) beside each option; a flag takes no value, so its
+    `<bool>` is noise (every --json, --force, --help): show nothing there."""
+
+    def shown(self, ctx):
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+
+    return shown
+
+
+import typer.core  # noqa: E402
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags(typer.core.TyperOption.display_type_rich)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
