@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "tradewatch.cli.runs_cmd",
     "tradewatch.cli.model_cmd",
     "tradewatch.cli.backup_cmd",
+    "tradewatch.cli.ui_cmd",
 ]
 
 for _name in COMMAND_MODULES:
