@@ -277,7 +277,19 @@ def resolve_db_path(db: Path | str | None, *, demo: bool = False) -> Path:
         raise InputError(f"--db {db}", "is a folder; expected a .duckdb file path")
     if not path.parent.exists():
         raise InputError(f"--db {db}", f"folder {path.parent} does not exist")
+    if path.exists() and path.stat().st_size and not _is_duckdb_file(path):
+        raise InputError(f"--db {db}", "is not a tradewatch warehouse (not a DuckDB database file); expected the "
+                         ".duckdb file tradewatch made, or a new path for a new warehouse")
     return path
+
+
+def _is_duckdb_file(path: Path) -> bool:
+    """Whether `path` starts like a DuckDB database file (its magic bytes 'DUCK' after the header checksum)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return True  # unreadable: let the open say why
 
 
 def lock_wait_s() -> float:
@@ -347,6 +359,11 @@ def connect(
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
             raise TradewatchError(f"{path}: cannot open warehouse: {str(exc).splitlines()[0]}") from None
+    if _foreign_database(con):
+        con.close()
+        raise InputError(f"--db {db}" if db is not None else str(path),
+                         "is a DuckDB database but not a tradewatch warehouse (its tables are not tradewatch's); "
+                         "expected the .duckdb file tradewatch made, or a new path for a new warehouse")
     if read_only:
         version = schema_version(con)
         if version < SCHEMA_VERSION:
@@ -357,6 +374,14 @@ def connect(
     else:
         migrate(con)
     return con
+
+
+def _foreign_database(con: duckdb.DuckDBPyConnection) -> bool:
+    """True for a database holding tables but no `schema_version` (another program's DuckDB file): tradewatch
+    must not add its tables to it, nor read it as a warehouse."""
+    names = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()").fetchall()}
+    return bool(names) and "schema_version" not in names
 
 
 @contextmanager

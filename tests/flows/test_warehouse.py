@@ -198,7 +198,7 @@ def test_db_path_errors_are_one_line(tmp_path):
     with pytest.raises(TradewatchError, match="no warehouse here yet"):
         warehouse.connect(tmp_path / "missing.duckdb", read_only=True)
     (tmp_path / "junk.duckdb").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(TradewatchError, match="cannot open warehouse"):
+    with pytest.raises(TradewatchError, match="is not a tradewatch warehouse \\(not a DuckDB database file\\)"):
         warehouse.connect(tmp_path / "junk.duckdb")
 
 
