@@ -481,6 +481,14 @@ async def _refused(request: Request, route: str, form: dict[str, str], error: st
     return response
 
 
+def warm_up() -> None:
+    """Import what the first route page needs (pyarrow behind DuckDB's polars results, the scoring modules behind
+    route_rows), at start, so the first analyst to open a route does not wait seconds for it."""
+    import pyarrow  # noqa: F401
+
+    from tradewatch.detect import calibration, features, report, route_rows  # noqa: F401
+
+
 def create_app(db: Path | str | None = None, *, token: str | None = None, wait_s: float = DEFAULT_WAIT_S) -> Starlette:
     """The ASGI app serving the warehouse `db` (None: the default, or the demo's while the real one is empty):
     runs, a run's flags (filters, sorting, CSV), a route's evidence and the decision form."""

@@ -36,6 +36,8 @@ def ui(
     warehouse.connect(db, read_only=True, on_wait=say, demo=True).close()  # a missing warehouse is one line now
     import uvicorn
 
+    ui_app.warm_up()
+
     shown = f"[{host}]" if ":" in host else host
     say(f"tradewatch ui on http://{shown}:{port}/" + ("?token=…  (give colleagues the token, not this terminal)"
                                                      if token else "  (this machine only)") + "; Ctrl-C stops it")

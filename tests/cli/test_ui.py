@@ -274,14 +274,15 @@ def test_a_busy_warehouse_is_a_503_and_a_decision_is_stored_whole_or_not_at_all(
 
 def test_a_thousand_flagged_routes_render_on_one_page(db):
     import duckdb
+    import polars as pl
 
     from tradewatch.flows import schema
 
     con = duckdb.connect(str(db))
     rows = [fixture._route(fixture.RUN_NEW, f"r-synthetic-{n:04d}", 10 + n, 0.5 - n / 10_000, "DEU", "KAZ",
                            "854231", 1_000.0 + n, 2.0, f"synthetic anomaly {n}") for n in range(1000)]
-    sql = schema.insert_sql("anomalies", rows[0])
-    con.executemany(sql, rows)
+    con.register("synthetic", pl.DataFrame(rows).to_arrow())  # one INSERT … SELECT, not 1,000 statements
+    con.execute(schema.insert_select_sql("anomalies", {name: name for name in rows[0]}, "FROM synthetic"))
     con.close()
     page = client(db).get("/runs/latest")
     assert page.status_code == 200 and len(row_ids(page.text)) == 1005
@@ -297,3 +298,40 @@ def test_the_command_refuses_other_hosts_without_a_token(db):
     missing = cli("ui", "--db", str(db.parent / "none.duckdb"))
     assert missing.exit_code == 2 and "no warehouse here yet" in missing.output
     assert "ui" in cli("--help").output
+
+
+def test_the_command_serves_with_a_token_on_loopback(db):
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tradewatch.cli.main", "ui", "--db", str(db), "--port", str(port)],
+                              env={**__import__("os").environ, "TRADEWATCH_UI_TOKEN": TOKEN},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+            try:
+                first = httpx.get(f"{base}/", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert first.status_code == 401 and "server" not in first.headers
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            page = browser.get("/runs/latest", params={"token": TOKEN}, follow_redirects=True)
+            assert page.status_code == 200 and len(row_ids(page.text)) == 5
+            assert browser.get(f"/routes/{fixture.ROUTE_CHIPS}").status_code == 200
+    finally:
+        server.terminate()
+        try:
+            _, err = server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+    assert f"tradewatch ui on http://127.0.0.1:{port}/?token=…" in err and TOKEN not in err
