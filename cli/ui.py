@@ -9,7 +9,7 @@ import math
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -27,6 +27,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 TOKEN_COOKIE = "tw_token"
 SESSION_COOKIE = "tw_session"
+REVIEWER_COOKIE = "tw_reviewer"  # the name this browser last signed a decision with, to fill the form
 TOKEN_HEADER = "x-tradewatch-token"
 MAX_FORM_BYTES = 64 * 1024
 BUSY_TITLE = "warehouse busy, try again"
@@ -419,7 +420,7 @@ async def route_page(request: Request) -> Response:
         demo, context = _read_route(settings, route, run)
         message = f"Decision stored: {saved}." if saved in ("confirmed", "dismissed", "watch") else None
         return _page(request, "route.html.j2", {**context, "demo": demo, "message": message,
-                                                "form": {"status": "", "note": "", "by": ""}})
+                                                "form": {"status": "", "note": "", "by": _last_reviewer(request)}})
 
     return await _with_errors(request, work)
 
@@ -458,7 +459,13 @@ async def review_post(request: Request) -> Response:
         return await _refused(request, route, form, f"Your decision was NOT stored: {why}. "
                               "Your note is kept below; submit again.", 503 if busy else 400)
     query = urlencode({"run": form.get("run") or record["run_id"], "saved": record["status"]})
-    return RedirectResponse(f"/routes/{record['route_id']}?{query}", status_code=303)
+    response = RedirectResponse(f"/routes/{record['route_id']}?{query}", status_code=303)
+    response.set_cookie(REVIEWER_COOKIE, quote(record["reviewer"], safe=""), httponly=True, samesite="strict")
+    return response
+
+
+def _last_reviewer(request: Request) -> str:
+    return unquote(request.cookies.get(REVIEWER_COOKIE, ""))[:100]
 
 
 async def _refused(request: Request, route: str, form: dict[str, str], error: str, status: int) -> Response:

@@ -150,6 +150,7 @@ def test_a_decision_in_the_browser_shows_in_flags_list_and_back(db):
     assert reviews_in(db) == [(fixture.ROUTE_CHIPS, "confirmed", "matches the customs case", "maria")]
     after = browser.get(stored.headers["location"])
     assert "Decision stored: confirmed." in after.text and "maria" in after.text
+    assert 'id="by" required maxlength="100" value="maria"' in after.text  # this browser's name, filled in
     listed = {row["id"]: row for row in json.loads(cli("flags", "list", "--db", str(db), "--format", "json").stdout)}
     assert listed[fixture.ROUTE_CHIPS]["status"] == "confirmed"
     assert listed[fixture.ROUTE_CHIPS]["reviewed_by"] == "maria"
