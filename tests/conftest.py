@@ -107,3 +107,35 @@ def no_logging_to_closed_streams():
                 console = getattr(handler, "console", None)  # Prefect's handler prints through rich
                 if console is not None:
                     console.file = sys.__stderr__
+
+
+# --- the reliability tests' totals (inputs tried, faults injected, rows lost), printed after the run -------
+# (Here, not in tests/reliability/conftest.py: a third module named `conftest` collected after
+# tests/detect/conftest.py would shadow it for the detect tests' `from conftest import …`.)
+# Every test in these files injects a fault (a full disk, a dropped connection, a held lock, an unreadable
+# file, SIGKILL, SIGINT/SIGTERM); each one that passes counts once.
+FAULT_FILES = ("test_faults.py", "test_kill.py", "test_signals.py")
+
+
+def _tally():
+    try:  # importable only when tests/reliability was collected (pytest put it on sys.path)
+        from reliability_helpers import TALLY
+    except ImportError:
+        return None
+    return TALLY
+
+
+def pytest_runtest_logreport(report):
+    tally = _tally()
+    if tally is not None and report.when == "call" and report.passed and \
+            report.nodeid.split("::")[0].endswith(FAULT_FILES):
+        tally.injected(report.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    tally = _tally()
+    if tally is None or not (tally.inputs or tally.faults):
+        return
+    terminalreporter.section("reliability corpus")
+    for line in tally.summary():
+        terminalreporter.write_line(line)
