@@ -299,6 +299,9 @@ def run_pipeline(
     else:
         say("Running the pipeline (no PREFECT_API_URL: Prefect starts a temporary server for this run) …")
         settings.offline_prefect_server()
+        from tradewatch.flows.prefect_flows import temporary_server_apart
+
+        temporary_server_apart()  # a terminal's Ctrl-C reaches this process only, which ends in one line
     started = time.perf_counter()
     state = pipeline(
         config=str(Path(config).expanduser().resolve()) if config else None,

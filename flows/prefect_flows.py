@@ -160,7 +160,7 @@ def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, 
     if on_event is not None:
         _EVENT_SINKS[token] = on_event
     payload = [{**asdict(item), "allowed_hosts": list(allowed_hosts or [])} for item in items]
-    _temporary_server_apart()
+    temporary_server_apart()
     quieted = _quiet_console() if quiet else []
     try:
         return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token,
@@ -189,7 +189,7 @@ def _quiet_console() -> list[tuple]:
     return changed
 
 
-def _temporary_server_apart() -> None:
+def temporary_server_apart() -> None:
     """When no PREFECT_API_URL is set, Prefect starts a temporary server (prefect.server.api.server's
     SubprocessASGIServer) as a child in this process's group, writing to its stderr: Ctrl-C in a terminal
     reaches the server too, mid-run, and its shutdown prints tracebacks (task_run_recorder … CancelledError)
