@@ -63,6 +63,9 @@ def _ignore_late_signals() -> None:
 
 def _handle(signum: int, frame) -> None:
     _state.received.append(signum)
+    from tradewatch.flows.core import stop
+
+    stop.request()  # no load starts from now on, in any thread (a Prefect task's included)
     if _state.running and len(_state.received) == 1:
         raise Interrupted(signum)
     if not _state.running and not _state.said:
@@ -113,7 +116,11 @@ def keep(describe: Callable[[], str]) -> None:
 
 
 def line() -> str:
-    """The one line an interrupted command ends with."""
+    """The one line an interrupted command ends with. No load starts after it is written (the signal may
+    have been taken by Prefect's own handler, so the stop is asked for here too)."""
+    from tradewatch.flows.core import stop
+
+    stop.request()
     if _state.kept is None:
         text = KEPT_BY_DEFAULT if _state.started else NOTHING_CHANGED
     else:
@@ -185,6 +192,9 @@ class LoadCount:
         self.forward(kind, **info)
 
     def describe(self) -> str:
+        from tradewatch.flows.core import stop
+
+        stop.wait_idle(120.0)  # a load another thread is writing ends (or rolls back) before we count
         committed = _files_loaded_since(self.db, self.last_load_id) if self.last_load_id is not None else None
         done = len((self.loaded if committed is None else committed) | self.unchanged)
         files = "file" if (self.total or done) == 1 else "files"

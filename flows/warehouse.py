@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tradewatch.flows.core import settings
+from tradewatch.flows.core import settings, stop
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError, TradewatchError, WarehouseBusy
 from tradewatch.flows.core.numbers import money
@@ -512,6 +512,14 @@ def replace_partitions(
     table loaded. The rows replaced are kept in the table's history table (schema.HISTORY_OF) with this
     load as `superseded_by`. A replacement losing more than `shrink_limit` of a loaded partition's rows or
     value raises ShrinkRefused and is recorded as a refused load (None: no limit, e.g. --allow-shrink)."""
+    with stop.writing(file):
+        return _replace_partitions(con, staged, file=file, checksum=checksum, source=source,
+                                   quarantine_table=quarantine_table, load_id=load_id, key_unique=key_unique,
+                                   by_product=by_product, table=table, also=also, shrink_limit=shrink_limit)
+
+
+def _replace_partitions(con, staged, *, file, checksum, source, quarantine_table, load_id, key_unique, by_product,
+                        table, also, shrink_limit) -> LoadResult:
     load_id = load_id if load_id is not None else next_load_id(con)
     started = _now()
     result = LoadResult(load_id=load_id, file=file, source=source)
