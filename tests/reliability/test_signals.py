@@ -268,22 +268,34 @@ def _runs(db: Path) -> tuple[int, int, int]:
         con.close()
 
 
-def test_signals_during_the_prefect_flow(home, tmp_path):
-    folder = tmp_path / "eurostat"
-    expected = _months(folder, 5_000, packed=True)
+def _eurostat(folder: Path, rows: int, server: FakeServer) -> dict[str, tuple[int, int]]:
+    """The months as packed bulk files, served by the loopback stand-in `server` as Eurostat's bulk facility
+    answers `?file=…`; returns what a whole load of them stores."""
+    expected = _months(folder, rows, packed=True)
     bodies = {path.name: path.read_bytes() for path in folder.iterdir()}
 
     def answer(path, query, headers):
         name = query.get("file", "").rsplit("/", 1)[-1]
         return Reply(200, bodies[name], {"ETag": f'"{name}"'}) if name in bodies else None
 
+    server.handle(answer)
+    return expected
+
+
+def _prefect_env() -> dict:
+    """The environment of a user without a Prefect server (Prefect starts a temporary one), or, in CI, the
+    server .ci/run started."""
     env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)  # a temporary server, as a user without a Prefect server gets one
+    env.pop("PREFECT_API_URL", None)
     if os.environ.get("TRADEWATCH_TEST_PREFECT_API_URL"):
         env["PREFECT_API_URL"] = os.environ["TRADEWATCH_TEST_PREFECT_API_URL"]
-    db = tmp_path / "w.duckdb"
+    return env
+
+
+def test_signals_during_the_prefect_flow(home, tmp_path):
+    env, db = _prefect_env(), tmp_path / "w.duckdb"
     with FakeServer() as server:
-        server.handle(answer)
+        expected = _eurostat(tmp_path / "eurostat", 5_000, server)
         command = _cli("ingest", "comext", "--from", MONTHS[0], "--to", MONTHS[-1], "--base-url", server.url,
                        "--db", db, "--force")
         whole = _measured(command, env)
@@ -304,21 +316,9 @@ def test_a_signal_during_pipeline_run(home, tmp_path):
     """`tradewatch pipeline run` (ingest → detect → publish as one Prefect flow): SIGINT to the terminal's
     process group ends it in one line with exit 130, the warehouse holds whole months, no scratch is left,
     and the same command run again completes."""
-    folder = tmp_path / "eurostat"
-    expected = _months(folder, 2_000, packed=True)
-    bodies = {path.name: path.read_bytes() for path in folder.iterdir()}
-
-    def answer(path, query, headers):
-        name = query.get("file", "").rsplit("/", 1)[-1]
-        return Reply(200, bodies[name], {"ETag": f'"{name}"'}) if name in bodies else None
-
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)
-    if os.environ.get("TRADEWATCH_TEST_PREFECT_API_URL"):
-        env["PREFECT_API_URL"] = os.environ["TRADEWATCH_TEST_PREFECT_API_URL"]
-    db = tmp_path / "w.duckdb"
+    env, db = _prefect_env(), tmp_path / "w.duckdb"
     with FakeServer() as server:
-        server.handle(answer)
+        expected = _eurostat(tmp_path / "eurostat", 2_000, server)
         config = tmp_path / "pipeline.toml"
         config.write_text(f'[sources.comext]\nbase_url = "{server.url}"\nstart = "{MONTHS[0]}"\nend = "{MONTHS[-1]}"\n'
                           '[detect]\nevent = "2022-03"\nbaseline_months = 2\nrecent_months = 3\n')
