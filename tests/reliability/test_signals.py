@@ -326,7 +326,13 @@ def test_a_signal_during_pipeline_run(home, tmp_path):
         rng = random.Random(2205)
         code, lines = _interrupt(command, signal.SIGINT, rng.uniform(1.0, 6.0), env)
         line = _check_one_line(code, lines, signal.SIGINT)
-        held = _stored(db, expected) if db.exists() else 0
+        # A signal before the first migration committed leaves a warehouse file with no table yet.
+        opened = duckdb.connect(str(db), read_only=True) if db.exists() else None
+        has_rows = opened is not None and opened.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'trade_flows'").fetchone()[0] > 0
+        if opened is not None:
+            opened.close()
+        held = _stored(db, expected) if has_rows else 0
         assert 0 <= held <= len(MONTHS)
         assert not _stale_scratch()
         child = _start(command, env)
