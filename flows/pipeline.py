@@ -302,12 +302,15 @@ def run_pipeline(
         from tradewatch.flows.prefect_flows import temporary_server_apart
 
         temporary_server_apart()  # a terminal's Ctrl-C reaches this process only, which ends in one line
+    from tradewatch.flows.prefect_flows import patient_server
+
     started = time.perf_counter()
-    state = pipeline(
-        config=str(Path(config).expanduser().resolve()) if config else None,
-        db=str(Path(db).expanduser().resolve()) if db else None,
-        task_runner=task_runner, dask_address=dask_address, return_state=True,
-    )
+    with patient_server():
+        state = pipeline(
+            config=str(Path(config).expanduser().resolve()) if config else None,
+            db=str(Path(db).expanduser().resolve()) if db else None,
+            task_runner=task_runner, dask_address=dask_address, return_state=True,
+        )
     seconds = time.perf_counter() - started
     if not state.is_completed():
         raise TradewatchError(f"pipeline run {state.name.lower()}: {_state_message(state)}")

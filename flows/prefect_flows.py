@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -163,8 +164,9 @@ def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, 
     temporary_server_apart()
     quieted = _quiet_console() if quiet else []
     try:
-        return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token,
-                                                            shrink_limit)
+        with patient_server():
+            return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token,
+                                                                shrink_limit)
     finally:
         _EVENT_SINKS.pop(token, None)
         for handler, level in quieted:
@@ -187,6 +189,25 @@ def _quiet_console() -> list[tuple]:
                 changed.append((handler, handler.level))
                 handler.setLevel(logging.CRITICAL)
     return changed
+
+
+# Prefect waits 20 s for its temporary server to answer; on a busy machine (a shared server, a laptop
+# indexing) it takes longer and the run fails with "Timed out while attempting to connect to ephemeral
+# Prefect API server". A value the user set (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS) wins.
+SERVER_START_TIMEOUT_S = 120
+
+
+@contextmanager
+def patient_server() -> Iterator[None]:
+    """Around a flow call that may start Prefect's temporary server: wait up to SERVER_START_TIMEOUT_S
+    for it (Prefect reads its settings once, at import, so the environment alone is too late here)."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: SERVER_START_TIMEOUT_S}):
+        yield
 
 
 def temporary_server_apart() -> None:

@@ -143,3 +143,20 @@ def test_plain_run_flow_and_pipeline_call_the_same_steps_in_the_same_order(home,
     parsed = pipeline.parse_month.fn(downloaded, [], [])
     loaded = pipeline.load_parsed_files([parsed], str(home / "pipeline.duckdb"))
     assert calls == steps and loaded["rows"] == 6
+
+
+def test_the_temporary_server_is_given_two_minutes_to_start_unless_the_user_said(monkeypatch):
+    # Prefect's own 20 s failed runs on a busy machine ("Timed out while attempting to connect to ephemeral
+    # Prefect API server"); Prefect reads its settings at import, so the flows set it around the call.
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as TIMEOUT
+
+    from tradewatch.flows.prefect_flows import SERVER_START_TIMEOUT_S, patient_server
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    before = TIMEOUT.value()
+    with patient_server():
+        assert TIMEOUT.value() == SERVER_START_TIMEOUT_S == 120
+    assert TIMEOUT.value() == before
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "7")
+    with patient_server():
+        assert TIMEOUT.value() == before  # the user's value is Prefect's own business: not overridden
