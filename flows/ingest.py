@@ -364,6 +364,9 @@ class ParsedFile:
     reasons: dict[str, int]
     by_product: bool = False  # replace only the products the file holds (see warehouse.replace_partitions)
     key_checked: bool = False  # check_parsed found every key once: loading need not group the rows again
+    # Further canonical tables the reader staged (Eurostat SDMX totals): table name -> its Parquet path.
+    also: dict[str, str] = field(default_factory=dict)
+    not_available: int = 0  # observations the file marks not available (SDMX ':'), skipped
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -426,26 +429,36 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
         con.execute(f"SET temp_directory = {sql_path(spill)}")
         staged = _stage_source(con, module, path, table="parsed", source=label, scratch=scratch, where=where,
                                reader_options=reader_options)
-        if getattr(staged, "also", None):
-            # The Parquet split holds trade_flows rows only: totals would be lost on the way.
-            raise InputError(where, "holds totals for trade_totals, which load through `tradewatch ingest files` "
-                             "(ingest.load_file), not the parse-to-Parquet path")
         confidential = _confidential_rows(con, staged.table)
-        canonical = folder / "canonical.parquet"
-        quarantine = folder / "quarantine.parquet"
-        columns = ", ".join(schema.COLUMN_NAMES)
-        con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO {sql_path(canonical)} (FORMAT parquet)")
-        con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO {sql_path(quarantine)} "
-                    "(FORMAT parquet)")
+        canonical, quarantine, also = _write_parquet(con, staged, folder)
         parsed = ParsedFile(file=where, path=str(path), source=label, checksum=checksum, canonical=str(canonical),
                             quarantine=str(quarantine), rows=staged.rows, quarantined=staged.quarantined,
                             confidential=confidential, reasons=dict(staged.reasons),
-                            by_product=getattr(module, "REPLACE_BY_PRODUCT", False))
+                            by_product=getattr(module, "REPLACE_BY_PRODUCT", False), also=also,
+                            not_available=getattr(staged, "not_available", 0))
         manifest.write_text(parsed.to_json())
         return parsed
     finally:
         con.close()
         archive.remove_tree(scratch)
+
+
+def _write_parquet(con: duckdb.DuckDBPyConnection, staged, folder: Path) -> tuple[Path, Path, dict[str, str]]:
+    """Write the staged canonical rows, the quarantine and any further canonical tables the reader staged
+    (`staged.also`, e.g. SDMX totals for trade_totals, in that table's staged columns) as Parquet in `folder`."""
+    canonical = folder / "canonical.parquet"
+    quarantine = folder / "quarantine.parquet"
+    columns = ", ".join(schema.COLUMN_NAMES)
+    con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO {sql_path(canonical)} (FORMAT parquet)")
+    con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO {sql_path(quarantine)} "
+                "(FORMAT parquet)")
+    also = {}
+    for name, table in (getattr(staged, "also", None) or {}).items():
+        target = folder / f"{name}.parquet"
+        con.execute(f"COPY (SELECT {', '.join(schema.CANONICAL_TABLES[name].staged_columns)} FROM {table}) "
+                    f"TO {sql_path(target)} (FORMAT parquet)")
+        also[name] = str(target)
+    return canonical, quarantine, also
 
 
 def check_parsed(parsed: ParsedFile) -> ParsedFile:
@@ -461,6 +474,9 @@ def check_parsed(parsed: ParsedFile) -> ParsedFile:
     try:
         con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
         warehouse.check_staged(con, "staged", parsed.file)
+        for name, path in parsed.also.items():
+            con.execute(f"CREATE OR REPLACE VIEW staged_also AS SELECT * FROM read_parquet({sql_path(path)})")
+            warehouse.check_staged(con, "staged_also", parsed.file, table=name)
     finally:
         con.close()
     return dataclasses.replace(parsed, key_checked=True)
@@ -480,15 +496,22 @@ def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bo
         # which shortens the time the warehouse is held for writing.
         con.execute(f"CREATE TEMP VIEW {table} AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
         con.execute(f"CREATE TEMP VIEW {table}_quarantine AS SELECT * FROM read_parquet({sql_path(parsed.quarantine)})")
+        also = {}
+        for name, path in parsed.also.items():
+            also[name] = f"{table}_{name}"
+            con.execute(f"CREATE TEMP VIEW {also[name]} AS SELECT * FROM read_parquet({sql_path(path)})")
         with _writing(parsed.file):
             loaded = warehouse.replace_partitions(con, table, file=parsed.file, checksum=parsed.checksum,
                                                   source=parsed.source, quarantine_table=f"{table}_quarantine",
                                                   load_id=load_id, key_unique=parsed.key_checked,
-                                                  by_product=parsed.by_product, shrink_limit=shrink_limit)
-        return _with_details(loaded, parsed.reasons, parsed.confidential)
+                                                  by_product=parsed.by_product, also=also or None,
+                                                  shrink_limit=shrink_limit)
+        result = _with_details(loaded, parsed.reasons, parsed.confidential)
+        result.not_available = parsed.not_available
+        return result
     finally:
-        con.execute(f"DROP VIEW IF EXISTS {table}")
-        con.execute(f"DROP VIEW IF EXISTS {table}_quarantine")
+        for view in ("", "_quarantine", *(f"_{name}" for name in parsed.also)):
+            con.execute(f"DROP VIEW IF EXISTS {table}{view}")
 
 
 # ------------------------------------------------------------------------------------ per-source runs

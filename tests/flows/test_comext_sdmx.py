@@ -238,9 +238,23 @@ def test_wrong_layouts_are_refused_naming_the_header(con, tmp_path):
     assert con.execute("SELECT count(*) FROM trade_totals").fetchone()[0] == 0
 
 
-def test_parse_to_parquet_path_refuses_totals_rather_than_drop_them():
-    with pytest.raises(InputError, match="load through `tradewatch ingest files`"):
-        ingest.parse_file(FIXTURE)
+def test_parse_to_parquet_path_carries_totals_like_load_file(con, tmp_path, monkeypatch):
+    # The four steps (parse to Parquet -> check -> load) store what load_file stores, totals included.
+    monkeypatch.setenv("TRADEWATCH_HOME", str(tmp_path / "home"))
+    direct = warehouse.connect(tmp_path / "direct.duckdb")
+    try:
+        ingest.load_file(direct, FIXTURE)
+        expected_totals = _totals(direct)
+        expected_flows = direct.execute("SELECT * EXCLUDE (load_id) FROM trade_flows ORDER BY ALL").fetchall()
+    finally:
+        direct.close()
+    parsed = ingest.check_parsed(ingest.parse_file(FIXTURE))
+    assert set(parsed.also) == {"trade_totals"}
+    result = ingest.load_parsed(con, parsed)
+    assert result.status == "ok" and result.not_available == 2
+    assert _totals(con) == expected_totals and len(expected_totals) == 7
+    assert con.execute("SELECT * EXCLUDE (load_id) FROM trade_flows ORDER BY ALL").fetchall() == expected_flows
+    assert ingest.load_parsed(con, parsed).status == "unchanged"
 
 
 # ------------------------------------------------------------------------------------------ read API
