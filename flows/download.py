@@ -170,11 +170,13 @@ def fetch(
     progress: Callable[[int, int | None], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     conditional: bool = True,
+    xml_ok: bool = False,
 ) -> Fetched:
     """Download `url` to `dest` (a cache path). A previous complete copy is revalidated with
     If-None-Match / If-Modified-Since (304 -> status 'unchanged'); an interrupted `dest.part` is resumed
     with a Range request. 429, 5xx, timeouts, dropped connections and bodies cut short are retried per
-    `policy`, honouring Retry-After: this is the only layer of tradewatch that retries a download (the
+    `policy`, honouring Retry-After (`xml_ok`: an XML body is an answer, not an error page — the
+    Eurostat API's asynchronous notices): this is the only layer of tradewatch that retries a download (the
     plain run, the Prefect ingest flow and the pipeline call it once per file). `expect(head_bytes)` may
     return a reason the body is not data; an HTML page instead of data is refused. `headers` may carry
     secrets: they are never logged and are redacted (with `secrets`) from every error. Raises
@@ -185,7 +187,7 @@ def fetch(
     check_host(url, allowed_hosts)
     job = _Job(url=url, dest=dest, headers=dict(headers or {}), conditional=conditional, policy=policy,
                expect=expect, progress=progress, allowed_hosts=tuple(allowed_hosts), secrets=secrets,
-               shown=redact(url, secrets))
+               shown=redact(url, secrets), xml_ok=xml_ok)
     _make_cache_folder(job)
     own_client = client is None
     if own_client:
@@ -211,6 +213,7 @@ class _Job:
     allowed_hosts: tuple[str, ...]
     secrets: list
     shown: str  # the URL as it may appear in messages
+    xml_ok: bool = False  # an XML body is data (an API's XML answer), not an error page
 
     @property
     def part(self) -> Path:
@@ -381,7 +384,7 @@ def _receive(response: httpx.Response, job: _Job, plan: _Plan) -> Fetched:
     if not checked or appending:
         with open(job.part, "rb") as handle:
             head = handle.read(HEAD_BYTES)
-        _refuse_non_data(head, content_type, job.expect, job.shown, job.part)
+        _refuse_non_data(head, content_type, job.expect, job.shown, job.part, xml_ok=job.xml_ok)
     return _commit(job, plan, received, appending, response.headers)
 
 
@@ -411,7 +414,7 @@ def _sniff(head: bytes, content_type: str, job: _Job, handle) -> tuple[bytes, bo
     """(head so far, whether it is long enough to judge); refuses a head that is not data."""
     if len(head) < HEAD_BYTES:
         return head, False
-    _refuse_non_data(head, content_type, job.expect, job.shown, job.part, handle)
+    _refuse_non_data(head, content_type, job.expect, job.shown, job.part, handle, xml_ok=job.xml_ok)
     return head, True
 
 
@@ -439,9 +442,11 @@ def _commit(job: _Job, plan: _Plan, received: int, appending: bool, headers) -> 
     return Fetched(job.dest, job.url, digest, received, not unchanged, state, new_meta)
 
 
-def _refuse_non_data(head: bytes, content_type: str, expect, shown: str, part: Path, handle=None) -> None:
+def _refuse_non_data(head: bytes, content_type: str, expect, shown: str, part: Path, handle=None, *,
+                     xml_ok: bool = False) -> None:
     reason = None
-    if looks_like_html(head) or content_type.lower().startswith("text/html"):
+    xml = xml_ok and head.lstrip(b"\xef\xbb\xbf").lstrip()[:1] == b"<" and b"<html" not in head[:200].lower()
+    if (looks_like_html(head) and not xml) or content_type.lower().startswith("text/html"):
         reason = "the server sent an HTML page instead of data (an error or maintenance page?)"
     elif expect is not None:
         reason = expect(head)
