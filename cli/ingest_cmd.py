@@ -180,6 +180,42 @@ def comtrade(
          allowed_hosts=[_host(base_url)] if base_url else [])
 
 
+@ingest_app.command("comext-api")
+@one_line_errors
+def comext_api(
+    products: Annotated[str, typer.Option("--products", help="CN8 codes (85423190), HS codes of 2, 4 or 6 digits "
+                                                             "or TOTAL, comma separated.")],
+    partners: Annotated[str, typer.Option("--partners", help="Partner countries, alpha-3 (or Eurostat alpha-2), "
+                                                             "comma separated (KAZ,ARM,RUS).")],
+    first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM.")],
+    db: DbOption = None,
+    reporters: Annotated[Optional[str], typer.Option("--reporters", help="EU reporters, alpha-3 or alpha-2, comma "
+                                                                         "separated (default the EU-27).")] = None,
+    flow: Annotated[str, typer.Option("--flow", help="import, export or both.")] = "both",
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="API root (default "
+                                                    "https://ec.europa.eu/eurostat/api/comext/dissemination).")] = None,
+    task_runner: RunnerOption = "thread",
+    dask_address: DaskOption = None,
+    force: ForceOption = False,
+    allow_shrink: AllowShrinkOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fetch Eurostat Comext DS-045409 (EUR) for a few products and partners from Eurostat's dissemination API
+    (SDMX-CSV; queries split under its size limit, asynchronous answers followed) and load it."""
+    from tradewatch.flows import ingest
+    from tradewatch.flows.sources import comext_sdmx
+
+    _check_url(base_url, "--base-url")
+    runner = _check_runner(task_runner, dask_address)
+    months = ingest.month_range(parse_month(first, "--from"), parse_month(last, "--to"))
+    items = comext_sdmx.plan_api(products=products.split(","), partners=partners.split(","), months=months,
+                                 reporters=reporters.split(",") if reporters is not None else None, flow=flow,
+                                 base_url=base_url)
+    _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
+         allowed_hosts=[_host(base_url)] if base_url else [])
+
+
 @ingest_app.command("files")
 @one_line_errors
 def files(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -60,8 +60,32 @@ def plan(paths: list[Path]) -> list[Fetch]:
     return [Fetch(SOURCE, "", local=str(path), display_name=str(path)) for path in paths]
 
 
+def plan_api(*, products: list[str], partners: list[str], months: list[str], reporters: list[str] | None = None,
+             flow: str = "both", base_url: str | None = None) -> list[Fetch]:
+    """One Fetch per unit of work of Eurostat's dissemination API (eurostat_api.plan: up to 12 months of the
+    reporters, partners, products and flows asked), each fetched into one SDMX-CSV file and loaded as one."""
+    from tradewatch.flows import eurostat_api
+
+    items = []
+    for unit in eurostat_api.plan(products=products, partners=partners, months=months, reporters=reporters, flow=flow):
+        path = eurostat_api.unit_file(unit)
+        items.append(Fetch(SOURCE, f"{unit.months[0]}..{unit.months[-1]}", url=base_url or eurostat_api.DEFAULT_BASE_URL,
+                           dest=str(path), display_name=f"comext-api/{path.name}", request=asdict(unit)))
+    return items
+
+
 def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
-    return download_to_cache(item, allowed_hosts=allowed_hosts, progress=progress)
+    """A downloaded or local SDMX-CSV file as is; an API unit of work (item.request) through the
+    dissemination API client (split, asynchronous answers followed, retried by download.fetch)."""
+    if item.request is None:
+        return download_to_cache(item, allowed_hosts=allowed_hosts, progress=progress)
+    from tradewatch.flows import eurostat_api
+
+    client = eurostat_api.EurostatClient(base_url=item.url or eurostat_api.DEFAULT_BASE_URL,
+                                         allowed_hosts=tuple(allowed_hosts))
+    unit = eurostat_api.Query(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.request.items()})
+    path = eurostat_api.fetch_unit(client, unit, Path(item.dest).parent.parent)
+    return {"path": str(path), "status": "downloaded", "sha256": None}
 
 
 def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str = SOURCE,
