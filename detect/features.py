@@ -470,15 +470,13 @@ def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothi
 
 # --- fx -----------------------------------------------------------------------------------------------
 
-def fx_window_rates(con: duckdb.DuckDBPyConnection, windows: Windows) -> tuple[float, float] | None:
-    """Average USD per EUR over the baseline and the recent window from table fx_rates (period, rate; with
-    base/quote columns only EUR→USD rows, or USD→EUR inverted), or None when the table is missing or
-    does not cover every month of both windows: cross-currency features are then unavailable, never
-    computed with a made-up rate."""
+def monthly_usd_per_eur(con: duckdb.DuckDBPyConnection) -> dict[date, float]:
+    """USD per EUR by month (first days) from table fx_rates (period, rate; with base/quote columns only
+    EUR→USD rows, or USD→EUR inverted); {} when the table is missing or unreadable."""
     columns = {row[0] for row in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'fx_rates'").fetchall()}
     if not {"period", "rate"} <= columns:
-        return None
+        return {}
     if {"base", "quote"} <= columns:
         rate = ("CASE WHEN upper(base) = 'EUR' AND upper(quote) = 'USD' THEN rate "
                 "WHEN upper(base) = 'USD' AND upper(quote) = 'EUR' AND rate > 0 THEN 1 / rate END")
@@ -490,8 +488,15 @@ def fx_window_rates(con: duckdb.DuckDBPyConnection, windows: Windows) -> tuple[f
                    avg(CAST({rate} AS DOUBLE)) FROM fx_rates GROUP BY p
         """).fetchall()
     except duckdb.Error:
-        return None
-    rates = {date(p.year, p.month, 1): r for p, r in rows if p is not None and r is not None and r > 0}
+        return {}
+    return {date(p.year, p.month, 1): r for p, r in rows if p is not None and r is not None and r > 0}
+
+
+def fx_window_rates(con: duckdb.DuckDBPyConnection, windows: Windows) -> tuple[float, float] | None:
+    """Average USD per EUR over the baseline and the recent window (monthly_usd_per_eur), or None when
+    fx_rates is missing or does not cover every month of both windows: cross-currency features are then
+    unavailable, never computed with a made-up rate."""
+    rates = monthly_usd_per_eur(con)
     out = []
     for first, last in ((windows.baseline_start, windows.baseline_end), (windows.recent_start, windows.recent_end)):
         months = month_span(first, last)

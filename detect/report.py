@@ -60,9 +60,10 @@ class ReportData:
     flags: pl.DataFrame
     coverage: list[dict]
     loads: list[dict]
-    top: list[review.RouteEvidence]
+    routes: list[review.RouteEvidence]  # every flagged route's evidence, best-ranked first
     generated_at: datetime
     demo: bool = False  # the warehouse holds the synthetic demo world
+    open_charts: int = DEFAULT_TOP  # the best-ranked routes whose charts show open, with a value per month
 
 
 def coverage(con: duckdb.DuckDBPyConnection) -> tuple[list[dict], list[dict]]:
@@ -98,22 +99,26 @@ def collect(
     now: datetime | None = None,
 ) -> ReportData:
     """Everything a report shows for `run`: the run row, every flagged route with its review status,
-    data coverage, and the evidence (leg series) of the `top` best-ranked routes."""
+    data coverage, and the evidence (leg series) of every flagged route; the `top` best-ranked show open."""
+    from tradewatch.detect import features
+
     run_id = review.resolve_run(con, run)
     info = review.run_info(con, run_id)
     flags = review.list_flags(con, run=run_id, sort="score")
     data, loads = coverage(con)
-    best = flags.sort("rank").head(max(0, top))["id"].to_list()
+    ranked = flags.sort("rank").to_dicts()
     evidence = []
-    if best:
+    if ranked:
         # One view of the warehouse for the whole run: the charts read the rows the run scored.
-        chosen = flags.filter(pl.col("id").is_in(best)).to_dicts()
-        with route_rows.RouteRows.for_run(con, info.get("params"), chosen[0]) as rows:
-            rows.legs_of(chosen)  # every top route's legs in one pass over the rows
-            evidence = [review.show_route(con, route_id, run=run_id, rows=rows) for route_id in best]
+        rates = features.monthly_usd_per_eur(con)
+        with route_rows.RouteRows.for_run(con, info.get("params"), ranked[0]) as rows:
+            rows.legs_of(ranked)  # every route's legs in one pass over the rows
+            evidence = [review.show_route(con, row["id"], run=run_id, rows=rows, usd_per_eur=rates)
+                        for row in ranked]
     return ReportData(
-        run=info, event=review.event_month(info), flags=flags, coverage=data, loads=loads, top=evidence,
+        run=info, event=review.event_month(info), flags=flags, coverage=data, loads=loads, routes=evidence,
         generated_at=(now or datetime.now(timezone.utc)).replace(tzinfo=None), demo=warehouse.is_demo(con),
+        open_charts=max(0, top),
     )
 
 
@@ -172,8 +177,20 @@ def _px(value: float) -> str:
 
 
 @dataclass(frozen=True)
+class _Series:
+    """One leg as a chart draws it: its values in the currency of the axis it is drawn against."""
+
+    leg: route_rows.Leg
+    colour: str
+    values: list[float | None]
+    currency: str | None
+    axis: str = "left"  # 'left' (the route's currency) or 'right' (the other currency, when not converted)
+    converted_from: str | None = None  # the leg's own currency when its values were converted
+
+
+@dataclass(frozen=True)
 class _Canvas:
-    """Where a leg chart's months (x) and values (y) land in its plot area."""
+    """Where a leg chart's months (x) and values (y, per axis) land in its plot area."""
 
     months: list[date]
     left: int
@@ -181,6 +198,7 @@ class _Canvas:
     plot_w: int
     plot_h: int
     y_max: float
+    y_max_right: float | None = None  # the right axis's top, when a currency is drawn against it
 
     @property
     def right(self) -> int:
@@ -193,8 +211,9 @@ class _Canvas:
     def x(self, index: float) -> float:
         return self.left + index * (self.plot_w / max(len(self.months) - 1, 1))
 
-    def y(self, value: float) -> float:
-        return self.top + self.plot_h - (value / self.y_max) * self.plot_h
+    def y(self, value: float, axis: str = "left") -> float:
+        top = self.y_max_right if axis == "right" and self.y_max_right else self.y_max
+        return self.top + self.plot_h - (value / top) * self.plot_h
 
     def index_of(self, day) -> float | None:
         """The month index of `day`; half a month outside the chart for days before or after it."""
@@ -212,14 +231,56 @@ def _finite_float(value) -> float | None:
     return value if isinstance(value, float) and math.isfinite(value) else None
 
 
-def _canvas(evidence: review.RouteEvidence, width: int, height: int) -> _Canvas:
-    left, right, top, bottom = 64, 12, 14, 40
-    values = [v for leg in evidence.legs for v in leg.values if v is not None and math.isfinite(v)]
-    baseline_value = _finite_float(evidence.route.get("baseline_value"))
-    if baseline_value is not None:
-        values.append(baseline_value)
+def _converted(values: list[float | None], months: list[date], source: str, target: str,
+               usd_per_eur: dict[date, float]) -> list[float | None] | None:
+    """`values` (by month) in `source` currency brought to `target` at the month's ECB rate (USD per EUR);
+    None when the pair is not EUR/USD or a month with a value has no rate."""
+    if {source, target} != {"EUR", "USD"}:
+        return None
+    if any(v is not None and month not in usd_per_eur for month, v in zip(months, values)):
+        return None
+    per_eur = source == "EUR"
+    return [None if v is None else (v * usd_per_eur[m] if per_eur else v / usd_per_eur[m])
+            for m, v in zip(months, values)]
+
+
+def chart_series(evidence: review.RouteEvidence) -> list[_Series]:
+    """The route's legs as its chart draws them: one currency per axis. The left axis is the route's
+    currency; a leg in another currency is converted to it at the ECB monthly rates when fx_rates covers
+    its months (EUR/USD), else drawn against a right axis labelled with its own currency."""
+    route_currency = evidence.route.get("currency") or next(
+        (leg.currency for leg in evidence.legs if leg.available and leg.currency), None)
+    rates = getattr(evidence, "usd_per_eur", None) or {}
+    series, right = [], None
+    for leg, colour in zip(evidence.legs, LEG_COLOURS):
+        if not leg.available or not leg.currency or leg.currency == route_currency or route_currency is None:
+            series.append(_Series(leg, colour, list(leg.values), leg.currency or route_currency))
+            continue
+        values = _converted(leg.values, evidence.months, leg.currency, route_currency, rates)
+        if values is not None:
+            series.append(_Series(leg, colour, values, route_currency, converted_from=leg.currency))
+        elif right in (None, leg.currency):
+            right = leg.currency
+            series.append(_Series(leg, colour, list(leg.values), leg.currency, axis="right"))
+        else:  # a third currency: no axis is left for it
+            series.append(_Series(leg, colour, [None] * len(leg.values), leg.currency, axis="none"))
+    return series
+
+
+def _axis_top(series: list[_Series], axis: str, extra: float | None = None) -> float:
+    values = [v for s in series if s.axis == axis for v in s.values if v is not None and math.isfinite(v)]
+    if extra is not None:
+        values.append(extra)
+    return max(values, default=0.0) or 1.0
+
+
+def _canvas(evidence: review.RouteEvidence, series: list[_Series], width: int, height: int) -> _Canvas:
+    two_axes = any(s.axis == "right" for s in series)
+    left, right, top, bottom = 64, 64 if two_axes else 12, 22, 40
     return _Canvas(months=evidence.months, left=left, top=top, plot_w=width - left - right,
-                   plot_h=height - top - bottom, y_max=max(values, default=0.0) or 1.0)
+                   plot_h=height - top - bottom,
+                   y_max=_axis_top(series, "left", _finite_float(evidence.route.get("baseline_value"))),
+                   y_max_right=_axis_top(series, "right") if two_axes else None)
 
 
 def _bands(canvas: _Canvas, route: dict) -> list[dict]:
@@ -236,14 +297,26 @@ def _bands(canvas: _Canvas, route: dict) -> list[dict]:
     return bands
 
 
-def _grid(canvas: _Canvas, currency: str | None) -> list[dict]:
-    """Grid lines at 0, half and the top of the value axis, with their money labels."""
+def _grid(canvas: _Canvas, currency: str | None, right_currency: str | None) -> list[dict]:
+    """Grid lines at 0, half and the top of the value axis, with their money labels (and the right axis's
+    labels in its own currency when there is one)."""
     lines = []
     for fraction in (0, 0.5, 1):
         value = canvas.y_max * fraction
-        lines.append({"x1": canvas.left, "x2": canvas.right, "y": _px(canvas.y(value)), "tick_x": canvas.left - 6,
-                      "tick_y": _px(canvas.y(value) + 4), "text": money(value, currency)})
+        line = {"x1": canvas.left, "x2": canvas.right, "y": _px(canvas.y(value)), "tick_x": canvas.left - 6,
+                "tick_y": _px(canvas.y(value) + 4), "text": money(value, currency), "right": None}
+        if canvas.y_max_right:
+            line["right"] = {"x": canvas.right + 6, "text": money(canvas.y_max_right * fraction, right_currency)}
+        lines.append(line)
     return lines
+
+
+def _axis_titles(canvas: _Canvas, currency: str | None, right_currency: str | None) -> list[dict]:
+    """The currency over each value axis: 'EUR' on the left, and the right axis's currency when drawn."""
+    titles = [{"x": canvas.left - 6, "y": canvas.top - 8, "anchor": "end", "text": currency or "value"}]
+    if canvas.y_max_right:
+        titles.append({"x": canvas.right + 6, "y": canvas.top - 8, "anchor": "start", "text": right_currency})
+    return titles
 
 
 def _month_ticks(canvas: _Canvas) -> list[dict]:
@@ -263,21 +336,48 @@ def _baseline_average(canvas: _Canvas, route: dict) -> dict | None:
             "text": money(value, route.get("currency"))}
 
 
-def _leg_line(canvas: _Canvas, leg: route_rows.Leg, colour: str) -> dict | None:
-    """One leg as a path (broken where a month has no value) and a dot per month with a value."""
-    path, points, pen_down = [], [], False
-    for index, value in enumerate(leg.values):
+def _leg_line(canvas: _Canvas, series: _Series, points: bool = True) -> dict | None:
+    """One leg as a path (broken where a month has no value) and, with `points`, a dot per month with a
+    value (its value on hover)."""
+    path, dots, pen_down = [], [], False
+    for index, value in enumerate(series.values):
         if value is None or not math.isfinite(value):
             pen_down = False
             continue
-        x, y = _px(canvas.x(index)), _px(canvas.y(value))
+        x, y = _px(canvas.x(index)), _px(canvas.y(value, series.axis))
         path.append(f'{"L" if pen_down else "M"}{x},{y}')
-        points.append({"cx": x, "cy": y, "month": _month_label(canvas.months[index]),
-                       "text": money(value, leg.currency)})
+        if points:
+            dots.append({"cx": x, "cy": y, "month": _month_label(canvas.months[index]),
+                         "text": money(value, series.currency)})
         pen_down = True
     if not path:
         return None
-    return {"d": " ".join(path), "colour": colour, "name": leg.name, "points": points}
+    return {"d": " ".join(path), "colour": series.colour, "name": _series_name(series), "points": dots}
+
+
+def _series_name(series: _Series) -> str:
+    if series.axis == "right":
+        return f"{series.leg.name} ({series.currency}, right axis)"
+    if series.converted_from:
+        return f"{series.leg.name} ({series.converted_from} converted to {series.currency})"
+    return series.leg.name
+
+
+def currency_note(series: list[_Series]) -> str:
+    """What the chart says about its currencies: one axis, converted legs, or two axes."""
+    left = next((s.currency for s in series if s.axis == "left" and s.currency), None)
+    converted = sorted({s.converted_from for s in series if s.converted_from})
+    right = next((s.currency for s in series if s.axis == "right"), None)
+    missing = [s.leg.name for s in series if s.axis == "none"]
+    note = f"values in {left or 'the route currency'}"
+    if converted:
+        note += (f"; {' and '.join(converted)} legs converted to {left} at the ECB's monthly reference rates "
+                 "(fx_rates)")
+    if right:
+        note += f" on the left axis; {right} legs on the right axis (no ECB rates loaded to convert them)"
+    if missing:
+        note += f"; not drawn (a third currency): {', '.join(missing)}"
+    return note
 
 
 def _event_marker(canvas: _Canvas, event: date | None) -> dict | None:
@@ -288,25 +388,34 @@ def _event_marker(canvas: _Canvas, event: date | None) -> dict | None:
             "label_y": canvas.bottom + 30, "month": _month_label(event)}
 
 
-def leg_chart(evidence: review.RouteEvidence, *, width: int = 760, height: int = 230) -> dict | None:
+def leg_chart(evidence: review.RouteEvidence, *, width: int = 1100, height: int = 260,
+              points: bool = True) -> dict | None:
     """What the leg chart of a route draws, as plain values for the `leg_chart` template macro (None when the
     route has no monthly rows): baseline window shaded, recent window tinted, the route's baseline monthly
-    average as a dashed line, the event month as a red line, one line per leg."""
+    average as a dashed line, the event month as a red line, one line per leg, one currency per axis
+    (chart_series); `points`: a dot with its value per month."""
     if not evidence.months:
         return None
-    canvas = _canvas(evidence, width, height)
+    series = chart_series(evidence)
+    canvas = _canvas(evidence, series, width, height)
     route = evidence.route
-    legs = [_leg_line(canvas, leg, colour) for leg, colour in zip(evidence.legs, LEG_COLOURS)]
+    currency = next((s.currency for s in series if s.axis == "left" and s.currency), route.get("currency"))
+    right_currency = next((s.currency for s in series if s.axis == "right"), None)
+    legs = [_leg_line(canvas, one, points) for one in series if one.axis != "none"]
     return {
-        "width": width, "height": height, "label": _chart_label(evidence),
-        "bands": _bands(canvas, route), "grid": _grid(canvas, route.get("currency")),
+        "width": width, "height": height, "label": f"{_chart_label(evidence)}; {currency_note(series)}",
+        "bands": _bands(canvas, route), "grid": _grid(canvas, currency, right_currency),
+        "titles": _axis_titles(canvas, currency, right_currency),
         "month_ticks": _month_ticks(canvas), "average": _baseline_average(canvas, route),
         "legs": [leg for leg in legs if leg is not None], "event": _event_marker(canvas, evidence.event),
         "axis": {"x1": canvas.left, "x2": canvas.right, "y": canvas.bottom},
+        "right_axis": ({"x": canvas.right, "y1": canvas.top, "y2": canvas.bottom}
+                       if canvas.y_max_right else None),
+        "note": currency_note(series),
     }
 
 
-def leg_chart_svg(evidence: review.RouteEvidence, *, width: int = 760, height: int = 230) -> str:
+def leg_chart_svg(evidence: review.RouteEvidence, *, width: int = 1100, height: int = 260) -> str:
     """An inline SVG line chart of a route's three legs by month (see `leg_chart`); a short note instead
     when the route has no monthly trade rows."""
     return str(_macro("charts.svg.j2", "leg_chart")(leg_chart(evidence, width=width, height=height)))
@@ -492,15 +601,20 @@ def _table_columns() -> list[dict]:
             for key, label, numeric in _TABLE_COLUMNS]
 
 
-def _leg_note(leg: route_rows.Leg) -> str:
+def _leg_note(series: _Series) -> str:
+    leg = series.leg
     if not leg.available:
         return "no data in the warehouse"
     basis = (f"mirror: importer's imports ÷ {leg.cif_fob:g} CIF/FOB" if leg.basis == "mirror" else "exports")
-    return f"{leg.source}, {leg.currency}, {basis}"
+    drawn = {"right": "; right axis", "none": "; not drawn"}.get(series.axis, "")
+    if series.converted_from:
+        drawn = f"; drawn in {series.currency} at ECB monthly rates"
+    return f"{leg.source}, {leg.currency}, {basis}{drawn}"
 
 
-def _route_section(index: int, evidence: review.RouteEvidence, anchor: str) -> dict:
-    """One top route's section: title, facts, reasons, chart and legend."""
+def _route_section(index: int, evidence: review.RouteEvidence, anchor: str, *, open_chart: bool = True) -> dict:
+    """One flagged route's section: title, facts, reasons, chart and legend. A chart that is not
+    `open_chart` is drawn without per-month dots and shows collapsed (a report of 1,000 flags stays small)."""
     route = evidence.route
     currency = route.get("currency")
     return {
@@ -510,16 +624,16 @@ def _route_section(index: int, evidence: review.RouteEvidence, anchor: str) -> d
         "baseline": money(route.get("baseline_value"), currency), "recent": money(route.get("recent_value"), currency),
         "growth": growth_text(route), "excess": money(route.get("excess_value"), currency),
         "tier": _text(evidence.tier), "reasons": _text(route.get("reasons")),
-        "chart": leg_chart(evidence),
-        "legend": [{"colour": colour, "name": leg.name, "note": _leg_note(leg)}
-                   for leg, colour in zip(evidence.legs, LEG_COLOURS)],
+        "chart": leg_chart(evidence, points=open_chart), "open": open_chart,
+        "legend": [{"colour": one.colour, "name": one.leg.name, "note": _leg_note(one)}
+                   for one in chart_series(evidence)],
     }
 
 
 def page_context(data: ReportData) -> dict:
     """Everything the report page shows, as plain values for templates/report.html.j2 (numbers formatted)."""
     rows = data.flags.sort("rank").to_dicts()
-    anchors = {evidence.route["route_id"]: f"route-{index}" for index, evidence in enumerate(data.top, 1)}
+    anchors = {evidence.route["route_id"]: f"route-{index}" for index, evidence in enumerate(data.routes, 1)}
     return {
         **_run_context(data, rows),
         "demo_banner": (f"{warehouse.DEMO_LABEL.capitalize()}: the embedded demo world, with planted routes and "
@@ -529,8 +643,10 @@ def page_context(data: ReportData) -> dict:
         **_counts_context(rows),
         "columns": _table_columns(),
         "rows": [_flag_row(row, anchors) for row in rows],
-        "sections": [_route_section(index, evidence, anchors[evidence.route["route_id"]])
-                     for index, evidence in enumerate(data.top, 1)],
+        "open_charts": min(data.open_charts, len(data.routes)),
+        "sections": [_route_section(index, evidence, anchors[evidence.route["route_id"]],
+                                    open_chart=index <= data.open_charts)
+                     for index, evidence in enumerate(data.routes, 1)],
     }
 
 

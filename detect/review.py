@@ -449,6 +449,7 @@ class RouteEvidence:
     descriptions: dict = field(default_factory=dict)  # feature name -> what it measures
     similar: dict = field(default_factory=dict)  # past decisions on similar routes (similar_decisions)
     model: str | None = None  # what scored the run (runs.model_version), and whether reviews taught it
+    usd_per_eur: dict = field(default_factory=dict)  # ECB rate by month of `months` (fx_rates), for the charts
 
 
 def _month_axis(legs: list[Leg], route: dict) -> list[date]:
@@ -524,12 +525,13 @@ def unavailable_map(unavailable: list[dict] | None) -> dict[str, str]:
 
 
 def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = None, *,
-               rows: route_rows.RouteRows | None = None) -> RouteEvidence:
+               rows: route_rows.RouteRows | None = None, usd_per_eur: dict | None = None) -> RouteEvidence:
     """The whole evidence for one route (id or unique prefix) in `run` (default: the latest run that
     flagged it): the anomalies row, features (None = unavailable, with the run's reason when it gave
     one), the monthly series of the three legs exactly as the run scored them (route_rows), product
-    name, CHPL tier, source loads, review history and the status `flags list` shows. `rows`, a RouteRows
-    of that run, saves re-reading the warehouse's inventory when showing many routes."""
+    name, CHPL tier, source loads, review history, the status `flags list` shows and the ECB rates of the
+    months drawn. `rows`, a RouteRows of that run, and `usd_per_eur` (features.monthly_usd_per_eur), save
+    re-reading the warehouse when showing many routes."""
     route_id = resolve_route(con, route)
     run_id = resolve_run(con, run) if run is not None else None
     row = _route_row(con, route_id, run_id)
@@ -553,7 +555,16 @@ def show_route(con: duckdb.DuckDBPyConnection, route: str, run: str | None = Non
         tier=row["tier"] or products.chpl_tier(row["product_code"]), features=features, unavailable=unavailable,
         legs=legs, months=axis, loads=_loads_for(con, legs), reviews=reviews, status=status,
         descriptions=_feature_descriptions(), similar=similar_decisions(con, row), model=info.get("model_version"),
+        usd_per_eur=_rates_of(con, axis, usd_per_eur),
     )
+
+
+def _rates_of(con: duckdb.DuckDBPyConnection, months: list[date], usd_per_eur: dict | None) -> dict:
+    """The ECB USD-per-EUR rates of `months` that fx_rates holds (read when `usd_per_eur` is not given)."""
+    from tradewatch.detect import features as feature_module
+
+    rates = feature_module.monthly_usd_per_eur(con) if usd_per_eur is None else usd_per_eur
+    return {month: rates[month] for month in months if month in rates}
 
 
 def similar_decisions(con: duckdb.DuckDBPyConnection, route: dict) -> dict:

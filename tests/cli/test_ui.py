@@ -105,6 +105,9 @@ def test_pages_render_runs_flags_route_and_css(db):
     assert 'class="event"' in text and "band-baseline" in text
     for leg in ("DEU→KAZ", "DEU→RUS", "KAZ→RUS"):
         assert leg in text
+    # one currency per axis: the Comtrade leg in USD on a right axis of its own (no ECB rates loaded)
+    assert "KAZ→RUS (USD, right axis)" in text and 'class="axis-title" x="58" y="14" text-anchor="end">EUR<' in text
+    assert "USD legs on the right axis (no ECB rates loaded to convert them)" in text
     assert "onward_growth" in text and "unavailable: no transit→Russia data" in text  # a feature and why
     assert "full_v2_" in text and "comtrade_KAZ_" in text  # the loads the series came from
     assert 'id="no-history"' in text and 'id="decide"' in text

@@ -15,6 +15,7 @@ from tradewatch.flows.core import products
 from tradewatch.detect import report, review
 from tradewatch.flows import warehouse
 from tradewatch.flows.core.errors import InputError
+from tradewatch.flows.core.numbers import money
 
 
 @pytest.fixture
@@ -87,9 +88,11 @@ def test_report_shows_run_coverage_counts_table_and_charts(con):
     headers = [attrs for tag, attrs in page.tags if tag == "th" and "data-key" in attrs]
     assert {h["data-key"] for h in headers} >= {"score", "excess", "growth", "transit", "tier"}
     assert {attrs.get("id") for _, attrs in page.tags} >= {"filter", "transit-filter", "tier-filter", "flags"}
-    # one chart per top route, each with the event line and the shaded baseline band
-    assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 3
-    assert text.count('class="event"') == 3 and text.count('class="band-baseline"') == 3
+    # a chart for every flagged route, each with the event line and the shaded baseline band; the top 3 open
+    assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 5
+    assert text.count('class="event"') == 5 and text.count('class="band-baseline"') == 5
+    assert text.count('<details class="chart-box" open>') == 3 and text.count('<details class="chart-box">') == 2
+    assert {attrs["href"] for tag, attrs in page.tags if tag == "a"} >= {f"#route-{n}" for n in range(1, 6)}
 
 
 def test_everything_from_data_is_escaped(con, monkeypatch):
@@ -117,7 +120,7 @@ def test_default_report_path_is_under_tradewatch_home(con, tradewatch_home):
 
 def test_report_of_an_older_run_and_bad_targets(con, tmp_path):
     text = report.build_report(con, run=RUN_OLD, top=0)
-    assert RUN_OLD in text and "<svg" in text and 'class="chart"' not in text
+    assert RUN_OLD in text and text.count('class="chart"') == 3 and "<circle" not in text  # all collapsed
     with pytest.raises(InputError, match="does not exist"):
         report.write_report(con, out=tmp_path / "nope" / "r.html")
     with pytest.raises(InputError, match="is a folder"):
@@ -144,6 +147,53 @@ def test_leg_chart_is_well_formed_svg_with_event_and_bands(con):
     # the Kazakh leg starts in 2021-06: its path starts five months in, not at the left edge
     first_x = [float(p.get("d").split()[0][1:].split(",")[0]) for p in paths]
     assert first_x[2] > first_x[0]
+
+
+def _axis_texts(svg) -> dict[str, list[str]]:
+    """The value labels of a leg chart by side: 'left' (text-anchor end, left of the plot) and 'right'."""
+    ns = "{http://www.w3.org/2000/svg}"
+    ticks = [t for t in svg.findall(f"{ns}text") if "tick" in (t.get("class") or "") and "$" in (t.text or "")
+             or "€" in (t.text or "")]
+    return {"left": [t.text for t in ticks if t.get("text-anchor") == "end"],
+            "right": [t.text for t in ticks if "tick-right" in (t.get("class") or "")]}
+
+
+def test_a_usd_leg_gets_its_own_axis_without_ecb_rates(con):
+    # DEU→KAZ and DEU→RUS come from Comext in EUR, KAZ→RUS from Comtrade in USD
+    evidence = review.show_route(con, ROUTE_CHIPS)
+    assert [leg.currency for leg in evidence.legs] == ["EUR", "EUR", "USD"] and evidence.usd_per_eur == {}
+    chart = report.leg_chart(evidence)
+    svg = ET.fromstring(report.leg_chart_svg(evidence))
+    sides = _axis_texts(svg)
+    assert sides["left"] and all(text.startswith("€") for text in sides["left"])
+    assert sides["right"] and all(text.startswith("$") for text in sides["right"])
+    titles = [t.text for t in svg.findall("{http://www.w3.org/2000/svg}text[@class='axis-title']")]
+    assert titles == ["EUR", "USD"]
+    assert [leg["name"] for leg in chart["legs"]] == ["DEU→KAZ", "DEU→RUS", "KAZ→RUS (USD, right axis)"]
+    # every dot's value is in the currency of the axis its leg is drawn against: no USD leg on the € axis
+    usd_dots = [p["text"] for p in chart["legs"][2]["points"]]
+    assert usd_dots and all(text.startswith("$") for text in usd_dots)
+    assert "USD legs on the right axis" in chart["note"] and "no ECB rates" in chart["note"]
+    # the top of the right axis is the USD leg's largest value as scored (route_rows), not a € value
+    assert chart["grid"][-1]["right"]["text"] == money(max(v for v in evidence.legs[2].values if v), "USD")
+
+
+def test_usd_legs_are_converted_to_eur_when_ecb_rates_are_loaded(con):
+    from datetime import date, datetime
+
+    months = [date(2021 + (m // 12), m % 12 + 1, 1) for m in range(24)]
+    con.executemany("INSERT INTO fx_rates (period, base, quote, rate, source, loaded_at) VALUES (?, 'EUR', 'USD', ?, 'ecb', ?)",
+                    [(month, 1.25, datetime(2023, 1, 1)) for month in months])
+    evidence = review.show_route(con, ROUTE_CHIPS)
+    chart = report.leg_chart(evidence)
+    assert chart["right_axis"] is None and all(line["right"] is None for line in chart["grid"])
+    assert chart["legs"][2]["name"] == "KAZ→RUS (USD converted to EUR)"
+    assert "USD legs converted to EUR at the ECB's monthly reference rates" in chart["note"]
+    drawn = [p["text"] for p in chart["legs"][2]["points"]]
+    scored = [v for v in evidence.legs[2].values if v is not None]
+    assert drawn == [money(value / 1.25, "EUR") for value in scored]  # the scored rows, at 1.25 USD per EUR
+    text = report.build_report(con, top=5)
+    assert "drawn in EUR at ECB monthly rates" in text and "right axis" not in text
 
 
 def test_chart_without_data_says_so():

@@ -168,7 +168,7 @@ def test_show_route_and_the_report_draw_the_scored_rows(scored):
     assert close(base, row["baseline_value"]) and close(recent, row["recent_value"])
     assert evidence.months[0] == windows.baseline_start and evidence.months[-1] == windows.recent_end
     data = report.collect(con, stored.run_id, top=5)
-    drawn = next(ev for ev in data.top if ev.route["route_id"] == row["route_id"])
+    drawn = next(ev for ev in data.routes if ev.route["route_id"] == row["route_id"])
     assert drawn.legs[0].values == evidence.legs[0].values
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name LIKE 'tw_detect%'"
                        ).fetchone()[0] == 0  # the report cleaned up after itself
