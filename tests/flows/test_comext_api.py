@@ -247,3 +247,19 @@ def test_a_malformed_unit_stops_the_run_and_loads_nothing_of_it(home, server):
         assert con.execute("SELECT count(*), min(period), max(period) FROM trade_flows").fetchone()[0] == 48
         assert con.execute("SELECT count(*) FROM trade_flows WHERE period >= DATE '2022-01-01'").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM loads WHERE status = 'ok'").fetchone()[0] == 12
+
+
+def test_a_partner_subset_over_a_loaded_month_is_refused_by_the_shrink_guard(home, server):
+    # A unit replaces its products with all their partners within each reporter-month: asking for one
+    # partner of four would drop the other three, which the shrink guard refuses.
+    server.handle(StandIn())
+    db = home / "w.duckdb"
+    wide = comext_sdmx.plan_api(products=PRODUCTS, partners=["KAZ", "RUS", "ARM", "GEO"], months=["2022-01"],
+                                reporters=["DEU"], base_url=server.url)
+    assert ingest.run_plain(db, wide).totals["rows"] == 16
+    narrow = comext_sdmx.plan_api(products=PRODUCTS, partners=["KAZ"], months=["2022-01"], reporters=["DEU"],
+                                  base_url=server.url)
+    with pytest.raises(warehouse.ShrinkRefused, match="refused: it would replace comext 2022-01 DEU"):
+        ingest.run_plain(db, narrow)
+    with warehouse.opened(db) as con:
+        assert con.execute("SELECT count(*) FROM trade_flows").fetchone()[0] == 16
