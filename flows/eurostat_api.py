@@ -135,11 +135,13 @@ def country_codes(values: Iterable[str], option: str) -> tuple[str, ...]:
     out = []
     for value in _unique(values):
         code = countries.iso3_to_alpha2(value) if len(value) == 3 and value.isalpha() else None
-        if len(value) == 2 and value.isalpha() and countries.alpha2_to_iso3(value):
-            code = value
+        if len(value) == 2 and value.isalpha() and (iso3 := countries.alpha2_to_iso3(value)):
+            # Comext writes Greece GR and the United Kingdom GB (EL and UK are other datasets' codes).
+            code = countries.iso3_to_alpha2(iso3) or value
         if code is None:
             raise InputError(f"{option} {value}", "not an ISO alpha-3 (or Eurostat alpha-2) country code, e.g. KAZ or KZ")
-        out.append("GR" if code == "EL" else code)
+        if code not in out:
+            out.append(code)
     if not out:
         raise InputError(option, "no country given; expected codes like KAZ,ARM")
     return tuple(out)

@@ -53,7 +53,7 @@ class StandIn:
     notice; `polls`: PROCESSING answers before AVAILABLE; `final_status`: instead of AVAILABLE;
     `failures`: replies served before the next data answer (a 503, …); `malformed` (or a predicate on the
     query parameters): cut one line short;
-    `missing`: cells (reporter, partner, product) with no observation; `revision`: added to every value."""
+    `missing`: cells (reporter, partner, product) with no observation; `revision`: added to every value; `etags`: answer with an ETag (and 304 to If-None-Match)."""
 
     max_cells: int = 10_000_000
     asynchronous: object = None
@@ -63,6 +63,7 @@ class StandIn:
     malformed: object = False
     missing: set = field(default_factory=set)
     revision: int = 0
+    etags: bool = False
     jobs: dict = field(default_factory=dict)
     data_calls: list = field(default_factory=list)
 
@@ -118,4 +119,7 @@ class StandIn:
             job_key = f"job{len(self.jobs) + 1}"
             self.jobs[job_key] = {"key": job_key, "body": body, "polls": 0}
             return Reply(200, NOTICE.format(key=job_key).encode(), {"Content-Type": "text/xml"})
-        return Reply(200, body.encode(), {"Content-Type": "text/csv"})
+        headers = {"Content-Type": "text/csv"}
+        if self.etags:
+            headers["ETag"] = '"' + hashlib.sha256(body.encode()).hexdigest()[:16] + '"'
+        return Reply(200, body.encode(), headers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from eurostat_standin import DATA_PATH, StandIn, months_between, value
@@ -159,13 +161,32 @@ def test_a_query_with_no_observations_says_so(home, server):
         eurostat_api.fetch_unit(client(server), q)
 
 
-def test_answers_are_cached_and_the_merged_file_is_stable(home, server):
-    server.handle(StandIn(max_cells=8))
+def test_answers_are_cached_revalidated_and_the_merged_file_is_stable(home, server):
+    standin = StandIn(max_cells=8, etags=True)
+    server.handle(standin)
     q = query()
-    first = eurostat_api.fetch_unit(client(server), q).read_bytes()
+    first = eurostat_api.fetch_unit(client(server, max_cells=8), q).read_bytes()
     parts = sorted((eurostat_api.unit_file(q).parent / "parts").glob("*.csv"))
     assert len(parts) == 4 and all(p.with_name(p.name + ".meta.json").exists() for p in parts)
+    server.requests.clear()
     assert eurostat_api.fetch_unit(client(server, max_cells=8), q).read_bytes() == first
+    asked = [r for r in server.requests if r.path.startswith(DATA_PATH)]
+    assert len(asked) == 4 and all("If-None-Match" in r.headers for r in asked)  # 304s: the cached answers are used
+
+
+def test_a_long_product_list_is_split_under_the_url_limit(home, server):
+    standin = StandIn()
+    server.handle(standin)
+    products = tuple(f"8542{n:04d}" for n in range(300))
+    q = query(months=("2022-01",), reporters=("DE",), partners=("KZ",), products=products, flows=("2",))
+    c = client(server)
+    path = eurostat_api.fetch_unit(c, q)
+    assert len(observations(path)) == 300
+    def url_of(key: str) -> str:
+        return c.data_url(replace(q, products=tuple(key.split(".")[3].split("+"))))
+
+    assert len(c.data_url(q)) > eurostat_api.MAX_URL_CHARS and len(standin.data_calls) == 2
+    assert all(len(url_of(key)) <= eurostat_api.MAX_URL_CHARS for key, _ in standin.data_calls)
 
 
 # ------------------------------------------------------------------------------- options and planning
@@ -190,6 +211,7 @@ def test_plan_takes_alpha3_defaults_to_the_eu27_and_groups_twelve_months():
                               flow="export")
     assert [len(u.months) for u in units] == [12, 2]
     assert units[0].partners == ("KZ", "AM", "GR") and units[0].flows == ("2",)
+    assert eurostat_api.country_codes(["EL", "UK", "GBR"], "--partners") == ("GR", "GB")
     assert len(units[0].reporters) == 27 and "GR" in units[0].reporters
 
 
