@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -359,7 +360,7 @@ def _answer_without_body(response: httpx.Response, job: _Job, plan: _Plan) -> Fe
         _write_meta(job.dest, {**plan.meta, "partial_url": None})
         raise _Retry("HTTP 416 on resume; starting over", 0.0, status)
     if status not in (200, 206):
-        detail = _error_detail(response.read()[:300])
+        detail = _error_detail(response.read()[:4000])
         raise DownloadError(f"{job.shown}: HTTP {status}{': ' + detail if detail else ''}", status=status)
     if status == 206 and not plan.resume_from:
         raise DownloadError(f"{job.shown}: server sent a partial response to a full request", status=status)
@@ -459,6 +460,10 @@ def _refuse_non_data(head: bytes, content_type: str, expect, shown: str, part: P
 
 def _error_detail(body: bytes) -> str:
     text = body.decode("utf-8", "replace")
+    # A SOAP fault (Eurostat's API: EXTRACTION_TOO_BIG, a bad key, no results) says what went wrong.
+    fault = re.search(r"<(?:[\w.-]+:)?faultstring[^>]*>(.*?)</", text, re.S)
+    if fault:
+        return " ".join(fault.group(1).split())[:160]
     if looks_like_html(body):
         return "an HTML error page"
     return " ".join(text.split())[:160]

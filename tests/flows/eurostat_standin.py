@@ -19,6 +19,12 @@ FAULT_413 = """<?xml version='1.0' encoding='UTF-8'?>
     <faultstring>EXTRACTION_TOO_BIG: The requested extraction is too big, estimated {cells} rows, max authorised is {limit}, please change your filters to reduce the extraction size</faultstring>
 </S:Fault></S:Body></S:Envelope>"""
 
+def fault(code: int, text: str) -> bytes:
+    """A SOAP fault in the layout of the documented 413 (for other errors the same envelope is assumed)."""
+    return FAULT_413.replace("<faultcode>413</faultcode>", f"<faultcode>{code}</faultcode>").replace(
+        FAULT_413[FAULT_413.index("<faultstring>") + 13:FAULT_413.index("</faultstring>")], text).encode()
+
+
 NOTICE = """<?xml version='1.0' encoding='UTF-8'?>
 <env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"><env:Body>
 <ns0:syncResponse xmlns:ns0="http://estat.ec.europa.eu/disschain/soap/extraction">

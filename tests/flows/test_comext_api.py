@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from eurostat_standin import DATA_PATH, StandIn, months_between, value
+from eurostat_standin import DATA_PATH, StandIn, fault, months_between, value
 from ingest_helpers import Reply, home, server  # noqa: F401  (fixtures)
 from tradewatch.flows import eurostat_api, ingest, warehouse
 from tradewatch.flows.core.errors import InputError
@@ -159,6 +159,24 @@ def test_a_query_with_no_observations_says_so(home, server):
     server.handle(StandIn(missing={("DE", "KZ", "85423190")}))
     with pytest.raises(EurostatError, match="Eurostat holds no observations for this query"):
         eurostat_api.fetch_unit(client(server), q)
+
+
+def test_a_refused_query_names_eurostat_s_fault_in_one_line(home, server):
+    server.handle(StandIn(failures=[Reply(400, fault(400, "Invalid filter: unknown product 99999999"),
+                                          {"Content-Type": "text/xml"})]))
+    with pytest.raises(EurostatError, match=r"HTTP 400: Invalid filter: unknown product 99999999") as err:
+        eurostat_api.fetch_unit(client(server), query())
+    assert str(err.value).startswith("Eurostat DS-045409 2022-01..2022-02 reporters DE,FR") and "\n" not in str(err.value)
+
+
+def test_a_404_saying_no_results_is_an_empty_part(home, server):
+    standin = StandIn(max_cells=16,
+                      failures=[Reply(404, fault(404, "No results found"), {"Content-Type": "text/xml"})])
+    server.handle(standin)
+    q = query()
+    # The first half (16 cells) has no observations; the second half's are all there.
+    got = observations(eurostat_api.fetch_unit(client(server, max_cells=16), q))
+    assert got == {k: v for k, v in expected(q).items() if k[2] == "84713000"}
 
 
 def test_answers_are_cached_revalidated_and_the_merged_file_is_stable(home, server):
