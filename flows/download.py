@@ -359,7 +359,8 @@ def _answer_without_body(response: httpx.Response, job: _Job, plan: _Plan) -> Fe
         job.part.unlink(missing_ok=True)
         _write_meta(job.dest, {**plan.meta, "partial_url": None})
         raise _Retry("HTTP 416 on resume; starting over", 0.0, status)
-    if status not in (200, 206):
+    # 202 Accepted may carry an API's asynchronous notice (xml_ok); any other status is no data.
+    if status not in (200, 206) and not (status == 202 and job.xml_ok):
         detail = _error_detail(response.read()[:4000])
         raise DownloadError(f"{job.shown}: HTTP {status}{': ' + detail if detail else ''}", status=status)
     if status == 206 and not plan.resume_from:

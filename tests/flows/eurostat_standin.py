@@ -70,6 +70,7 @@ class StandIn:
     missing: set = field(default_factory=set)
     revision: int = 0
     etags: bool = False
+    notice_status: int = 200
     jobs: dict = field(default_factory=dict)
     data_calls: list = field(default_factory=list)
 
@@ -124,7 +125,7 @@ class StandIn:
         if self.asynchronous is not None and self.asynchronous(key):
             job_key = f"job{len(self.jobs) + 1}"
             self.jobs[job_key] = {"key": job_key, "body": body, "polls": 0}
-            return Reply(200, NOTICE.format(key=job_key).encode(), {"Content-Type": "text/xml"})
+            return Reply(self.notice_status, NOTICE.format(key=job_key).encode(), {"Content-Type": "text/xml"})
         headers = {"Content-Type": "text/csv"}
         if self.etags:
             headers["ETag"] = '"' + hashlib.sha256(body.encode()).hexdigest()[:16] + '"'

@@ -99,8 +99,9 @@ def test_a_query_that_cannot_be_split_below_the_limit_fails_in_one_line(home, se
     assert "\n" not in str(err.value)
 
 
-def test_an_asynchronous_answer_is_polled_then_downloaded(home, server):
-    standin = StandIn(asynchronous=lambda key: True, polls=2)
+@pytest.mark.parametrize("notice_status", [200, 202])
+def test_an_asynchronous_answer_is_polled_then_downloaded(home, server, notice_status):
+    standin = StandIn(asynchronous=lambda key: True, polls=2, notice_status=notice_status)
     server.handle(standin)
     sleeps = []
     q = query()
