@@ -28,8 +28,9 @@ reached from here, see README "Notes for whoever comes next"):
 Our own choices, not Eurostat's: queries are kept under MAX_CELLS estimated cells (the documented 5,000,000)
 and MAX_URL_CHARS characters (a common proxy limit), splitting by products, then months, partners,
 reporters and flows; a 413 splits further. Calls are paced process-wide (min_interval_s), polling backs off
-from poll_s to 30 s for at most max_wait_s. A 404 whose message says no results is taken as no
-observations (Eurostat's wording for an empty answer is unverified).
+from poll_s to 30 s for at most max_wait_s. Unverified and handled defensively: a notice sent with 202
+instead of 200 is read the same; a 404 whose fault says no results is taken as no observations (Eurostat's
+wording for an empty answer is unknown); a gzip or one-file zip data answer is unpacked.
 """
 
 from __future__ import annotations
