@@ -155,6 +155,23 @@ def test_an_answer_that_is_not_sdmx_csv_is_refused(home, server):
         eurostat_api.fetch_unit(client(server), query())
 
 
+@pytest.mark.parametrize("pack", ["gzip", "zip"])
+def test_a_compressed_answer_is_unpacked(home, server, pack, tmp_path):
+    import gzip
+    import zipfile
+
+    q = query()
+    body = StandIn().csv(q.key(), q.params()).encode()
+    if pack == "gzip":
+        packed = gzip.compress(body)
+    else:
+        with zipfile.ZipFile(tmp_path / "a.zip", "w") as bundle:
+            bundle.writestr("DS-045409.csv", body)
+        packed = (tmp_path / "a.zip").read_bytes()
+    server.handle(StandIn(failures=[Reply(200, packed, {"Content-Type": "application/octet-stream"})]))
+    assert observations(eurostat_api.fetch_unit(client(server), q)) == expected(q)
+
+
 def test_a_query_with_no_observations_says_so(home, server):
     q = query(reporters=("DE",), partners=("KZ",), products=("85423190",))
     server.handle(StandIn(missing={("DE", "KZ", "85423190")}))
