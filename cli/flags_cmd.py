@@ -118,30 +118,11 @@ def show(route: RouteArgument, db: DbOption = None,
 
     con = warehouse.connect(db, read_only=True, on_wait=say, demo=True)
     try:
-        evidence, revised = _evidence_as_scored(con, route, run)
+        evidence, revised = review.evidence_as_scored(con, route, run)
     finally:
         con.close()
     _print_evidence(evidence)
     _print_revised(evidence, revised)
-
-
-def _evidence_as_scored(con, route: str, run: str | None):
-    """The route's evidence on the data its run read (the run's vintage, when data were revised since), and
-    the revisions of the route's rows loaded after its last review (after its run, when never reviewed)."""
-    from tradewatch.detect import review
-    from tradewatch.flows import vintages
-
-    evidence = review.show_route(con, route, run=run)
-    row, vintage = evidence.route, evidence.run.get("vintage")
-    legs = dict(origin=row["origin_iso3"], transit=row["transit_iso3"], target=row["target_iso3"],
-                product_code=row["product_code"])
-    if vintages.as_run_read(con, vintage):
-        try:
-            evidence = review.show_route(con, evidence.route["route_id"], run=evidence.run["run_id"])
-        finally:
-            vintages.drop_as_of(con)
-    since = evidence.reviews[-1]["reviewed_at"] if evidence.reviews else evidence.run.get("finished_at")
-    return evidence, vintages.revised_since(con, **legs, since=since)
 
 
 def _print_revised(evidence, revised: list[dict]) -> None:
@@ -436,7 +417,9 @@ def _print_loads(console, loads: list[dict]) -> None:
     console.print("[bold]Loads the series came from[/bold]")
     if not loads:
         console.print("  none recorded")
-    for line in _load_lines(loads):
+    from tradewatch.detect import review
+
+    for line in review.load_lines(loads):
         console.print(f"  {_plain(line)}", highlight=False)
 
 
@@ -470,19 +453,3 @@ def _axis(months, event) -> str:
         put(months.index(event), f"{event:%Y-%m}")
     put(len(months) - 1, f"{months[-1]:%Y-%m}")
     return "".join(line).rstrip()
-
-
-def _load_lines(loads: list[dict]) -> list[str]:
-    """One line per source: load ids, months, files (first and last when there are many)."""
-    by_source: dict[str, list[dict]] = {}
-    for item in loads:
-        by_source.setdefault(str(item.get("source", "run")), []).append(item)
-    lines = []
-    for source, items in by_source.items():
-        files = [item["file"] for item in items]
-        shown = ", ".join(files) if len(files) <= 3 else f"{files[0]} … {files[-1]}"
-        first = min(item["first_month"] for item in items)
-        last = max(item["last_month"] for item in items)
-        ids = sorted({item["first_load_id"] for item in items} | {item["last_load_id"] for item in items})
-        lines.append(f"{source}: {len(files)} file(s), months {first} … {last}, load ids {ids[0]}–{ids[-1]}: {shown}")
-    return lines

@@ -22,7 +22,7 @@ def report(
         Optional[Path],
         typer.Option("--out", "-o", help="HTML file to write (default: $TRADEWATCH_HOME/reports/report-<run>.html)."),
     ] = None,
-    top: Annotated[int, typer.Option("--top", min=0, help="Draw the legs of the N best-ranked routes.")] = 20,
+    top: Annotated[int, typer.Option("--top", min=0, help="Show the charts of the N best-ranked routes open, with a value per month (every flagged route has a chart; the others are collapsed).")] = 20,
 ) -> None:
     """Write one self-contained HTML report (works offline): run, coverage, counts, a sortable table, charts."""
     from tradewatch.detect import report as report_lib

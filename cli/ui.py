@@ -367,7 +367,6 @@ def feature_rows(evidence) -> list[dict]:
 def route_context(evidence, revised: list[dict]) -> dict:
     """What the route page shows, as plain values: facts, chart and legend (the report's), features, loads,
     revisions since, decisions, similar routes' decisions."""
-    from tradewatch.cli.flags_cmd import _load_lines
     from tradewatch.detect import report, review
 
     route, run = evidence.route, evidence.run
@@ -380,7 +379,7 @@ def route_context(evidence, revised: list[dict]) -> dict:
         "event": f"{evidence.event:%Y-%m}" if evidence.event else "–", "rank": route["rank"],
         "window_baseline": _span(route.get("baseline_start"), route.get("baseline_end")),
         "window_recent": _span(route.get("recent_start"), route.get("recent_end")),
-        "features": feature_rows(evidence), "loads": _load_lines(evidence.loads),
+        "features": feature_rows(evidence), "loads": review.load_lines(evidence.loads),
         "revised": [{**item, "revised_at": f"{item['revised_at']:%Y-%m-%d %H:%M}"} for item in revised],
         "as_run_read": run.get("vintage") is not None,
         "reviews": [{**item, "reviewed_at": f"{item['reviewed_at']:%Y-%m-%d %H:%M:%S}",
@@ -402,10 +401,10 @@ def _num(value) -> str:
 
 
 def _read_route(settings: Settings, route: str, run: str | None):
-    from tradewatch.cli.flags_cmd import _evidence_as_scored
+    from tradewatch.detect import review
 
     def read(con):
-        evidence, revised = _evidence_as_scored(con, route, run)
+        evidence, revised = review.evidence_as_scored(con, route, run)
         return _demo_label(con), route_context(evidence, revised)
 
     return _read(settings, read)

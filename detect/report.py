@@ -113,8 +113,7 @@ def collect(
         rates = features.monthly_usd_per_eur(con)
         with route_rows.RouteRows.for_run(con, info.get("params"), ranked[0]) as rows:
             rows.legs_of(ranked)  # every route's legs in one pass over the rows
-            evidence = [review.show_route(con, row["id"], run=run_id, rows=rows, usd_per_eur=rates)
-                        for row in ranked]
+            evidence = [review.chart_evidence(con, row, info, rows, rates) for row in ranked]
     return ReportData(
         run=info, event=review.event_month(info), flags=flags, coverage=data, loads=loads, routes=evidence,
         generated_at=(now or datetime.now(timezone.utc)).replace(tzinfo=None), demo=warehouse.is_demo(con),

@@ -168,7 +168,10 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run: str | None = "latest") -> s
             " started_at DESC LIMIT 1"
         ).fetchone()
         if row is None:
-            raise TradewatchError("no detection run in this warehouse yet; run `tradewatch detect` first")
+            empty = con.execute("SELECT 1 FROM trade_flows LIMIT 1").fetchone() is None
+            raise TradewatchError("no detection run in this warehouse yet" + (
+                " and no trade data to run one on; load some with `tradewatch ingest …`, then `tradewatch detect`"
+                if empty else "; run `tradewatch detect` first"))
         return row[0]
     text = _utf8(run, f"--run {shown(run)}").strip()
     rows = con.execute(
@@ -565,6 +568,59 @@ def _rates_of(con: duckdb.DuckDBPyConnection, months: list[date], usd_per_eur: d
 
     rates = feature_module.monthly_usd_per_eur(con) if usd_per_eur is None else usd_per_eur
     return {month: rates[month] for month in months if month in rates}
+
+
+def chart_evidence(con: duckdb.DuckDBPyConnection, flag: dict, info: dict, rows: route_rows.RouteRows,
+                   usd_per_eur: dict) -> RouteEvidence:
+    """What a chart of one flagged route needs, for a report of many: a `list_flags` row of run `info`
+    (run_info) with its three legs exactly as the run scored them (route_legs through `rows`, that run's
+    RouteRows), its month axis, status, product name, tier and the ECB rates of its months. Features,
+    loads, decisions and similar routes are left empty (show_route reads them, a query each)."""
+    route = {**flag, "route_id": flag["id"]}
+    legs, axis = route_legs(con, route, info, rows=rows)
+    return RouteEvidence(
+        route=route, run=info, event=event_month(info), product_name=flag.get("product_name"),
+        tier=flag.get("tier"), features={}, unavailable={}, legs=legs, months=axis, loads=[], reviews=[],
+        status=flag["status"], usd_per_eur=_rates_of(con, axis, usd_per_eur), model=info.get("model_version"),
+    )
+
+
+def evidence_as_scored(con: duckdb.DuckDBPyConnection, route: str,
+                       run: str | None = None) -> tuple[RouteEvidence, list[dict]]:
+    """The route's evidence (show_route) on the data its run read — the run's vintage, when data were
+    revised since — and the revisions of the route's rows loaded after its last review (after its run,
+    when never reviewed), as flows.vintages.revised_since gives them. `flags show` and `tradewatch ui`
+    show exactly this."""
+    from tradewatch.flows import vintages
+
+    evidence = show_route(con, route, run=run)
+    row, vintage = evidence.route, evidence.run.get("vintage")
+    legs = dict(origin=row["origin_iso3"], transit=row["transit_iso3"], target=row["target_iso3"],
+                product_code=row["product_code"])
+    if vintages.as_run_read(con, vintage):
+        try:
+            evidence = show_route(con, evidence.route["route_id"], run=evidence.run["run_id"])
+        finally:
+            vintages.drop_as_of(con)
+    since = evidence.reviews[-1]["reviewed_at"] if evidence.reviews else evidence.run.get("finished_at")
+    return evidence, vintages.revised_since(con, **legs, since=since)
+
+
+def load_lines(loads: list[dict]) -> list[str]:
+    """The loads a route's series came from (RouteEvidence.loads) as one line per source: file count,
+    months, load ids and the files (first and last when there are more than three)."""
+    by_source: dict[str, list[dict]] = {}
+    for item in loads:
+        by_source.setdefault(str(item.get("source", "run")), []).append(item)
+    lines = []
+    for source, items in by_source.items():
+        files = [item["file"] for item in items]
+        named = ", ".join(files) if len(files) <= 3 else f"{files[0]} … {files[-1]}"
+        first = min(item["first_month"] for item in items)
+        last = max(item["last_month"] for item in items)
+        ids = sorted({item["first_load_id"] for item in items} | {item["last_load_id"] for item in items})
+        lines.append(f"{source}: {len(files)} file(s), months {first} … {last}, load ids {ids[0]}–{ids[-1]}: {named}")
+    return lines
 
 
 def similar_decisions(con: duckdb.DuckDBPyConnection, route: dict) -> dict:

@@ -40,6 +40,9 @@ def detect(
 
     params = engine.DetectParams.from_toml(config, event=event, **overrides)
     use_demo = db is None and seed_demo and not warehouse.holds_trade_data(settings.default_db_path())
+    own_demo = use_demo or (db is not None and _is_demo_path(db))
+    if db is not None and not own_demo:
+        _refuse_empty(db)
     if use_demo:
         # The demo lives apart: its own warehouse, used only while the real one holds no trade rows.
         say(f"The warehouse {settings.default_db_path()} holds no trade data yet: using the {warehouse.DEMO_LABEL} "
@@ -50,7 +53,7 @@ def detect(
     try:
         outcome = DetectOutcome(run=None, demo=use_demo)
         if warehouse.row_count(con) == 0:
-            if not seed_demo:
+            if not (seed_demo and own_demo):
                 from tradewatch.flows.core.errors import TradewatchError
 
                 raise TradewatchError("the warehouse is empty; run `tradewatch ingest …` or allow the demo world")
@@ -68,6 +71,24 @@ def detect(
         return outcome
     finally:
         con.close()
+
+
+def _is_demo_path(db: Path | str) -> bool:
+    """Whether `db` names the demo's own warehouse ($TRADEWATCH_HOME/demo.duckdb), the one place it lives."""
+    return Path(db).expanduser().resolve() == settings.demo_db_path().resolve()
+
+
+def _refuse_empty(db: Path | str) -> None:
+    """An explicit --db that is new or holds no trade rows is refused before anything is created in it: the
+    demo is never seeded there (it lives only in its own warehouse)."""
+    path = warehouse.resolve_db_path(db)  # a folder, a missing folder or another file type: refused there
+    if warehouse.holds_trade_data(path):
+        return
+    from tradewatch.flows.core.errors import InputError
+
+    what = "does not exist yet" if not path.exists() else "holds no trade data"
+    raise InputError(f"--db {db}", f"{what}; load data into it with `tradewatch ingest files … --db {db}` (or "
+                     f"`ingest comext`), or run `tradewatch detect` without --db to try the {warehouse.DEMO_LABEL}")
 
 
 @dataclass

@@ -165,27 +165,35 @@ def detect_routes(db: str | None, event: str, overrides: dict, report_dir: str |
     return {
         "run_id": run.run_id, "flagged": int(run.flagged.height), "candidates": int(run.candidates),
         "notes": list(run.notes), "unavailable": list(run.unavailable), "report": str(path),
-        "table": table, "markdown": markdown, "detect_s": round(outcome.detect_s, 2),
+        "table": table, "markdown": markdown, "detect_s": round(outcome.detect_s, 2), "demo": bool(outcome.demo),
     }
 
 
 @task(task_run_name="publish artifacts")
 def publish(detection: dict, refused: list[str] | None = None) -> dict:
     """Create the Prefect table and markdown artifacts for one detection run (the markdown first lists the
-    loads refused for shrinking, whose months kept their earlier rows). Returns their ids."""
-    markdown = detection["markdown"]
+    loads refused for shrinking, whose months kept their earlier rows; a run on the demo warehouse says
+    "synthetic demo data" in both artifacts, their descriptions and every table row). Returns their ids."""
+    from tradewatch.flows.warehouse import DEMO_LABEL
+
+    markdown, table = detection["markdown"], detection["table"] or [{"note": "no route flagged"}]
+    demo = f" ({DEMO_LABEL})" if detection.get("demo") else ""
     if refused:
         lines = "\n".join(f"- {text}" for text in refused)
         markdown = (f"**{len(refused)} revised file(s) refused** (each would have lost more than the configured "
                     f"`run.shrink_limit` of a loaded month; those months keep their earlier rows):\n\n{lines}\n\n"
                     + markdown)
+    if demo:
+        table = [{"data": DEMO_LABEL, **row} for row in table]
+        markdown = (f"**{DEMO_LABEL.capitalize()}**: this run read the embedded demo world (planted routes, real "
+                    "country names), not real statistics.\n\n" + markdown)
     table_id = create_table_artifact(
-        table=detection["table"] or [{"note": "no route flagged"}], key=ARTIFACT_KEY,
-        description=f"Flagged diversion routes of detection run {detection['run_id']}; report: {detection['report']}",
+        table=table, key=ARTIFACT_KEY,
+        description=f"Flagged diversion routes of detection run {detection['run_id']}{demo}; report: {detection['report']}",
     )
     markdown_id = create_markdown_artifact(
         markdown=markdown, key=MARKDOWN_ARTIFACT_KEY,
-        description=f"Summary of detection run {detection['run_id']}",
+        description=f"Summary of detection run {detection['run_id']}{demo}",
     )
     return {"table": str(table_id), "markdown": str(markdown_id)}
 

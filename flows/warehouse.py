@@ -337,6 +337,9 @@ def connect(
     on_wait = on_wait or _tell_stderr
     path = resolve_db_path(db, demo=demo)
     if read_only and not path.exists():
+        if db is not None:  # `detect` refuses an explicit --db without data: the demo lives only in its own
+            raise TradewatchError(f"--db {db}: no warehouse here yet; load data into it with `tradewatch ingest … "
+                                  f"--db {db}` (`tradewatch detect` without --db shows the {DEMO_LABEL})")
         raise TradewatchError(f"{path}: no warehouse here yet; run `tradewatch detect` or `tradewatch ingest` first")
     deadline = time.monotonic() + wait_s
     told = False

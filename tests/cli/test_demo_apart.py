@@ -56,3 +56,31 @@ def test_demo_then_real_ingest_then_detect_never_mixes():
     assert sources(real_db) == {"comext"}
     listed = runner.invoke(app, ["flags", "list", "--format", "json"])
     assert "synthetic demo data" not in listed.output
+
+
+def test_an_explicit_db_without_data_is_never_seeded_with_the_demo(tmp_path):
+    from tradewatch.flows import warehouse
+
+    new = tmp_path / "new.duckdb"
+    result = runner.invoke(app, ["detect", "--db", str(new)])
+    assert result.exit_code == 2 and not new.exists()  # nothing created, nothing seeded
+    assert result.output.strip().splitlines() == [
+        f"error: --db {new}: does not exist yet; load data into it with `tradewatch ingest files … --db {new}` (or "
+        "`ingest comext`), or run `tradewatch detect` without --db to try the synthetic demo data"]
+    for command in (["status"], ["flags", "list"], ["runs"], ["report"]):
+        refused = runner.invoke(app, [*command, "--db", str(new)])
+        assert refused.exit_code == 2 and "no warehouse here yet; load data into it" in refused.output, command
+        assert not new.exists()
+
+    empty = tmp_path / "empty.duckdb"
+    warehouse.connect(empty).close()  # a warehouse tradewatch made, with no trade rows
+    before = empty.read_bytes()
+    result = runner.invoke(app, ["detect", "--db", str(empty)])
+    assert result.exit_code == 2 and "holds no trade data; load data into it" in result.output
+    assert empty.read_bytes() == before and not settings.demo_db_path().exists()
+    status = runner.invoke(app, ["status", "--db", str(empty)])
+    assert status.exit_code == 0 and "holds no trade data yet" in status.output
+    listed = runner.invoke(app, ["flags", "list", "--db", str(empty)])
+    assert listed.exit_code == 2 and "no trade data to run one on" in listed.output
+    runs = runner.invoke(app, ["runs", "--db", str(empty)])
+    assert runs.exit_code == 0 and "No detection run yet" in runs.output

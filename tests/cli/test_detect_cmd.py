@@ -14,11 +14,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def seeded_db(tmp_path_factory):
-    """A warehouse seeded with the demo world by a first `tradewatch detect` (shared by this module)."""
+    """The demo's own warehouse ($TRADEWATCH_HOME/demo.duckdb, named by --db), seeded with the demo world by
+    a first `tradewatch detect` (shared by this module); any other empty --db is refused (test_demo_apart)."""
     import os
 
     home = tmp_path_factory.mktemp("detect-home")
-    db = home / "w.duckdb"
+    db = home / "demo.duckdb"
     old = os.environ.get("TRADEWATCH_HOME")
     os.environ["TRADEWATCH_HOME"] = str(home)
     try:

@@ -383,3 +383,55 @@ def test_a_month_not_published_is_told_by_the_http_status_not_by_the_words(monke
     monkeypatch.setattr(ingest, "download_fetch", refuse(400, "https://ec.europa.eu/x: HTTP 400: ': HTTP 404'"))
     with pytest.raises(DownloadError):
         pipeline.download_month.fn(item)
+
+
+def _detect_and_publish(db: Path, reports: Path) -> tuple[dict, dict]:
+    """The pipeline's detect and publish tasks in a flow of their own: the detection and its artifacts by kind."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tradewatch.flows import pipeline
+
+    @flow(name="detect-and-publish")
+    def detect_and_publish() -> dict:
+        detection = pipeline.detect_routes(str(db), "2022-03", {}, str(reports), 5)
+        pipeline.publish(detection)
+        return detection
+
+    state = detect_and_publish(return_state=True)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    return state.result(), {a.type: a for a in artifacts}
+
+
+def test_artifacts_of_a_run_on_the_demo_warehouse_say_synthetic_demo_data(prefect_api, tmp_path):
+    import importlib.util
+
+    from tradewatch.flows import ingest, warehouse
+    from tradewatch.flows.warehouse import DEMO_LABEL
+
+    spec = importlib.util.spec_from_file_location("review_fixture", Path(__file__).parents[1] / "detect" / "conftest.py")
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    demo_db = fixture.build_detectable_warehouse(tmp_path / "demo.duckdb")
+    con = warehouse.connect(demo_db)
+    try:  # labelled 'demo' the way demo.seed_warehouse loads the synthetic world's files
+        ingest.load_file(con, Path(__file__).parent / "fixtures" / "comext" / "full_202203.dat", source_label="demo")
+        assert warehouse.is_demo(con)
+    finally:
+        con.close()
+    detection, artifacts = _detect_and_publish(demo_db, tmp_path / "reports")
+    assert detection["demo"] is True and detection["table"]
+    assert artifacts["markdown"].data.startswith(f"**{DEMO_LABEL.capitalize()}**")
+    assert DEMO_LABEL in artifacts["markdown"].description and DEMO_LABEL in artifacts["table"].description
+    import json
+
+    rows = json.loads(artifacts["table"].data) if isinstance(artifacts["table"].data, str) else artifacts["table"].data
+    assert rows and all(row["data"] == DEMO_LABEL for row in rows)
+    real_db = fixture.build_detectable_warehouse(tmp_path / "real.duckdb")
+    detection, artifacts = _detect_and_publish(real_db, tmp_path / "reports")
+    assert detection["demo"] is False
+    assert all(DEMO_LABEL not in (a.data if isinstance(a.data, str) else json.dumps(a.data)) + a.description
+               for a in artifacts.values())
