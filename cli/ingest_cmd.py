@@ -392,6 +392,7 @@ def _counted(db, total: int | None, progress: "_Progress"):
     """progress.event, counting the files loaded so that an interrupt can say what was kept (cli/interrupts.py)."""
     from tradewatch.cli import interrupts
 
+    progress.expected = total
     return interrupts.LoadCount(db, total, progress.event)
 
 
@@ -407,7 +408,10 @@ def _file_count(paths) -> int | None:
 # ------------------------------------------------------------------------------------------ rendering
 
 class _Progress:
-    """Rich progress bars on stderr for downloads and loads, fed by the library's on_event callbacks."""
+    """Rich progress bars on stderr for downloads and loads, fed by the library's on_event callbacks; a line
+    above them for every download retry (download.retry_notices), and a total of files and rows loaded."""
+
+    expected: int | None = None  # the files to load, when known (set by _counted)
 
     def __enter__(self):
         import sys
@@ -423,11 +427,27 @@ class _Progress:
                                  TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=False,
                                  disable=not self.enabled)
         self.progress.__enter__()
+        from tradewatch.flows import download
+
+        self.files, self.rows = 0, 0
+        self._notices = download.retry_notices(self.retry)
+        self._notices.__enter__()
         del sys
         return self
 
     def __exit__(self, *exc):
+        self._notices.__exit__(*exc)
         self.progress.__exit__(*exc)
+
+    def retry(self, line: str) -> None:
+        """A download retry, said on the terminal whether or not the bars are shown."""
+        self.progress.console.print(f"retrying: {line}", markup=False, highlight=False)
+
+    def _loaded(self, rows: int) -> None:
+        self.files, self.rows = self.files + 1, self.rows + rows
+        of = f" of {self.expected}" if self.expected else ""
+        self.progress.update(self._task("total", "loaded", total=self.expected), completed=self.files,
+                             description=f"loaded {self.files}{of} file(s), {self.rows:,} rows")
 
     def _task(self, key: str, description: str, total=None) -> int:
         if key not in self.tasks:
@@ -450,6 +470,7 @@ class _Progress:
             result = info["result"]
             self.progress.update(self._task("l:" + name, f"load {name}", total=1), completed=1,
                                  description=f"{result.status} {name}: {result.rows:,} rows")
+            self._loaded(result.rows if result.status != "unchanged" else 0)
 
 
 def _print_summary(report: dict, *, as_json: bool) -> None:

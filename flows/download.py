@@ -251,8 +251,33 @@ def _make_cache_folder(job: _Job) -> None:
                             f"{exc.strerror or type(exc).__name__}") from None
 
 
+# Who hears of each retry (retry_notices): the CLI prints the line on the terminal, above its progress bars.
+_retry_listeners: list[Callable[[str], None]] = []
+
+
+@contextmanager
+def retry_notices(listener: Callable[[str], None]):
+    """While inside, every download retry in this process calls `listener` with one line saying why and when
+    (retry_line), before sleeping. Prefect's logs are not involved: the command that runs the work prints it."""
+    _retry_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _retry_listeners.remove(listener)
+
+
+def retry_line(problem: str, url: str, retry: int, retries: int, delay_s: float) -> str:
+    """'HTTP 503 from ec.europa.eu; retry 2/5 in 4 s': what went wrong, the host only (a URL may carry
+    secrets), which retry of how many, and the wait in seconds."""
+    host = urlsplit(url).hostname or "the server"
+    where = f"from {host}" if problem.startswith("HTTP ") else f"reaching {host}"
+    wait = f"{delay_s:.0f} s" if delay_s >= 1 else f"{delay_s:.1f} s"
+    return f"{problem} {where}; retry {retry}/{retries} in {wait}"
+
+
 def _with_retries(client: httpx.Client, job: _Job, sleep: Callable[[float], None]) -> Fetched:
-    """Up to policy.attempts attempts, sleeping policy.delay between them (a Retry-After wins)."""
+    """Up to policy.attempts attempts, sleeping policy.delay between them (a Retry-After wins); each retry
+    is told to the retry_notices listeners first."""
     problem, status = "no attempt made", None
     for attempt in range(job.policy.attempts):
         try:
@@ -260,7 +285,11 @@ def _with_retries(client: httpx.Client, job: _Job, sleep: Callable[[float], None
         except _Retry as retry:
             problem, status, retry_after = retry.reason, retry.status, retry.retry_after
         if attempt + 1 < job.policy.attempts:
-            sleep(job.policy.delay(attempt, retry_after))
+            delay = job.policy.delay(attempt, retry_after)
+            line = retry_line(problem, job.url, attempt + 1, job.policy.attempts - 1, delay)
+            for listener in list(_retry_listeners):
+                listener(line)
+            sleep(delay)
     raise DownloadError(f"{job.shown}: gave up after {job.policy.attempts} attempt(s): {problem}",
                         transient=True, status=status)
 

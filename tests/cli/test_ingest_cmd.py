@@ -124,8 +124,36 @@ def test_ingest_comext_server_error_is_one_line(home):
         server.route("/files", Reply(500, b"oops"))
         result = invoke("ingest", "comext", "--from", "2022-03", "--to", "2022-03", "--base-url", server.url,
                         "--task-runner", "none", "--db", str(home / "w.duckdb"))
-    line = one_line_error(result)
-    assert "full_v2_202203.7z" in line and "HTTP 500" in line and "gave up" in line
+    assert result.exit_code == 2, result.output
+    *retries, line = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith("error: ") and "full_v2_202203.7z" in line and "HTTP 500" in line and "gave up" in line
+    assert [text.split(" in ")[0] for text in retries] == [
+        f"retrying: HTTP 500 from 127.0.0.1; retry {n}/5" for n in range(1, 6)]  # each retry said as it came
+
+
+def test_each_download_retry_says_why_and_when_on_the_terminal(home):
+    import py7zr
+
+    dat = FIXTURES / "comext" / "full_202203.dat"
+    archive = home / "full_v2_202203.7z"
+    with py7zr.SevenZipFile(archive, "w") as zf:
+        zf.write(dat, dat.name)
+    busy = Reply(503, b"busy", {"Retry-After": "1"})
+    with FakeServer() as server:  # a loopback Eurostat that fails twice, then answers
+        server.route("/files", busy, busy, Reply(200, archive.read_bytes(), {"ETag": '"1"'}))
+        result = invoke("ingest", "comext", "--from", "2022-03", "--to", "2022-03", "--base-url", server.url,
+                        "--task-runner", "none", "--db", str(home / "w.duckdb"), "--json")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("retrying:")] == [
+        "retrying: HTTP 503 from 127.0.0.1; retry 1/5 in 1 s", "retrying: HTTP 503 from 127.0.0.1; retry 2/5 in 1 s"]
+    assert json.loads(result.stdout)["totals"]["rows"] == 6
+
+
+def test_ingest_files_progress_counts_files_and_rows(home, monkeypatch):
+    monkeypatch.setenv("TRADEWATCH_PROGRESS", "1")  # the bars also when stderr is not a terminal
+    result = invoke("ingest", "files", str(FIXTURES / "comext" / "full_202203.dat"), "--db", str(home / "w.duckdb"))
+    assert result.exit_code == 0, result.output
+    assert "loaded 1 of 1 file(s), 6 rows" in result.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

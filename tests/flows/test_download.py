@@ -65,6 +65,20 @@ def test_500s_back_off_with_jitter_then_succeed(home, server):
     assert 0.005 <= slept[0] <= 0.01 and 0.01 <= slept[1] <= 0.02  # base * 2**attempt * [0.5, 1]
 
 
+def test_each_retry_says_why_and_when_to_the_listeners(home, server):
+    server.route("/f", Reply(503, b"busy", {"Retry-After": "4"}), Reply(503, b"busy", {"Retry-After": "4"}),
+                 Reply(200, DATA))
+    told, slept = [], []
+    with download.retry_notices(told.append):
+        got = download.fetch(f"{server.url}/f?token=secret", home / "f.bin", policy=FAST, sleep=slept.append)
+    assert got.changed and slept == [4.0, 4.0]
+    assert told == ["HTTP 503 from 127.0.0.1; retry 1/3 in 4 s", "HTTP 503 from 127.0.0.1; retry 2/3 in 4 s"]
+    download.fetch(f"{server.url}/f", home / "g.bin", policy=FAST, sleep=slept.append)
+    assert len(told) == 2  # outside retry_notices nobody is told
+    assert download.retry_line("timed out after 60 s", "https://ec.europa.eu/x", 1, 5, 0.25) == (
+        "timed out after 60 s reaching ec.europa.eu; retry 1/5 in 0.2 s")
+
+
 def test_persistent_500_gives_up_naming_the_url(home, server):
     server.route("/f", Reply(500, b"boom"))
     with pytest.raises(DownloadError) as caught:
