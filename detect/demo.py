@@ -436,14 +436,17 @@ def _a_index(w: _World, o: int, k: int, p: int) -> int:
     return (o * w.n_k + k) * w.n_p + p
 
 
-def _take_op(st: _State, candidates: np.ndarray) -> tuple[int, int]:
-    """Plan state and candidate products -> an unused (origin, product) pair drawn from "plan", now marked used."""
-    for _ in range(1000):
-        o = int(st.rng.integers(st.w.n_o))
-        p = int(st.rng.choice(candidates))
-        if (o, p) not in st.used_op:
-            st.used_op.add((o, p))
-            return o, p
+def _take_op(st: _State, candidates: np.ndarray, fallback: np.ndarray | None = None) -> tuple[int, int]:
+    """Plan state and candidate products -> an unused (origin, product) pair drawn from "plan", now marked used.
+    When the candidates' pairs are (nearly) all used — a large world has no more CHPL codes than a small
+    one — the pair comes from `fallback` (restricted goods) instead."""
+    for pool in (candidates, fallback) if fallback is not None else (candidates,):
+        for _ in range(1000):
+            o = int(st.rng.integers(st.w.n_o))
+            p = int(st.rng.choice(pool))
+            if (o, p) not in st.used_op:
+                st.used_op.add((o, p))
+                return o, p
     raise ValueError("the world is too small for the planted routes; use a larger scale")
 
 
@@ -468,7 +471,7 @@ def _plant_routes(st: _State) -> None:
     n_routes = max(4, round(BASE_ROUTES * w.scale))
     for _number in range(n_routes):
         o, p = _take_op(st, st.chpl_idx if rng.random() < 0.75 or st.restricted_idx.size == st.chpl_idx.size else
-                        np.setdiff1d(st.restricted_idx, st.chpl_idx))
+                        np.setdiff1d(st.restricted_idx, st.chpl_idx), fallback=st.restricted_idx)
         t = _draw_transit(st)
         hard = rng.random() < 0.25
         start = _after_event_start(rng)

@@ -403,3 +403,24 @@ def test_confounders_are_recorded_and_present_in_the_data():
     assert _mean(to_china, dt.date(2024, 1, 1), dt.date(2024, 12, 1)) > 1.8 * _mean(to_china, dt.date(2019, 1, 1), dt.date(2020, 12, 1))
     if to_russia:
         assert _mean(to_russia, dt.date(2023, 1, 1), dt.date(2024, 12, 1)) > 0.5 * _mean(to_russia, dt.date(2021, 1, 1), dt.date(2021, 12, 1))
+
+
+def test_planted_routes_move_to_other_restricted_goods_when_the_chpl_pairs_run_out():
+    # A world scaled for 30 M rows or more has no more CHPL codes than a small one: its routes' (origin,
+    # product) pairs must come from the other restricted goods then, not fail "the world is too small".
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tradewatch.detect import demo as world
+
+    st = SimpleNamespace(rng=np.random.default_rng(3), w=SimpleNamespace(n_o=2), used_op=set())
+    chpl, restricted = np.array([0]), np.array([0, 5, 6])
+    first = {world._take_op(st, chpl, fallback=restricted) for _ in range(2)}
+    assert first == {(0, 0), (1, 0)}
+    later = {world._take_op(st, chpl, fallback=restricted) for _ in range(4)}
+    assert later == {(0, 5), (1, 5), (0, 6), (1, 6)}
+    with pytest.raises(ValueError, match="too small"):
+        world._take_op(st, chpl, fallback=restricted)
+    with pytest.raises(ValueError, match="too small"):
+        world._take_op(SimpleNamespace(rng=np.random.default_rng(3), w=SimpleNamespace(n_o=1), used_op={(0, 0)}), chpl)
