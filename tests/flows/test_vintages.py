@@ -200,3 +200,18 @@ def test_history_tables_are_declared_once():
         fresh.execute(schema.TABLES[history].ddl())
         columns = [r[0] for r in fresh.execute(f"DESCRIBE {history}").fetchall()]
         assert columns == [*schema.TABLES[table].columns, "superseded_by"]
+
+
+def test_a_change_in_any_column_supersedes_a_row_and_nulls_compare_equal(tmp_path):
+    # The diff joins by key and compares every other column: a weight that appears (NULL → 3.0) or a unit
+    # that changes is a revision; a row whose NULLs are still NULL is not.
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    first = _load(con, "v1", [{"partner_iso3": "KAZ"}, {"partner_iso3": "ARM"}, {"partner_iso3": "GEO", "quantity": 2.0,
+                                                                                "quantity_unit": "KG"}])
+    second = _load(con, "v2", [{"partner_iso3": "KAZ", "net_weight_kg": 3.0}, {"partner_iso3": "ARM"},
+                               {"partner_iso3": "GEO", "quantity": 2.0, "quantity_unit": "NAR"}])
+    assert con.execute("SELECT partner_iso3, net_weight_kg, quantity_unit, superseded_by FROM trade_flows_history "
+                       "ORDER BY 1").fetchall() == [("GEO", None, "KG", second), ("KAZ", None, None, second)]
+    assert con.execute("SELECT partner_iso3, load_id FROM trade_flows ORDER BY 1").fetchall() == [
+        ("ARM", first), ("GEO", second), ("KAZ", second)]
+    con.close()
