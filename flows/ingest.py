@@ -19,7 +19,7 @@ from tradewatch.flows.core import settings
 from tradewatch.flows import archive, schema, warehouse
 from tradewatch.flows.core.errors import InputError, TradewatchError
 from tradewatch.flows.sources import registry
-from tradewatch.flows.sources.common import Fetch, sql_path, sql_text
+from tradewatch.flows.sources.common import Fetch, sql_path
 from tradewatch.flows.core.months import month_labels
 
 # Bump when a reader's output changes, so Parquet parsed by an older reader is not reused.
@@ -127,30 +127,57 @@ def load_file(
     reader_options: dict | None = None,
     shrink_limit: float | None = warehouse.SHRINK_LIMIT,
 ) -> IngestResult:
-    """Load one source file into the open (writable) warehouse, staging it inside DuckDB. Returns an
-    IngestResult; status 'unchanged' when the same content was loaded before (unless `force`).
-    A file that would shrink a loaded partition by more than `shrink_limit` is refused (ShrinkRefused;
-    None: allowed, --allow-shrink).
+    """Load one local source file into the open (writable) warehouse through the steps every ingest takes
+    (parse to Parquet → check → load; the download step is the file as it is). Returns an IngestResult;
+    status 'unchanged' when the same content was loaded before (unless `force`). A file that would shrink
+    a loaded partition by more than `shrink_limit` is refused (ShrinkRefused; None: allowed, --allow-shrink).
     `reader_options` go to the source reader (BACI: country_codes=Path). Raises InputError for a file
     that cannot be read as a whole, or none of whose rows can (row-level problems go to quarantine), and
     TradewatchError when the warehouse cannot be written (a full disk): nothing of the file is stored then."""
     path = Path(path)
-    module, where, checksum, label = _identify(path, display_name, source_label)
+    got = {"path": str(path), "status": "local", "sha256": None, "display_name": display_name or str(path)}
+    return load_local(con, got, source_label=source_label, force=force, reader_options=reader_options,
+                      shrink_limit=shrink_limit)
+
+
+def load_local(con: duckdb.DuckDBPyConnection, got: dict, *, source_label: str | None = None, force: bool = False,
+               reader_options: dict | None = None, module: ModuleType | None = None,
+               shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> IngestResult:
+    """parse_step → check_step → load_step for a file already on this disk (`got` as download_step returns
+    it: 'path', 'display_name', 'sha256' or None; `module`: its reader when known, else recognised by
+    content). Unchanged content is recognised before it is parsed. The
+    Parquet is written to scratch and removed after the load: a local file is there to be read again, so
+    keeping a second copy of it in the cache would only cost disk."""
+    path = Path(got["path"])
+    module, where, checksum, label = _identify(path, got.get("display_name"), source_label, got.get("sha256"),
+                                               module)
     if not force and already_loaded(con, where, checksum):
         return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
-    return _stage_and_replace(con, module, path, where=where, checksum=checksum, label=label,
-                              reader_options=reader_options, shrink_limit=shrink_limit)
+    scratch = _new_scratch()
+    try:
+        # One file at a time here (the Prefect flow parses several at once, each within 1 GB): DuckDB's
+        # own memory limit, as the warehouse connection has; a bound spills and slows a large month.
+        parsed = parse_step({**got, "sha256": checksum, "display_name": where}, source_label=label,
+                            reader_options=reader_options, module=module, into=scratch, memory_limit=None)
+        # A file named by hand loads with most of its rows refused (each quarantined with its line and
+        # counted in the summary); downloads, which nobody looked at, are refused then (check_parsed).
+        return load_step(con, check_step(parsed, got, plausible_share=False), force=True, shrink_limit=shrink_limit)
+    finally:
+        archive.remove_tree(scratch)
 
 
-def _identify(path: Path, display_name: str | None, source_label: str | None) -> tuple[ModuleType, str, str, str]:
+def _identify(path: Path, display_name: str | None, source_label: str | None, checksum: str | None = None,
+              module: ModuleType | None = None) -> tuple[ModuleType, str, str, str]:
     """(reader module, name shown in messages, SHA-256, source label) of one loadable file; a BACI release
-    zip is refused here (it holds one file per year: load_release reads it)."""
-    module = recognise(path)
+    zip is refused here (it holds one file per year: load_release reads it). `checksum`: the SHA-256
+    already known (a download's), not computed again; `module`: the reader already known (a release's
+    member is BACI), not recognised again."""
+    module = module or recognise(path)
     where = display_name or str(path)
     if _is_release(module, path):
         raise InputError(where, "a BACI release zip holds one file per year; load it with load_release "
                          "(`tradewatch ingest baci` or `ingest files`)")
-    return module, where, archive.sha256(path), source_label or module.SOURCE
+    return module, where, checksum or archive.sha256(path), source_label or module.SOURCE
 
 
 def _is_release(module: ModuleType, path: Path) -> bool:
@@ -169,10 +196,11 @@ def load_release(
 ) -> list[IngestResult]:
     """Load the yearly data files inside a BACI release zip (those of `years`, first and last included,
     when given), one load per year named `zip:member`, each skipped when its content was loaded before
-    (unless `force`). Codes come from `country_codes`, else the release's own country_codes_V*.csv.
-    Members are extracted one at a time into scratch and removed after. `progress(name, result)` is called
-    before (result None) and after each year. Stops at the first year that cannot be read; years before it
-    stay loaded. InputError when no year of the release is in `years`."""
+    (unless `force`), each through the same steps as any file (load_local). Codes come from
+    `country_codes`, else the release's own country_codes_V*.csv. Members are extracted one at a time into
+    scratch and removed after. `progress(name, result)` is called before (result None) and after each
+    year. Stops at the first year that cannot be read; years before it stay loaded. InputError when no
+    year of the release is in `years`."""
     from tradewatch.flows.sources import baci
 
     path = Path(path)
@@ -189,12 +217,10 @@ def load_release(
                 progress(where, None)
             data, checksum = archive.extract_zip_member(path, member, scratch)
             try:
-                if not force and already_loaded(con, where, checksum):
-                    result = IngestResult(load_id=-1, file=where, source=baci.SOURCE, status="unchanged")
-                else:
-                    result = _stage_and_replace(con, baci, data, where=where, checksum=checksum, label=baci.SOURCE,
-                                                reader_options={"country_codes": codes} if codes else None,
-                                                shrink_limit=shrink_limit)
+                result = load_local(con, {"path": str(data), "status": "local", "sha256": checksum,
+                                          "display_name": where}, source_label=baci.SOURCE, force=force,
+                                    reader_options={"country_codes": codes} if codes else None,
+                                    module=baci, shrink_limit=shrink_limit)
             finally:
                 data.unlink(missing_ok=True)  # a BACI year is ~300 MB: free the disk before the next
             results.append(result)
@@ -215,35 +241,6 @@ def _stage_source(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path
                              **(reader_options or {}))
 
 
-def _stage_and_replace(con: duckdb.DuckDBPyConnection, module: ModuleType, path: Path, *, where: str, checksum: str,
-                       label: str, reader_options: dict | None,
-                       shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> IngestResult:
-    """Stage one readable file with its source module and replace its partitions (one transaction)."""
-    load_id = warehouse.next_load_id(con)
-    table = f"stage_{load_id}"
-    scratch = _new_scratch()
-    try:
-        staged = _stage_source(con, module, path, table=table, source=label, scratch=scratch, where=where,
-                               reader_options=reader_options)
-        _refuse_unreadable(con, staged, where)
-        confidential = _confidential_rows(con, staged.table)
-        with _writing(where):
-            # `also`: further canonical tables a reader staged (Eurostat SDMX totals for trade_totals).
-            loaded = warehouse.replace_partitions(
-                con, staged.table, file=where, checksum=checksum, source=label,
-                quarantine_table=staged.quarantine_table, load_id=load_id, key_unique=staged.key_unique,
-                by_product=getattr(module, "REPLACE_BY_PRODUCT", False), also=getattr(staged, "also", None),
-                shrink_limit=shrink_limit,
-            )
-        result = _with_details(loaded, staged.reasons, confidential)
-        result.not_available = getattr(staged, "not_available", 0)
-        return result
-    finally:
-        for suffix in ("", "_quarantine", "_typed", "_totals"):
-            con.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
-        archive.remove_tree(scratch)
-
-
 @contextmanager
 def _writing(where: str):
     """A DuckDB error while replacing partitions (a full disk, …) becomes one line: replace_partitions has
@@ -255,16 +252,6 @@ def _writing(where: str):
         hint = "; free space there and run again" if "no space left" in text.lower() else ""
         raise TradewatchError(f"{where}: the warehouse could not be written, nothing from this file was stored "
                               f"({text}){hint}") from None
-
-
-def _refuse_unreadable(con: duckdb.DuckDBPyConnection, staged, where: str) -> None:
-    # As check_parsed does for the pipeline: a file none of whose rows can be read is the wrong file or a
-    # broken one; loading it as "empty" would mark its checksum loaded and hide it from the next run.
-    if staged.rows == 0 and staged.quarantined > 0:
-        line, reason = con.execute(
-            f"SELECT line, reason FROM {staged.quarantine_table} ORDER BY line LIMIT 1").fetchone()
-        raise InputError(f"{where} line {line}" if line is not None else where,
-                         f"no row could be read ({staged.quarantined:,} refused); the first: {reason}")
 
 
 def _confidential_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -367,6 +354,10 @@ class ParsedFile:
     # Further canonical tables the reader staged (Eurostat SDMX totals): table name -> its Parquet path.
     also: dict[str, str] = field(default_factory=dict)
     not_available: int = 0  # observations the file marks not available (SDMX ':'), skipped
+    # The reader grouped by the key itself and the Parquet was written for this load alone (parse_file
+    # `into`): check_parsed need not group again. Never set for the shared cache, whose files may be
+    # damaged at rest.
+    reader_key_unique: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -376,11 +367,15 @@ def parsed_dir() -> Path:
     return settings.cache_dir() / "parsed"
 
 
-def parse_downloaded(got: dict, *, display_name: str | None = None) -> ParsedFile:
-    """parse_file for what download_fetch returned. When the file cannot be read, a conditionally
+def parse_downloaded(got: dict, *, display_name: str | None = None, **options) -> ParsedFile:
+    """parse_file for what download_fetch returned (`options` go to parse_file). The SHA-256 of a body just
+    downloaded, or of a local file known to the caller, is not computed again; a copy kept from before (304)
+    is hashed afresh, as it may have changed on disk since. When the file cannot be read, a conditionally
     downloaded copy is forgotten, or the next run's conditional request (304) would keep the broken file."""
+    fresh = got.get("status") in ("downloaded", "resumed", "local")
     with _forget_refused(got):
-        return parse_file(got["path"], display_name=display_name)
+        return parse_file(got["path"], display_name=display_name, checksum=got.get("sha256") if fresh else None,
+                          **options)
 
 
 @contextmanager
@@ -399,25 +394,23 @@ def _forget_refused(got: dict | None):
 
 
 def parse_file(path: Path | str, *, display_name: str | None = None, source_label: str | None = None,
-               reader_options: dict | None = None, memory_limit: str = "1GB") -> ParsedFile:
-    """Read one source file (recognised by content) into canonical rows and quarantine rows, written as
-    Parquet under the cache (reused when the same content was parsed before by this reader version).
-    Uses its own in-memory DuckDB, so several files can be parsed at once. Raises InputError."""
+               reader_options: dict | None = None, memory_limit: str | None = "1GB", checksum: str | None = None,
+               module: ModuleType | None = None, into: Path | None = None) -> ParsedFile:
+    """Read one source file (recognised by content, unless its reader `module` is given) into canonical
+    rows and quarantine rows, written as Parquet under the cache (reused when the same content was parsed
+    before by this reader version), or into the folder `into` (written afresh, no manifest: the caller
+    removes it). Uses its own in-memory DuckDB, so several files can be parsed at once (each within
+    `memory_limit`; None: DuckDB's default, 80 % of RAM, for one file at a time). Raises InputError."""
     path = Path(path)
-    module, where, checksum, label = _identify(path, display_name, source_label)
-    options = json.dumps({k: str(v) for k, v in sorted((reader_options or {}).items())})
-    variant = hashlib.sha256(options.encode()).hexdigest()[:8] if reader_options else "plain"
-    folder = parsed_dir() / f"{label}-{checksum[:32]}-{variant}-v{PARSER_VERSION}"
-    manifest = folder / "parsed.json"
-    if manifest.exists():
-        try:
-            cached = ParsedFile(**json.loads(manifest.read_text()))
-            if Path(cached.canonical).exists() and Path(cached.quarantine).exists():
-                cached.file, cached.path = where, str(path)
-                return cached
-        except (ValueError, TypeError):
-            pass
-    folder.mkdir(parents=True, exist_ok=True)
+    module, where, checksum, label = _identify(path, display_name, source_label, checksum, module)
+    if into is None:
+        folder = parsed_dir() / f"{label}-{checksum[:32]}-{_variant(reader_options)}-v{PARSER_VERSION}"
+        cached = _cached_parse(folder / "parsed.json", where, path)
+        if cached:
+            return cached
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(into)
     scratch = _new_scratch()
     spill = scratch / "spill"
     spill.mkdir()
@@ -425,8 +418,9 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
     try:
         # A real Comext month is ~400 MB of text: bound memory and let DuckDB spill to the cache disk.
         # Paths under TRADEWATCH_HOME are configuration: quoted as literals, never spliced raw.
-        con.execute(f"SET memory_limit = {sql_text(memory_limit)}")
-        con.execute(f"SET temp_directory = {sql_path(spill)}")
+        if memory_limit:
+            con.execute("SET memory_limit = ?", [memory_limit])
+        con.execute("SET temp_directory = ?", [str(spill)])
         staged = _stage_source(con, module, path, table="parsed", source=label, scratch=scratch, where=where,
                                reader_options=reader_options)
         confidential = _confidential_rows(con, staged.table)
@@ -435,12 +429,36 @@ def parse_file(path: Path | str, *, display_name: str | None = None, source_labe
                             quarantine=str(quarantine), rows=staged.rows, quarantined=staged.quarantined,
                             confidential=confidential, reasons=dict(staged.reasons),
                             by_product=getattr(module, "REPLACE_BY_PRODUCT", False), also=also,
-                            not_available=getattr(staged, "not_available", 0))
-        manifest.write_text(parsed.to_json())
+                            not_available=getattr(staged, "not_available", 0),
+                            reader_key_unique=into is not None and bool(staged.key_unique))
+        if into is None:
+            (folder / "parsed.json").write_text(parsed.to_json())
         return parsed
     finally:
         con.close()
         archive.remove_tree(scratch)
+
+
+def _variant(reader_options: dict | None) -> str:
+    """The reader options' part of a parse cache folder's name."""
+    if not reader_options:
+        return "plain"
+    options = json.dumps({k: str(v) for k, v in sorted(reader_options.items())})
+    return hashlib.sha256(options.encode()).hexdigest()[:8]
+
+
+def _cached_parse(manifest: Path, where: str, path: Path) -> ParsedFile | None:
+    """The ParsedFile a manifest in the parse cache records, named `where`, when its Parquet is still there."""
+    if not manifest.exists():
+        return None
+    try:
+        cached = ParsedFile(**json.loads(manifest.read_text()))
+    except (ValueError, TypeError):
+        return None
+    if not (Path(cached.canonical).exists() and Path(cached.quarantine).exists()):
+        return None
+    cached.file, cached.path = where, str(path)
+    return cached
 
 
 def _write_parquet(con: duckdb.DuckDBPyConnection, staged, folder: Path) -> tuple[Path, Path, dict[str, str]]:
@@ -449,37 +467,52 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, staged, folder: Path) -> tupl
     canonical = folder / "canonical.parquet"
     quarantine = folder / "quarantine.parquet"
     columns = ", ".join(schema.COLUMN_NAMES)
-    con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO {sql_path(canonical)} (FORMAT parquet)")
-    con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO {sql_path(quarantine)} "
-                "(FORMAT parquet)")
+    con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO ? (FORMAT parquet)", [str(canonical)])
+    con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO ? (FORMAT parquet)",
+                [str(quarantine)])
     also = {}
     for name, table in (getattr(staged, "also", None) or {}).items():
         target = folder / f"{name}.parquet"
         con.execute(f"COPY (SELECT {', '.join(schema.CANONICAL_TABLES[name].staged_columns)} FROM {table}) "
-                    f"TO {sql_path(target)} (FORMAT parquet)")
+                    "TO ? (FORMAT parquet)", [str(target)])
         also[name] = str(target)
     return canonical, quarantine, also
 
 
-def check_parsed(parsed: ParsedFile) -> ParsedFile:
+def check_parsed(parsed: ParsedFile, *, plausible_share: bool = True) -> ParsedFile:
     """The declared checks (unique key, non-negative finite values, known codes and levels) on parsed
-    Parquet, plus a plausible row count: some rows read, and fewer than half of them refused. Raises InputError."""
+    Parquet, plus a plausible row count: some rows read, and (with `plausible_share`) fewer than half of
+    them refused. Raises InputError."""
     if parsed.rows == 0 and parsed.quarantined > 0:
-        raise InputError(parsed.file, f"no row could be read ({parsed.quarantined:,} quarantined); first reasons: "
-                         + "; ".join(list(parsed.reasons)[:2]))
-    if parsed.quarantined > parsed.rows:
+        _refuse_unreadable(parsed)
+    if plausible_share and parsed.quarantined > parsed.rows:
         raise InputError(parsed.file, f"{parsed.quarantined:,} rows refused against {parsed.rows:,} read: "
                          "implausible for this source; first reasons: " + "; ".join(list(parsed.reasons)[:2]))
     con = duckdb.connect()
     try:
+        # A view cannot hold a bound parameter (DuckDB: "this type of statement can't be prepared"): the
+        # Parquet paths, ours under the cache, are quoted as literals (sql_path) here and in load_parsed.
         con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({sql_path(parsed.canonical)})")
-        warehouse.check_staged(con, "staged", parsed.file)
+        warehouse.check_staged(con, "staged", parsed.file, key_unique=parsed.reader_key_unique)
         for name, path in parsed.also.items():
             con.execute(f"CREATE OR REPLACE VIEW staged_also AS SELECT * FROM read_parquet({sql_path(path)})")
             warehouse.check_staged(con, "staged_also", parsed.file, table=name)
     finally:
         con.close()
     return dataclasses.replace(parsed, key_checked=True)
+
+
+def _refuse_unreadable(parsed: ParsedFile) -> None:
+    # A file none of whose rows can be read is the wrong file or a broken one; loading it as "empty" would
+    # mark its checksum loaded and hide it from the next run. Named by its first refused line.
+    con = duckdb.connect()
+    try:
+        line, reason = con.execute("SELECT line, reason FROM read_parquet(?) ORDER BY line LIMIT 1",
+                                   [parsed.quarantine]).fetchone()
+    finally:
+        con.close()
+    raise InputError(f"{parsed.file} line {line}" if line is not None else parsed.file,
+                     f"no row could be read ({parsed.quarantined:,} refused); the first: {reason}")
 
 
 def load_parsed(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False,
@@ -571,15 +604,16 @@ def download_step(item: Fetch, *, allowed_hosts: Iterable[str] = (),
     return {**got, "display_name": item.display_name or got["path"]}
 
 
-def parse_step(downloaded: dict) -> ParsedFile:
-    """Step 2: read the cached file into canonical and quarantine Parquet (parse_downloaded)."""
-    return parse_downloaded(downloaded, display_name=downloaded["display_name"])
+def parse_step(downloaded: dict, **options) -> ParsedFile:
+    """Step 2: read the cached file into canonical and quarantine Parquet (parse_downloaded; `options`:
+    parse_file's source_label, reader_options, module, into)."""
+    return parse_downloaded(downloaded, display_name=downloaded["display_name"], **options)
 
 
-def check_step(parsed: ParsedFile, downloaded: dict | None = None) -> ParsedFile:
+def check_step(parsed: ParsedFile, downloaded: dict | None = None, *, plausible_share: bool = True) -> ParsedFile:
     """Step 3: the declared checks (check_parsed); a refused download is forgotten as in step 2."""
     with _forget_refused(downloaded):
-        return check_parsed(parsed)
+        return check_parsed(parsed, plausible_share=plausible_share)
 
 
 def load_step(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool = False,
@@ -676,40 +710,41 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
                  country_codes: Path | None = None, years: tuple[int, int] | None = None,
                  on_event: EventFn | None = None, shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> RunSummary:
     """`tradewatch ingest files`: load each file (folders expanded), recognised by content, in this
-    process (no Prefect). BACI files use `country_codes` when given; a BACI release zip loads each of its
-    years (those of `years` when given) as its own load. Stops at the first unreadable file; loads before
+    process (no Prefect), through the steps every ingest takes (download_step: the file as it is;
+    parse_step → check_step → load_step, see load_local). BACI files use `country_codes` when given; a
+    BACI release zip loads each of its years (those of `years` when given) as its own load `zip:member`.
+    `on_event` gets 'load' and 'loaded' per file or year. Stops at the first unreadable file; loads before
     it stay committed."""
     files = expand_paths(paths)
-    releases = set()
+    modules = {}
     for path in files:
-        module = recognise(path)  # refuse a wrong file before loading any
-        if _is_release(module, path):
+        modules[path] = recognise(path)  # refuse a wrong file before loading any
+        if _is_release(modules[path], path):
             load_release_plan(path, years)  # a release without the years asked for fails here too
-            releases.add(path)
     emit = on_event or (lambda kind, **info: None)
 
-    def progress(name: str, result: IngestResult | None) -> None:  # one year of a release
+    def progress(name: str, result: IngestResult | None) -> None:  # one file, or one year of a release
         if result is None:
             emit("load", name=name)
         else:
             emit("loaded", name=name, result=result)
 
     summary = RunSummary()
-    options = {"country_codes": Path(country_codes)} if country_codes else None
+    codes = Path(country_codes) if country_codes else None
     con = warehouse.connect(db)
     try:
         for path in files:
-            if path in releases:
-                summary.results.extend(load_release(con, path, years=years, force=force,
-                                                    country_codes=Path(country_codes) if country_codes else None,
+            module = modules[path]
+            if _is_release(module, path):
+                summary.results.extend(load_release(con, path, years=years, force=force, country_codes=codes,
                                                     progress=progress, shrink_limit=shrink_limit))
                 continue
-            emit("load", name=str(path))
-            module = recognise(path)
-            result = load_file(con, path, force=force, shrink_limit=shrink_limit,
-                               reader_options=options if module.SOURCE == "baci" else None)
+            progress(str(path), None)
+            got = download_step(Fetch(module.SOURCE, "", local=str(path), display_name=str(path)))
+            result = load_local(con, got, force=force, module=module, shrink_limit=shrink_limit,
+                                reader_options={"country_codes": codes} if codes and module.SOURCE == "baci" else None)
             summary.results.append(result)
-            emit("loaded", name=str(path), result=result)
+            progress(str(path), result)
     finally:
         con.close()
     return summary
