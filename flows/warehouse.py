@@ -553,10 +553,7 @@ def _replace_partitions(con, staged, *, file, checksum, source, quarantine_table
     try:
         for spec, rows in pieces:
             _replace_rows(con, spec, rows, load_id=load_id, by_product=by_product)
-        if quarantine_table:
-            con.execute(schema.insert_select_sql("quarantine", {
-                "load_id": "$load_id", "file": "file", "line": "line", "reason": "reason", "raw": "raw",
-                "quarantined_at": "$started"}, f"FROM {quarantine_table}"), {"load_id": load_id, "started": started})
+        _store_quarantine(con, quarantine_table, load_id, started)
         _record_loads(con, load_id, source=source, file=file, checksum=checksum, quarantined=quarantined,
                       started=started)
         con.execute("COMMIT")
@@ -571,6 +568,60 @@ def _replace_partitions(con, staged, *, file, checksum, source, quarantine_table
     result.quarantined = quarantined
     con.execute("DROP TABLE _partitions")
     return result
+
+
+def replace_by_key(con: duckdb.DuckDBPyConnection, table: str, staged: str, *, file: str, checksum: str | None,
+                   source: str, freq: str | None = None, quarantine_table: str | None = None,
+                   load_id: int | None = None, message: str = "") -> LoadResult:
+    """Replace, in one transaction, the rows of keyed table `table` (fx_rates) whose key the staged table
+    `staged` holds with the staged rows (its columns: the table's, without loaded_at and load_id); the
+    rows replaced are kept in the table's history table (schema.HISTORY_OF) superseded by this load. Also
+    stores the rows of `quarantine_table` (file, line, reason, raw) and records the one `loads` row of the
+    load (`freq`, no period; `message`). The tables of canonical trade rows go through replace_partitions
+    instead. A DuckDB error rolls everything back, records a failed load and is raised."""
+    spec = schema.TABLES[table]
+    load_id = load_id if load_id is not None else next_load_id(con)
+    started = _now()
+    columns = [c for c in spec.columns if c not in ("loaded_at", "load_id")]
+    on_key = " AND ".join(f"t.{c} = s.{c}" for c in spec.key)
+    stored = ", ".join(spec.columns)
+    with stop.writing(file):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"""INSERT INTO {schema.HISTORY_OF[table]} ({stored}, superseded_by)
+                            SELECT {', '.join('t.' + c for c in spec.columns)}, ? FROM {table} t
+                            SEMI JOIN {staged} s ON {on_key}""", [load_id])
+            con.execute(f"DELETE FROM {table} t USING {staged} s WHERE {on_key}")
+            con.execute(schema.insert_select_sql(table, {**{c: c for c in columns}, "loaded_at": "$now",
+                                                         "load_id": "$load_id"}, f"FROM {staged}"),
+                        {"now": started, "load_id": load_id})
+            quarantined = _store_quarantine(con, quarantine_table, load_id, started)
+            rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
+            con.execute(*schema.bind("loads", {
+                "load_id": load_id, "source": source, "freq": freq, "file": file, "checksum": checksum,
+                "rows": rows, "quarantined": quarantined, "started_at": started, "finished_at": _now(),
+                "status": "ok", "message": message}))
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # a dead connection has rolled back already; keep the original error in front
+            _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
+            raise
+    return LoadResult(load_id=load_id, file=file, source=source, rows=rows, quarantined=quarantined)
+
+
+def _store_quarantine(con: duckdb.DuckDBPyConnection, quarantine_table: str | None, load_id: int,
+                      started: datetime) -> int:
+    """Inside the caller's transaction: the rows of `quarantine_table` (file, line, reason, raw) into
+    quarantine under `load_id`. Returns how many."""
+    if not quarantine_table:
+        return 0
+    con.execute(schema.insert_select_sql("quarantine", {
+        "load_id": "$load_id", "file": "file", "line": "line", "reason": "reason", "raw": "raw",
+        "quarantined_at": "$started"}, f"FROM {quarantine_table}"), {"load_id": load_id, "started": started})
+    return con.execute(f"SELECT count(*) FROM {quarantine_table}").fetchall()[0][0]
 
 
 def _collect_partitions(con: duckdb.DuckDBPyConnection, pieces: list[tuple[schema.CanonicalTable, str]]) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from tradewatch.flows import archive, schema, warehouse
+from tradewatch.flows import archive, warehouse
 from tradewatch.flows.core import settings
 from tradewatch.flows.core.errors import InputError, TradewatchError
-from tradewatch.flows.sources.common import (Fetch, check_complete, download_to_cache, read_header, reading, sql_path,
-                                             sql_text)
+from tradewatch.flows.sources.common import Fetch, check_complete, download_to_cache, read_header, reading
 
 SOURCE = "ecb"
 SERIES = "EXR/M.USD.EUR.SP00.A"
@@ -82,9 +80,10 @@ class RatesResult:
 def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str | None = None,
                force: bool = False) -> RatesResult:
     """Load an ECB CSV of EXR/M.USD.EUR.SP00.A into fx_rates (USD per EUR, period = first day of the
-    month), replacing the months it holds, in one transaction, and record the load. Observations that
-    are missing or not positive numbers are quarantined, never filled in. Raises InputError for a file
-    that is not this series."""
+    month): the rates are staged here and stored by warehouse.replace_by_key, which replaces the months
+    they hold (keeping the replaced rates as vintages), stores the quarantine and records the load in
+    one transaction. Observations that are missing or not positive numbers are quarantined, never
+    filled in. Raises InputError for a file that is not this series."""
     path = Path(path)
     where = display_name or str(path)
     header, delimiter = read_header(path, where)
@@ -99,10 +98,8 @@ def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str 
     def col(name: str) -> str:
         return f'trim("{upper[name]}")' if name in upper else "NULL"
 
-    reader = (f"read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '\"', "
-              "strict_mode = false, null_padding = true)")
     with reading(path, where):
-        _stage(con, reader, col, where)
+        _stage(con, path, delimiter, col)
         records, good = con.execute("SELECT count(*), count_if(problem IS NULL) FROM _ecb_typed").fetchone()
         check_complete(path, where, records, len(header), delimiter)
     wrong_series = con.execute("SELECT line, series FROM _ecb_typed WHERE problem LIKE 'series %' LIMIT 1").fetchone()
@@ -123,11 +120,14 @@ def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str 
     return _store(con, path, where=where, checksum=checksum)
 
 
-def _stage(con: duckdb.DuckDBPyConnection, reader: str, col, where: str) -> None:
+def _stage(con: duckdb.DuckDBPyConnection, path: Path, delimiter: str, col) -> None:
+    """TEMP _ecb_typed: every observation with its line, raw text, period, rate, series and `problem`
+    (NULL when it loads). The file and the series are bound parameters; `col` gives column expressions
+    from the header's own names (identifiers, which cannot be bound)."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _ecb_typed AS
         SELECT line, raw, period, rate, series,
-               CASE WHEN series IS NOT NULL AND series <> '{SERIES_KEY}'
-                         THEN 'series ' || series || ' is not {SERIES_KEY}'
+               CASE WHEN series IS NOT NULL AND series <> $series
+                         THEN 'series ' || series || ' is not ' || $series
                     WHEN period IS NULL THEN 'TIME_PERIOD ' || coalesce('"' || period_text || '"', 'empty') || ' is not YYYY-MM'
                     WHEN rate IS NULL THEN 'OBS_VALUE ' || coalesce('"' || value_text || '"', 'empty') || ' is not a number'
                     WHEN isnan(rate) OR isinf(rate) OR rate <= 0 THEN 'OBS_VALUE ' || value_text || ' is not a positive rate'
@@ -140,48 +140,37 @@ def _stage(con: duckdb.DuckDBPyConnection, reader: str, col, where: str) -> None
                    CAST(try_strptime({col('TIME_PERIOD')}, '%Y-%m') AS DATE) AS period,
                    TRY_CAST({col('OBS_VALUE')} AS DOUBLE) AS rate,
                    concat_ws(',', {col('TIME_PERIOD')}, {col('OBS_VALUE')}) AS raw
-            FROM {reader})""")
+            FROM read_csv($path, header = true, all_varchar = true, delim = $delimiter, quote = '"',
+                          strict_mode = false, null_padding = true))""",
+                {"series": SERIES_KEY, "path": str(path), "delimiter": delimiter})
 
 
 def _store(con: duckdb.DuckDBPyConnection, path: Path, *, where: str, checksum: str) -> RatesResult:
-    load_id = warehouse.next_load_id(con)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    con.execute("BEGIN TRANSACTION")
+    """Stage the readable rates (fx_rates columns) and the refused rows (quarantine columns) of
+    _ecb_typed and store them through warehouse.replace_by_key."""
+    stats = con.execute("""SELECT count_if(problem IS NULL), count_if(problem IS NOT NULL),
+                                  strftime(min(period) FILTER (WHERE problem IS NULL), '%Y-%m'),
+                                  strftime(max(period) FILTER (WHERE problem IS NULL), '%Y-%m')
+                           FROM _ecb_typed""").fetchone()
     try:
-        replaced = (f"""base = '{BASE}' AND quote = '{QUOTE}' AND source = '{SOURCE}'
-                        AND period IN (SELECT period FROM _ecb_typed WHERE problem IS NULL)""")
-        # The rates replaced are kept (vintages), superseded by this load.
-        columns = ", ".join(schema.TABLES["fx_rates"].columns)
-        con.execute(f"""INSERT INTO fx_rates_history ({columns}, superseded_by)
-                        SELECT {columns}, $load_id FROM fx_rates WHERE {replaced}""", {"load_id": load_id})
-        con.execute(f"DELETE FROM fx_rates WHERE {replaced}")
-        con.execute(schema.insert_select_sql("fx_rates", {
-            "period": "period", "base": f"'{BASE}'", "quote": f"'{QUOTE}'", "rate": "rate", "source": f"'{SOURCE}'",
-            "loaded_at": "$now", "load_id": "$load_id"}, "FROM _ecb_typed WHERE problem IS NULL"),
-            {"now": now, "load_id": load_id})
-        con.execute(schema.insert_select_sql("quarantine", {
-            "load_id": "$load_id", "file": sql_text(where), "line": "line", "reason": "problem", "raw": "raw",
-            "quarantined_at": "$now"}, "FROM _ecb_typed WHERE problem IS NOT NULL"), {"load_id": load_id, "now": now})
-        stats = con.execute("""SELECT count_if(problem IS NULL), count_if(problem IS NOT NULL),
-                                      strftime(min(period) FILTER (WHERE problem IS NULL), '%Y-%m'),
-                                      strftime(max(period) FILTER (WHERE problem IS NULL), '%Y-%m')
-                               FROM _ecb_typed""").fetchone()
-        con.execute(*schema.bind("loads", {
-            "load_id": load_id, "source": SOURCE, "freq": "M", "file": where, "checksum": checksum, "rows": stats[0],
-            "quarantined": stats[1], "started_at": now, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
-            "status": "ok", "message": f"{SERIES} {stats[2]}..{stats[3]}"}))
-        con.execute("COMMIT")
-    except Exception as exc:
-        con.execute("ROLLBACK")
-        if isinstance(exc, duckdb.Error):
-            text = " ".join(str(exc).split())[:200]
-            raise TradewatchError(f"{where}: the warehouse could not be written, no rate from this file was stored "
-                                  f"({text})") from None
-        raise
+        con.execute("""CREATE OR REPLACE TEMP TABLE _ecb_rates AS
+                       SELECT period, $base AS base, $quote AS quote, rate, $source AS source
+                       FROM _ecb_typed WHERE problem IS NULL""", {"base": BASE, "quote": QUOTE, "source": SOURCE})
+        con.execute("""CREATE OR REPLACE TEMP TABLE _ecb_quarantine AS
+                       SELECT $file AS file, CAST(line AS BIGINT) AS line, problem AS reason, raw
+                       FROM _ecb_typed WHERE problem IS NOT NULL ORDER BY line""", {"file": where})
+        loaded = warehouse.replace_by_key(con, "fx_rates", "_ecb_rates", file=where, checksum=checksum, source=SOURCE,
+                                          freq="M", quarantine_table="_ecb_quarantine",
+                                          message=f"{SERIES} {stats[2]}..{stats[3]}")
+    except duckdb.Error as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise TradewatchError(f"{where}: the warehouse could not be written, no rate from this file was stored "
+                              f"({text})") from None
     finally:
-        con.execute("DROP TABLE IF EXISTS _ecb_typed")
-    return RatesResult(file=where, rows=stats[0], quarantined=stats[1], first_period=stats[2], last_period=stats[3],
-                       load_id=load_id)
+        for table in ("_ecb_typed", "_ecb_rates", "_ecb_quarantine"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    return RatesResult(file=where, rows=loaded.rows, quarantined=loaded.quarantined, first_period=stats[2],
+                       last_period=stats[3], load_id=loaded.load_id)
 
 
 def _already_loaded(con: duckdb.DuckDBPyConnection, checksum: str) -> bool:
@@ -194,21 +183,19 @@ def rates(con: duckdb.DuckDBPyConnection, base: str = BASE, quote: str = QUOTE) 
     """Monthly rates as a polars frame: period (Date, first day of month), base, quote, rate (units of
     `quote` per one `base`, e.g. USD per EUR), source. Empty (same columns) when none are loaded —
     callers report cross-currency features unavailable then; no rate is ever made up."""
-    frame = con.sql(
-        f"""SELECT period, base, quote, rate, source FROM fx_rates
-            WHERE base = {sql_text(base)} AND quote = {sql_text(quote)} ORDER BY period"""
-    ).pl()
-    return frame
+    return con.sql("SELECT period, base, quote, rate, source FROM fx_rates WHERE base = ? AND quote = ? "
+                   "ORDER BY period", params=[base, quote]).pl()
 
 
 def status_row(con: duckdb.DuckDBPyConnection) -> dict | None:
     """One summary line for `tradewatch status`: months, first/last period, when and from which file; None if empty."""
-    row = con.execute(f"""
+    row = con.execute("""
         SELECT count(*), strftime(min(period), '%Y-%m'), strftime(max(period), '%Y-%m'),
                strftime(max(loaded_at), '%Y-%m-%d %H:%M:%S')
-        FROM fx_rates WHERE source = '{SOURCE}'""").fetchone()
+        FROM fx_rates WHERE source = ?""", [SOURCE]).fetchone()
     if not row[0]:
         return None
-    file = con.execute(f"SELECT arg_max(file, load_id) FROM loads WHERE source = '{SOURCE}' AND status = 'ok'").fetchone()[0]
+    file = con.execute("SELECT arg_max(file, load_id) FROM loads WHERE source = ? AND status = 'ok'",
+                       [SOURCE]).fetchone()[0]
     return {"source": SOURCE, "series": SERIES, "rows": row[0], "first_period": row[1], "last_period": row[2],
             "loaded_at": row[3], "file": file, "unit": f"{QUOTE} per {BASE}"}
