@@ -12,7 +12,7 @@ from tradewatch.flows.core import countries
 from tradewatch.flows import archive, schema
 from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, read_header,
-                                             reading, sql_path, sql_text, summarise_quarantine)
+                                             reading, summarise_quarantine, used_parameters)
 
 SOURCE = "baci"
 
@@ -133,7 +133,7 @@ def _country_cte(country_codes: Path | None) -> str:
         raise InputError(f"{country_codes} line 1", "expected columns country_code and country_iso3 "
                          "(or iso_3digit_alpha), as in BACI's country_codes_V*.csv")
     own = f"""SELECT CAST(TRY_CAST(trim("{code_col}") AS INTEGER) AS VARCHAR) AS num, upper(trim("{iso_col}")) AS a3
-              FROM read_csv({sql_path(country_codes)}, header = true, all_varchar = true)
+              FROM read_csv($codes, header = true, all_varchar = true)
               WHERE TRY_CAST(trim("{code_col}") AS INTEGER) IS NOT NULL AND regexp_full_match(upper(trim("{iso_col}")), '[A-Z]{{3}}')"""
     return f"""SELECT num, any_value(a3) AS a3 FROM ({own}) GROUP BY num
                UNION ALL SELECT num, a3 FROM ({m49}) WHERE num NOT IN (SELECT num FROM ({own}))"""
@@ -162,20 +162,26 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: st
     def staged(numbered: bool) -> str:
         return f"""CREATE OR REPLACE TEMP TABLE {table} AS
             SELECT {schema.cast_sql()}, problem, raw, line FROM (
-                SELECT {sql_text(source)} AS source, 'A' AS freq, make_date(year, 1, 1) AS period,
+                SELECT $source AS source, 'A' AS freq, make_date(year, 1, 1) AS period,
                        reporter_iso3, partner_iso3, 'export' AS flow, product AS product_code, 6 AS product_level,
                        value, 'USD' AS currency, net_weight_kg, NULL AS quantity, NULL AS quantity_unit,
                        problem, raw, line
-                FROM ({_typed_sql(path, codes, delimiter, numbered=numbered)}))"""
+                FROM ({_typed_sql(codes, numbered=numbered)}))"""
 
-    con.execute(staged(numbered=False))
+    # The file, its delimiter, the code table and the source label are bound parameters.
+    values = {"source": source, "path": str(path), "delimiter": delimiter, "codes": str(codes) if codes else None}
+
+    def run(statement: str) -> None:
+        con.execute(statement, used_parameters(statement, values))
+
+    run(staged(numbered=False))
     records, problems = con.execute(f"SELECT count(*), count_if(problem IS NOT NULL) FROM {table}").fetchone()
     check_complete(path, where, records, len(COLUMNS), delimiter)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")
     if problems:
-        con.execute(staged(numbered=True))
-        con.execute(f"""INSERT INTO {table}_quarantine SELECT {sql_text(where)}, line, problem, raw FROM {table}
-                        WHERE problem IS NOT NULL ORDER BY line""")
+        run(staged(numbered=True))
+        con.execute(f"""INSERT INTO {table}_quarantine SELECT ?, line, problem, raw FROM {table}
+                        WHERE problem IS NOT NULL ORDER BY line""", [where])
         con.execute(f"DELETE FROM {table} WHERE problem IS NOT NULL")
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     reasons = summarise_quarantine(con, f"{table}_quarantine")
@@ -183,16 +189,17 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: st
                        quarantined=sum(reasons.values()), reasons=reasons)
 
 
-def _typed_sql(path: Path, codes: Path | None, delimiter: str, *, numbered: bool) -> str:
-    """Every row of the file with its coded values, `problem` (NULL when it loads) and, for refused rows,
-    the raw text; `line` is the 1-based line number when `numbered`, else NULL."""
+def _typed_sql(codes: Path | None, *, numbered: bool) -> str:
+    """Every row of the file ($path, split at $delimiter) with its coded values, `problem` (NULL when it
+    loads) and, for refused rows, the raw text; `line` is the 1-based line number when `numbered`, else NULL.
+    Country codes from the table `codes` ($codes) when given."""
     line = "row_number() OVER () + 1" if numbered else "NULL::BIGINT"
     return f"""
         WITH m AS ({_country_cte(codes)}),
         raw AS (
             SELECT {line} AS line, trim(column0) AS t, trim(column1) AS i, trim(column2) AS j,
                    trim(column3) AS k, trim(column4) AS v, trim(column5) AS q
-            FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '"',
+            FROM read_csv($path, header = true, all_varchar = true, delim = $delimiter, quote = '"',
                           strict_mode = false, null_padding = true,
                           names = ['column0', 'column1', 'column2', 'column3', 'column4', 'column5'])
         ), coded AS (

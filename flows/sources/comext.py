@@ -11,7 +11,7 @@ from tradewatch.flows.core import countries, settings
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, newline_count,
-                                             read_header, reading, sql_path, sql_text, summarise_quarantine)
+                                             read_header, reading, summarise_quarantine, used_parameters)
 
 SOURCE = "comext"
 
@@ -127,7 +127,7 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, t
     # file's line breaks are counted on a thread meanwhile, to reconcile them with the rows read.
     with ThreadPoolExecutor(max_workers=1) as pool:
         counting = pool.submit(newline_count, dat_path)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql.staged(sql.rows())}")
+        sql.execute(con, f"CREATE OR REPLACE TEMP TABLE {table} AS {sql.staged(sql.rows())}")
         repeated, key_problems, bad_rows, records = con.execute(
             f"""SELECT count_if(repeated), count_if(problem IS NOT NULL), coalesce(sum(bad_rows), 0),
                        coalesce(sum(source_rows), 0) FROM {table}"""
@@ -138,14 +138,14 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, t
         _raise_repeated_row(con, sql, where)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")
     if key_problems or bad_rows:
-        con.execute(f"""INSERT INTO {table}_quarantine
-            SELECT {sql_text(where)}, line, problem, raw FROM ({sql.numbered_problems()}) ORDER BY line""")
+        sql.execute(con, f"""INSERT INTO {table}_quarantine
+            SELECT $file, line, problem, raw FROM ({sql.numbered_problems()}) ORDER BY line""", file=where)
         if bad_rows:
             # Keys mixing readable and unreadable rows are summed again over the readable rows only.
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {table}_redo AS
                 SELECT raw_reporter, raw_partner, raw_product, raw_flow, raw_period FROM {table} WHERE bad_rows > 0""")
             con.execute(f"DELETE FROM {table} WHERE bad_rows > 0")
-            con.execute(f"""INSERT INTO {table} {sql.staged(sql.rows(value_ok_only=True,
+            sql.execute(con, f"""INSERT INTO {table} {sql.staged(sql.rows(value_ok_only=True,
                         keys_from=f'{table}_redo'))}""")
             con.execute(f"DROP TABLE {table}_redo")
         con.execute(f"DELETE FROM {table} WHERE problem IS NOT NULL")
@@ -167,8 +167,15 @@ class _ComextSql:
 
     def __init__(self, header: list[str], upper: list[str], delimiter: str, path: Path, source: str):
         self.header, self.upper, self.has, self.source = header, upper, set(upper), source
-        self.reader = (f"read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', "
+        # The file, its delimiter and the source label are bound ($path, $delimiter, $source: see execute);
+        # only the header's own column names, identifiers, are written into the SQL.
+        self.parameters = {"path": str(path), "delimiter": delimiter, "source": source}
+        self.reader = ("read_csv($path, header = true, all_varchar = true, delim = $delimiter, "
                        "quote = '\"', strict_mode = false, null_padding = true)")
+
+    def execute(self, con: duckdb.DuckDBPyConnection, statement: str, **values) -> duckdb.DuckDBPyConnection:
+        """Run `statement` (built from these pieces) with the parameters it uses bound."""
+        return con.execute(statement, used_parameters(statement, {**self.parameters, **values}))
 
     def col(self, name: str) -> str:
         if name not in self.has:
@@ -261,7 +268,7 @@ class _ComextSql:
                    bit_count(bit_or(procedure_bit)) <> count(procedure_bit) AS repeated
             FROM ({rows}) GROUP BY ALL"""
         canonical = f"""
-            SELECT {sql_text(self.source)} AS source,
+            SELECT $source AS source,
                    CASE WHEN substr(raw_period, 5, 2) = '52' THEN 'A' ELSE 'M' END AS freq,
                    period_start AS period, reporter_iso3, partner_iso3,
                    CASE raw_flow WHEN '1' THEN 'import' ELSE 'export' END AS flow,
@@ -300,7 +307,7 @@ class _ComextSql:
 def _raise_repeated_row(con: duckdb.DuckDBPyConnection, sql: _ComextSql, where: str) -> None:
     c = sql.col
     key = ", ".join(c(n) for n in ("REPORTER", "PARTNER", "PRODUCT_NC", "FLOW", "PERIOD", "STAT_PROCEDURE", "TRADE_TYPE"))
-    row = con.execute(f"""
+    row = sql.execute(con, f"""
         SELECT min(line), max(line), {c('REPORTER')}, {c('PARTNER')}, {c('PRODUCT_NC')}, {c('PERIOD')}
         FROM (SELECT row_number() OVER () + 1 AS line, * FROM {sql.reader})
         GROUP BY {key} HAVING count(*) > 1 ORDER BY 1 LIMIT 1

@@ -11,7 +11,7 @@ from tradewatch.flows.core import countries
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, read_header,
-                                             reading, sql_path, sql_text, summarise_quarantine)
+                                             reading, summarise_quarantine)
 
 SOURCE = "comext_sdmx"
 # Product rows (CN8) found in such a file are Comext rows like those of the bulk files.
@@ -111,7 +111,8 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
         raise InputError(f"{where} line 1", f"{problem}; expected the DS-045409 SDMX-CSV columns {','.join(COLUMNS)}")
     typed = f"{table}_typed"
     with reading(path, where):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {typed} AS {_typed_sql(path, header, upper, delimiter)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {typed} AS {_typed_sql(header, upper)}",
+                    {"path": str(path), "delimiter": delimiter})
         records = con.execute(f"SELECT count(*) FROM {typed}").fetchone()[0]
         check_complete(path, where, records, len(header), delimiter)
     try:
@@ -121,7 +122,7 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
         con.execute(f"DROP TABLE IF EXISTS {typed}")
 
 
-def _typed_sql(path: Path, header: list[str], upper: list[str], delimiter: str) -> str:
+def _typed_sql(header: list[str], upper: list[str]) -> str:
     """Every row of the file: line (1-based, header is 1), raw text, trimmed source texts, coded values
     (reporter_iso3, partner_iso3, period, value, product_level), `not_available` and `problem` (NULL
     when the row loads)."""
@@ -130,7 +131,8 @@ def _typed_sql(path: Path, header: list[str], upper: list[str], delimiter: str) 
             return "NULL"
         return 'trim("' + header[upper.index(name)].replace('"', '""') + '")'
 
-    reader = (f"read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}', quote = '\"', "
+    # The file and its delimiter are parameters ($path, $delimiter); the header's own names are identifiers.
+    reader = ("read_csv($path, header = true, all_varchar = true, delim = $delimiter, quote = '\"', "
               "strict_mode = false, null_padding = true)")
     texts = f"""
         SELECT row_number() OVER () + 1 AS line, concat_ws(',', {', '.join(col(c) for c in COLUMNS if c in upper)}) AS raw,
@@ -231,16 +233,16 @@ def _split(con: duckdb.DuckDBPyConnection, typed: str, *, table: str, source: st
                 CASE raw_flow WHEN '1' THEN 'import' ELSE 'export' END AS flow"""
     loadable = "problem IS NULL AND NOT not_available"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT {schema.cast_sql()} FROM (
-        SELECT {sql_text(product_source)} AS source, {common}, raw_product AS product_code, 8 AS product_level,
+        SELECT $source AS source, {common}, raw_product AS product_code, 8 AS product_level,
                value, '{CURRENCY}' AS currency, NULL AS net_weight_kg, NULL AS quantity, NULL AS quantity_unit
-        FROM {typed} WHERE {loadable} AND product_level = 8)""")
+        FROM {typed} WHERE {loadable} AND product_level = 8)""", {"source": product_source})
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {table}_totals AS SELECT {schema.cast_sql(TOTALS.staged_fields)} FROM (
-        SELECT {sql_text(source)} AS source, {common}, raw_product AS product_group, product_level,
+        SELECT $source AS source, {common}, raw_product AS product_group, product_level,
                value, '{CURRENCY}' AS currency, obs_flag
-        FROM {typed} WHERE {loadable} AND product_level < 8)""")
+        FROM {typed} WHERE {loadable} AND product_level < 8)""", {"source": source})
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {table}_quarantine AS
-        SELECT {sql_text(where)} AS file, CAST(line AS BIGINT) AS line, problem AS reason, raw
-        FROM {typed} WHERE problem IS NOT NULL ORDER BY line""")
+        SELECT $file AS file, CAST(line AS BIGINT) AS line, problem AS reason, raw
+        FROM {typed} WHERE problem IS NOT NULL ORDER BY line""", {"file": where})
     products, totals, not_available = con.execute(
         f"""SELECT count_if({loadable} AND product_level = 8), count_if({loadable} AND product_level < 8),
                    count_if(not_available) FROM {typed}""").fetchone()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +60,20 @@ def download_to_cache(item: Fetch, *, expect: Callable[[bytes], str | None] | No
 
 
 def sql_path(path: Path | str) -> str:
-    """A path as a SQL string literal (single quotes doubled)."""
+    """A path as a SQL string literal (single quotes doubled), only where DuckDB cannot bind a parameter
+    (a view's definition); elsewhere bind it (`$path`, see used_parameters)."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
 def sql_text(value: str) -> str:
+    """A text as a SQL string literal (single quotes doubled), only where DuckDB cannot bind a parameter."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def used_parameters(sql: str, values: Mapping[str, object]) -> dict[str, object]:
+    """The named parameters among `values` that statement `sql` uses (`$name`): a reader builds its SQL
+    from pieces, some of which use a value and some not, and DuckDB refuses a parameter left unused."""
+    return {name: value for name, value in values.items() if re.search(rf"\${re.escape(name)}\b", sql)}
 
 
 def read_header(path: Path, where: str, max_bytes: int = 1 << 16) -> tuple[list[str], str]:
@@ -106,14 +114,17 @@ def read_header(path: Path, where: str, max_bytes: int = 1 << 16) -> tuple[list[
     return columns, delimiter
 
 
-def stage_from_typed(con: duckdb.DuckDBPyConnection, *, table: str, canonical_sql: str, where: str) -> StageResult:
+def stage_from_typed(con: duckdb.DuckDBPyConnection, *, table: str, canonical_sql: str, where: str,
+                     params: Mapping[str, object] | None = None) -> StageResult:
     """From `{table}_typed` (columns line, raw, problem, …) build TEMP `{table}` with the canonical
-    columns from `canonical_sql` and TEMP `{table}_quarantine` (file, line, reason, raw)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {schema.cast_sql()} FROM ({canonical_sql})")
+    columns from `canonical_sql` (its `$name` parameters bound from `params`) and TEMP
+    `{table}_quarantine` (file, line, reason, raw)."""
+    statement = f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {schema.cast_sql()} FROM ({canonical_sql})"
+    con.execute(statement, used_parameters(statement, params or {}))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {table}_quarantine AS
-            SELECT {sql_text(where)} AS file, CAST(line AS BIGINT) AS line, problem AS reason, raw
-            FROM {table}_typed WHERE problem IS NOT NULL ORDER BY line"""
+            SELECT ? AS file, CAST(line AS BIGINT) AS line, problem AS reason, raw
+            FROM {table}_typed WHERE problem IS NOT NULL ORDER BY line""", [where]
     )
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     reasons = summarise_quarantine(con, f"{table}_quarantine")

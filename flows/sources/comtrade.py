@@ -11,7 +11,7 @@ import duckdb
 from tradewatch.flows.core import countries
 from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, read_error,
-                                             read_header, reading, sql_path, sql_text, stage_from_typed)
+                                             read_header, reading, sql_text, stage_from_typed)
 
 SOURCE = "comtrade"
 # Comtrade data arrives per query, usually for a list of products: a file replaces the products it holds
@@ -102,27 +102,30 @@ def _mapped_columns(names, expression) -> tuple[list[str], set[str]]:
     return select, present
 
 
-def _csv_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str]]:
-    """A SELECT giving line + the mapped columns (as VARCHAR, canonical short names) of a CSV file."""
+def _csv_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str], dict]:
+    """A SELECT giving line + the mapped columns (as VARCHAR, canonical short names) of a CSV file, the
+    source columns present, and the parameters the SELECT binds ($path, $delimiter)."""
     header, delimiter = read_header(path, where)
     select, present = _mapped_columns([h.strip() for h in header],
                                       lambda original: f'trim("{original.replace(chr(34), chr(34) * 2)}")')
     relation = f"""
         SELECT row_number() OVER () + 1 AS line, {', '.join(select)}
-        FROM read_csv({sql_path(path)}, header = true, all_varchar = true, delim = '{delimiter}',
+        FROM read_csv($path, header = true, all_varchar = true, delim = $delimiter,
                       quote = '"', strict_mode = false, null_padding = true)"""
-    return relation, present
+    return relation, present, {"path": str(path), "delimiter": delimiter}
 
 
-def _json_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str]]:
-    """A SELECT giving line (the 1-based record number) + the mapped columns of a Comtrade JSON file."""
+def _json_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str], dict]:
+    """A SELECT giving line (the 1-based record number) + the mapped columns of a Comtrade JSON file, the
+    source columns present, and the parameters the SELECT binds ($path)."""
+    bound = {"path": str(path)}
     # DuckDB's JSON parser refuses a byte order mark, which Windows tools put before saved answers.
-    doc = (f"SELECT CAST(CASE WHEN starts_with(content, chr(65279)) THEN substr(content, 2) ELSE content END AS JSON) "
-           f"AS j FROM read_text({sql_path(path)})")
+    doc = ("SELECT CAST(CASE WHEN starts_with(content, chr(65279)) THEN substr(content, 2) ELSE content END AS JSON) "
+           "AS j FROM read_text($path)")
     try:
         kind, error, message, data_kind = con.execute(f"""
             SELECT json_type(j), j->>'error', coalesce(j->>'message', j->>'Message'),
-                   json_type(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END) FROM ({doc})""").fetchone()
+                   json_type(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END) FROM ({doc})""", bound).fetchone()
     except duckdb.Error as exc:
         if "utf-8" in str(exc).lower():
             raise read_error(exc, path, where) from None
@@ -137,9 +140,11 @@ def _json_relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tu
     records = f"""
         SELECT row_number() OVER () AS line, r FROM (
             SELECT unnest(CAST(CASE WHEN json_type(j) = 'ARRAY' THEN j ELSE j->'data' END AS JSON[])) AS r FROM ({doc}))"""
-    keys = {row[0] for row in con.execute(f"SELECT DISTINCT unnest(json_keys(r)) FROM ({records})").fetchall()}
+    keys = {row[0] for row in con.execute(f"SELECT DISTINCT unnest(json_keys(r)) FROM ({records})", bound).fetchall()}
+    # A key is written as a literal: only keys matching a MAPPED name (in some letter case) get here, and
+    # a JSON path operand in a select list built per file is simpler as text than as a parameter each.
     select, present = _mapped_columns(keys, lambda original: f"trim(r->>{sql_text(original)})")
-    return f"SELECT line, {', '.join(select)} FROM ({records})", present
+    return f"SELECT line, {', '.join(select)} FROM ({records})", present, bound
 
 
 def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str = SOURCE,
@@ -155,33 +160,36 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
 
 
 def _stage(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source: str, where: str) -> StageResult:
-    relation, present, unit = _relation(con, path, where)
-    _require_columns(con, relation, present, unit, where)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_typed AS {_typed_sql(relation, unit)}")
+    relation, present, unit, bound = _relation(con, path, where)
+    _require_columns(con, relation, present, unit, where, bound)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_typed AS {_typed_sql(relation, unit)}", bound)
     if unit == "line":
         header, delimiter = read_header(path, where)
         records = con.execute(f"SELECT count(*) FROM {table}_typed").fetchone()[0]
         check_complete(path, where, records, len(header), delimiter)
-    return stage_from_typed(con, table=table, canonical_sql=_canonical_sql(table, source), where=where)
+    return stage_from_typed(con, table=table, canonical_sql=_canonical_sql(table), where=where,
+                            params={"source": source})
 
 
-def _relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str], str]:
-    """(SELECT of line + mapped columns, source columns present, 'record' for JSON or 'line' for CSV)."""
+def _relation(con: duckdb.DuckDBPyConnection, path: Path, where: str) -> tuple[str, set[str], str, dict]:
+    """(SELECT of line + mapped columns, source columns present, 'record' for JSON or 'line' for CSV, the
+    parameters the SELECT binds)."""
     if _is_json(path):
-        relation, present = _json_relation(con, path, where)
-        return relation, present, "record"
-    relation, present = _csv_relation(con, path, where)
-    return relation, present, "line"
+        relation, present, bound = _json_relation(con, path, where)
+        return relation, present, "record", bound
+    relation, present, bound = _csv_relation(con, path, where)
+    return relation, present, "line", bound
 
 
-def _require_columns(con: duckdb.DuckDBPyConnection, relation: str, present: set[str], unit: str, where: str) -> None:
+def _require_columns(con: duckdb.DuckDBPyConnection, relation: str, present: set[str], unit: str, where: str,
+                     bound: dict) -> None:
     """InputError unless one column of each REQUIRED_ANY group is present (an empty API answer has no
     records to name columns, and passes)."""
     lowered = {p.lower() for p in present}
     for group in REQUIRED_ANY:
         if any(g.lower() in lowered for g in group):
             continue
-        if unit == "record" and con.execute(f"SELECT count(*) FROM ({relation})").fetchone()[0] == 0:
+        if unit == "record" and con.execute(f"SELECT count(*) FROM ({relation})", bound).fetchone()[0] == 0:
             return
         raise InputError(f"{where} {'line 1' if unit == 'line' else 'records'}",
                          f"missing column {' or '.join(group)}; expected Comtrade API columns")
@@ -279,10 +287,10 @@ def _numbered_sql() -> str:
     """
 
 
-def _canonical_sql(table: str, source: str) -> str:
-    """Canonical rows: per key, the sum over the rows of the chosen breakdown."""
+def _canonical_sql(table: str) -> str:
+    """Canonical rows: per key, the sum over the rows of the chosen breakdown; the source label is $source."""
     return f"""
-        SELECT {sql_text(source)} AS source, CASE WHEN month IS NULL THEN 'A' ELSE 'M' END AS freq,
+        SELECT $source AS source, CASE WHEN month IS NULL THEN 'A' ELSE 'M' END AS freq,
                make_date(year, coalesce(month, 1), 1) AS period, reporter_iso3, partner_iso3, flow,
                product AS product_code, length(product) AS product_level, sum(value) AS value, 'USD' AS currency,
                sum(net_weight_kg) AS net_weight_kg, sum(quantity) AS quantity, any_value(NULLIF(qty_unit, '')) AS quantity_unit
