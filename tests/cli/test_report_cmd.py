@@ -26,7 +26,9 @@ def test_report_to_out_and_default_path(tmp_path, tradewatch_home):
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
     text = out.read_text(encoding="utf-8")
-    assert fixture.RUN_NEW in text and text.count('class="chart"') == 2
+    # a chart for each of the run's 5 flags; --top 2 opens the best two
+    assert fixture.RUN_NEW in text and text.count('class="chart"') == 5
+    assert text.count('<details class="chart-box" open>') == 2
     result = runner.invoke(app, ["report", "--db", str(db), "--run", fixture.RUN_OLD])
     assert result.exit_code == 0, result.output
     default = tradewatch_home / "reports" / f"report-{fixture.RUN_OLD}.html"
