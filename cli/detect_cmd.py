@@ -26,7 +26,7 @@ class Format(str, Enum):
 OUTPUT_COLUMNS = (
     "rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code", "product_name", "tier",
     "currency", "baseline_value", "recent_value", "growth", "target_change", "onward_growth", "excess_value",
-    "reasons", "route_id",
+    "reasons", "route_id", "exploration",
 )
 
 
@@ -56,6 +56,10 @@ def detect(
     recent_months: RecentOption = None,
     fdr: FdrOption = None,
     wide: WideOption = False,
+    exploration_share: Annotated[Optional[float], typer.Option(
+        "--exploration-share", metavar="SHARE", help="Share of the routes shown that come from just below the "
+        "threshold for review, marked 'exploration' and never flagged (default "
+        f"{detect_default('exploration_share')}; 0: none).")] = None,
     reproduce: Annotated[Optional[str], typer.Option(
         "--reproduce", metavar="RUN", help="Recompute stored run RUN (an id, a unique prefix or 'latest') on the data "
                                            "as it was when it ran, and say whether flags and scores are identical "
@@ -70,10 +74,11 @@ def detect(
 
     if reproduce is not None:
         _reproduce(db, reproduce, given={"--event": event, "--config": config, "--as-of": as_of, "--fdr": fdr,
-                                         "--baseline-months": baseline_months, "--recent-months": recent_months})
+                                         "--baseline-months": baseline_months, "--recent-months": recent_months,
+                                         "--exploration-share": exploration_share})
         return
     options = window_options(event, as_of, baseline_months, recent_months, fdr, config)
-    outcome = service.detect(db, config=config, say=say, **options)
+    outcome = service.detect(db, config=config, say=say, exploration_share=exploration_share, **options)
     event = outcome.run.params.event
     run = outcome.run
     if outcome.seeded:
@@ -83,23 +88,27 @@ def detect(
     if run.unavailable:
         say("unavailable with this data: " + "; ".join(run.unavailable))
     rows = run.flagged.head(top).to_dicts()
+    explored = run.exploration.to_dicts()
     say(
         f"Run {run.run_id}: {run.flagged.height} of {run.candidates:,} candidate routes flagged "
         f"(event {event}); detection took {outcome.detect_s:.1f} s."
     )
     label = _demo_label() if outcome.demo else None
     if format is Format.json:
-        typer.echo(json.dumps([_json_row(r, label) for r in rows], indent=2, default=str, ensure_ascii=False))
+        typer.echo(json.dumps([_json_row(r, label) for r in rows + explored], indent=2, default=str,
+                              ensure_ascii=False))
     elif format is Format.csv:
-        columns = [c for c in _output_columns() if c in run.flagged.columns]
-        frame = run.flagged.head(top).select(columns)
-        if label:
-            import polars as pl
+        import polars as pl
 
+        columns = [c for c in _output_columns() if c in run.flagged.columns]
+        frame = pl.concat([run.flagged.head(top).select(columns), run.exploration.select(columns)])
+        if label:
             frame = frame.with_columns(data=pl.lit(label))
         typer.echo(frame.write_csv(), nl=False)
     else:
         _print_table(rows, event, run.flagged.height, wide, label)
+        if explored:
+            _print_table(explored, event, len(explored), wide, label, exploration=True)
 
 
 def _reproduce(db, run: str, given: dict) -> None:
@@ -119,7 +128,8 @@ def _reproduce(db, run: str, given: dict) -> None:
     if outcome.model_then != outcome.model_now:
         say(f"note: the run used model {outcome.model_then}; this tradewatch has {outcome.model_now}")
     if outcome.identical:
-        typer.echo(f"identical: {outcome.flags} flag(s), the same routes, ranks and scores "
+        explored = f" and {outcome.explored} exploration route(s)" if outcome.explored else ""
+        typer.echo(f"identical: {outcome.flags} flag(s){explored}, the same routes, ranks and scores "
                    f"(largest score difference {outcome.max_score_change:.1e}); "
                    f"run hash {'equal' if outcome.same_hash else 'differs (loads or model recorded differently)'}.")
         return
@@ -146,7 +156,8 @@ def _json_row(row: dict, label: str | None = None) -> dict:
     return out
 
 
-def _print_table(rows: list[dict], event: str, total: int, wide: bool, label: str | None = None) -> None:
+def _print_table(rows: list[dict], event: str, total: int, wide: bool, label: str | None = None,
+                 exploration: bool = False) -> None:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -161,6 +172,9 @@ def _print_table(rows: list[dict], event: str, total: int, wide: bool, label: st
         return
     title = (f"Flagged diversion routes, event {event}: recent monthly average vs the seasonally matched baseline"
              if wide else f"Flagged routes, event {event} (growth net of the pair's ordinary growth)")
+    if exploration:
+        title = ("EXPLORATION — not flagged: routes from just below the threshold, shown so that reviews also "
+                 "teach the ranker what it does not yet believe")
     if label:
         title = f"{label.upper()} — {title}"
     table = Table(title=title, box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
@@ -189,5 +203,9 @@ def _print_table(rows: list[dict], event: str, total: int, wide: bool, label: st
         table.add_row(*cells)
     console.print(table)
     hint = "" if wide else "; --wide for products, values and reasons"
+    if exploration:
+        console.print(f"{len(rows)} exploration route(s), not flagged — review them like flags (`tradewatch flags "
+                      "review ID`).", style="dim", markup=False)
+        return
     console.print(f"{len(rows)} of {total} flagged shown — `tradewatch flags show ID` for the evidence{hint}.",
                   style="dim", markup=False)

@@ -44,6 +44,9 @@ def evaluate(
         "--simulate-review", min=1, max=20, help="Instead: a simulated analyst reviews the ranker's top 20 "
         "unreviewed routes per round on one world (--families NAME, default mixed; --first-seed), the ranker "
         "retrained after each round, beside the ranker without reviews. Several minutes.")] = None,
+    exploration_share: Annotated[Optional[float], typer.Option(
+        "--exploration-share", metavar="SHARE", help="With --simulate-review: share of each batch drawn from just "
+        "below the flag threshold, as `detect` shows them (default: the detection parameter's).")] = None,
 ) -> None:
     """Score tradewatch against the synthetic world's answer key, side by side with ranking by plain
     growth and the European Commission's 2023 rule, and run the placebo in time on the warehouse's data.
@@ -53,7 +56,7 @@ def evaluate(
     from tradewatch.detect import evaluate as evaluation
     from tradewatch.detect.config import DetectParams
 
-    params = DetectParams.from_toml(config, **options)
+    params = DetectParams.from_toml(config, exploration_share=exploration_share, **options)
     if simulate_review is not None:
         _simulate(simulate_review, families, first_seed, params, as_json)
         return
@@ -139,15 +142,23 @@ def _simulate(rounds: int, families: str | None, seed: int, params, as_json: boo
     prior = ranker.collect(evaluation.family_names("all"), [ranker.PRIOR_SEED], params, say=quiet)
     quiet(f"The world reviewed: {family}, seed {seed} …")
     world = ranker.world_examples(family, seed, params)
-    result = {"family": family, "seed": seed, **ranker.simulate_review(world, prior, rounds=rounds, say=quiet)}
+    from tradewatch.detect import review_curve
+
+    result = {"family": family, "seed": seed, "prior_seed": ranker.PRIOR_SEED,
+              **ranker.simulate_review(world, prior, rounds=rounds, exploration_share=params.exploration_share,
+                                       params=params, say=quiet)}
+    stored = review_curve.save(result)
+    quiet(f"Curve stored in {stored}; `tradewatch report` plots it.")
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     table = Table(title=f"Simulated analyst on {family} seed {seed}: {result['batch']} routes reviewed a round "
                         f"({result['planted']} planted among {result['candidates']:,} candidates)")
-    for name in ("round", "precision with reviews", "without", "found with reviews", "without "):
+    for name in ("round", "precision with reviews", "without", "found with reviews", "without ",
+                 "exploration (planted)"):
         table.add_column(name, justify="right", no_wrap=True)
     for row in result["rounds"]:
         table.add_row(str(row["round"]), f"{row['precision_with_reviews']:.2f}", f"{row['precision_without']:.2f}",
-                      str(row["found_with_reviews"]), str(row["found_without"]))
+                      str(row["found_with_reviews"]), str(row["found_without"]),
+                      f"{row['explored']} ({row['explored_planted']})")
     Console().print(table)

@@ -256,14 +256,14 @@ def _print_flags(frame, wide: bool = False, label: str | None = None) -> None:
         currency = row["currency"]
         route = _plain(f"{row['origin_iso3']}→{row['transit_iso3']}→{row['target_iso3']}")
         if not wide:
-            table.add_row(short_id(row["id"]), score_text(row["score"]), _plain(row["status"]), route,
+            table.add_row(short_id(row["id"]), score_text(row["score"]), _status_cell(row), route,
                           _plain(row["product_code"]), _plain(row["tier"] or "–"), growth_text(row),
                           _money(row["excess_value"], currency))
             continue
         name = row["product_name"] or ""
         product = f"{row['product_code']} {name[:36]}" + ("…" if len(name) > 36 else "")
         table.add_row(
-            _plain(row["id"]), str(row["rank"]), score_text(row["score"]), _plain(row["status"]), route,
+            _plain(row["id"]), str(row["rank"]), score_text(row["score"]), _status_cell(row), route,
             _plain(product), _plain(row["tier"] or "–"),
             f"{_money(row['baseline_value'], currency)} → {_money(row['recent_value'], currency)}",
             growth_text(row), change(row["target_change"]), _money(row["excess_value"], currency),
@@ -273,6 +273,11 @@ def _print_flags(frame, wide: bool = False, label: str | None = None) -> None:
     hint = "" if wide else "; --wide for values and reasons"
     console.print(f"{frame.height} route(s). `tradewatch flags show ID` for the evidence of one{hint}.",
                   style="dim", markup=False)
+
+
+def _status_cell(row: dict) -> str:
+    """The status shown, and 'EXPLORATION' for a route from just below the threshold (not a flag)."""
+    return _plain(row["status"]) + (" · EXPLORATION" if row.get("exploration") else "")
 
 
 def _print_evidence(evidence) -> None:
@@ -334,6 +339,9 @@ def _facts_table(evidence):
     facts.add_row("product", _plain(f"{route['product_code']} {evidence.product_name or '(no name in the HS nomenclature)'}"))
     facts.add_row("CHPL tier", _plain(evidence.tier or "not on the Common High Priority List"))
     facts.add_row("status", _plain(evidence.status))
+    if route.get("exploration"):
+        facts.add_row("EXPLORATION", "not flagged: shown from just below the threshold (exploration_share) so that "
+                                     "reviews also teach the ranker; a decision on it is a label like any other")
     facts.add_row("run", _plain(f"{run['run_id']} (event {evidence.event:%Y-%m})" if evidence.event else run["run_id"]))
     meaning = ("the ranker's calibrated probability" if "ranker_probability" in (evidence.features or {})
                else "1 − p")

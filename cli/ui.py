@@ -276,6 +276,7 @@ def flags_rows(frame) -> list[dict]:
         "baseline": money(row["baseline_value"], row["currency"]), "recent": money(row["recent_value"], row["currency"]),
         "growth": growth_text(row), "excess": money(row["excess_value"], row["currency"]),
         "reasons": row["reasons"] or "", "reviewed_by": row["reviewed_by"] or "",
+        "exploration": bool(row["exploration"]),
     } for row in frame.iter_rows(named=True)]
 
 

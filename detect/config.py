@@ -281,6 +281,8 @@ class DetectParams(BaseModel, metaclass=_KeywordsAreOptions):
     min_onward_growth: Ratio
     ranker: Flag
     ranker_min_probability: Share
+    exploration_share: Annotated[float, _number(lambda v: 0 <= v <= 0.5,
+                                                "expected a share of the routes shown from 0 to 0.5, e.g. 0.1")]
 
     @model_validator(mode="before")
     @classmethod

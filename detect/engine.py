@@ -31,6 +31,7 @@ FLAGGED_SCHEMA: dict[str, pl.DataType] = {
     "recent_start": pl.Date(), "recent_end": pl.Date(), "baseline_value": pl.Float64(),
     "recent_value": pl.Float64(), "growth": pl.Float64(), "target_change": pl.Float64(),
     "onward_growth": pl.Float64(), "excess_value": pl.Float64(), "features": pl.String(), "reasons": pl.String(),
+    "exploration": pl.Boolean(),
 }
 
 
@@ -49,6 +50,9 @@ class RunResult:
     windows: dict[str, str] = field(default_factory=dict)
     model_version: str = MODEL_VERSION
     vintage: int | None = None  # the data read: as of this load (flows/vintages.py); None before vintages
+    # Routes from just below the threshold shown for review (FLAGGED_SCHEMA, ranks after the flags): never
+    # flagged, never counted in the flagged list or its expected false flags (detect/exploration.py).
+    exploration: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FLAGGED_SCHEMA))
 
 
 route_id = features.route_id  # one route identity everywhere: features computes it for every candidate
@@ -241,12 +245,22 @@ def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: Detec
                   unavailable: dict[str, str], model=None) -> pl.DataFrame:
     """The user-facing table of flagged routes (FLAGGED_SCHEMA), best first; with the ranker `model`, each
     route's reasons and features also say what moved its probability most."""
+    return route_table(scored.filter(pl.col("flag")), windows, params, unavailable, model)
+
+
+def route_table(chosen: pl.DataFrame, windows: features.Windows, params: DetectParams,
+                unavailable: dict[str, str], model=None, *, first_rank: int = 1,
+                lead: list[str] | None = None) -> pl.DataFrame:
+    """FLAGGED_SCHEMA rows of the scored routes `chosen`, in their order, ranked from `first_rank`; `lead`
+    (one text per route, or None) is put before each route's reasons, and routes given one are marked
+    `exploration` (detect/exploration.py): shown for review, not flagged."""
     from tradewatch.detect import ranker
 
-    flagged = scored.filter(pl.col("flag"))
+    flagged = chosen
     moved = ranker.explain(model, flagged) if model is not None else [None] * flagged.height
+    leads = lead or [""] * flagged.height
     rows = []
-    for rank, (row, why) in enumerate(zip(flagged.iter_rows(named=True), moved), start=1):
+    for rank, (row, why, first) in enumerate(zip(flagged.iter_rows(named=True), moved, leads), start=first_rank):
         code, level = row["product"], int(row["level"])
         onward = None
         if row.get("onward_growth_log") is not None and (row.get("onward_base") or 0) > 0:
@@ -267,7 +281,9 @@ def flagged_table(scored: pl.DataFrame, windows: features.Windows, params: Detec
             "onward_growth": onward,
             "excess_value": row["excess_value"],
             "features": _features_json(row, unavailable, why),
-            "reasons": reasons(row, windows, params) + ("; " + _ranker_words(row, why) if why is not None else ""),
+            "reasons": first + reasons(row, windows, params)
+            + ("; " + _ranker_words(row, why) if why is not None else ""),
+            "exploration": lead is not None,
         })
     return pl.DataFrame(rows, schema=FLAGGED_SCHEMA, orient="row")
 
@@ -317,7 +333,7 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     With `store`, the run (parameters, loads read, model version, hash) goes to `runs` and its flags to
     `anomalies`. Same warehouse and parameters give the same flagged table. Raises TradewatchError when
     the warehouse cannot support detection (empty, no coalition→target flows, windows outside the data)."""
-    from tradewatch.detect import ranker
+    from tradewatch.detect import exploration, ranker
 
     params = params or DetectParams()
     started = _now()
@@ -326,7 +342,10 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     windows = frame.windows
     scored = score_routes(frame.routes, params, windows, frame.placebo, model)
     flagged = flagged_table(scored, windows, params, frame.unavailable, model)
+    explored = exploration.table(scored, windows, params, frame.unavailable, model, flagged.height)
     notes = list(frame.notes) + [calibration_note(scored, params, model)]
+    if explored.height:
+        notes.append(exploration.note(explored.height, flagged.height, params))
     unavailable_words = [f"{features.FEATURES.get(name, name)} ({name}): {why}" for name, why in frame.unavailable.items()]
     loads = _loads_read(con)
     version = model_version(model)
@@ -342,7 +361,7 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     result = RunResult(
         run_id="", params=params, flagged=flagged, candidates=frame.routes.height,
         unavailable=unavailable_words, notes=notes, run_hash=run_hash, windows=window_text, model_version=version,
-        vintage=vintages.current(con),
+        vintage=vintages.current(con), exploration=explored,
     )
     if store:
         result.run_id = _store(con, result, frame.unavailable, loads, started)
@@ -365,9 +384,10 @@ def _store(con: duckdb.DuckDBPyConnection, result: RunResult, unavailable: dict[
             "flagged": result.flagged.height, "candidates": result.candidates, "unavailable_json": unavailable_json,
             "notes_json": json.dumps(result.notes), "vintage": result.vintage,
         }))
-        if result.flagged.height:
+        shown = pl.concat([result.flagged, result.exploration])
+        if shown.height:
             # The flagged table holds every anomalies column (features under its stored name features_json).
-            table = result.flagged.with_columns(pl.lit(run_id).alias("run_id")).rename(
+            table = shown.with_columns(pl.lit(run_id).alias("run_id")).rename(
                 {"features": "features_json"})
             con.register("tw_detect_flags_arrow", table.to_arrow())
             con.execute(schema.insert_select_sql(
@@ -401,10 +421,19 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: str = "latest") -> RunResul
     # The flagged table's columns are the anomalies table's (features under its stored name features_json).
     stored_as = {name: "features_json" if name == "features" else name for name in FLAGGED_SCHEMA}
     schema.TABLES["anomalies"].pick(*stored_as.values())  # each one is checked to be an anomalies column
-    columns = ", ".join(f"{stored} AS {name}" for name, stored in stored_as.items())
-    flagged = con.sql(f"SELECT {columns} FROM anomalies WHERE run_id = $run ORDER BY rank",
-                      params={"run": run_id}).pl()
-    flagged = pl.concat([pl.DataFrame(schema=FLAGGED_SCHEMA), flagged.cast(FLAGGED_SCHEMA)], how="vertical")
+    # exploration is NULL in rows stored before it existed, when every row was a flag
+    columns = ", ".join(f"coalesce({stored}, false) AS {name}" if name == "exploration" else f"{stored} AS {name}"
+                        for name, stored in stored_as.items())
+    shown = con.sql(f"SELECT {columns} FROM anomalies WHERE run_id = $run ORDER BY rank",
+                    params={"run": run_id}).pl()
+
+    def part(explored: bool) -> pl.DataFrame:
+        rows = shown.filter(pl.col("exploration") == explored)
+        return pl.concat([pl.DataFrame(schema=FLAGGED_SCHEMA), rows.cast(FLAGGED_SCHEMA)], how="vertical")
+
+    flagged, explored = part(False), part(True)
+    if "exploration_share" not in stored:
+        params = params.replace(exploration_share=0.0)  # stored before exploration: it showed none
     unavailable = []
     for item in json.loads(run.get("unavailable_json") or "[]"):
         if isinstance(item, dict):
@@ -415,4 +444,5 @@ def load_run(con: duckdb.DuckDBPyConnection, run_id: str = "latest") -> RunResul
     notes = json.loads(run.get("notes_json") or "[]") if "notes_json" in run else []
     return RunResult(run_id=run_id, params=params, flagged=flagged, candidates=int(run.get("candidates") or 0),
                      unavailable=unavailable, notes=notes, run_hash=run.get("run_hash") or "", windows=windows,
-                     model_version=run.get("model_version") or MODEL_VERSION, vintage=run.get("vintage"))
+                     model_version=run.get("model_version") or MODEL_VERSION, vintage=run.get("vintage"),
+                     exploration=explored)

@@ -509,32 +509,61 @@ def with_reviews(examples: pl.DataFrame, reviews: pl.DataFrame, *, weight: float
 # --- a simulated analyst ------------------------------------------------------------------------------------
 
 def simulate_review(world: pl.DataFrame, prior: pl.DataFrame, *, rounds: int, batch: int = 20,
-                    weight: float = 20.0, say=lambda message: None) -> dict:
+                    weight: float = 20.0, exploration_share: float = 0.0, params=None,
+                    say=lambda message: None) -> dict:
     """An oracle analyst reviews, each round, the `batch` unreviewed routes the ranker puts first (its
     decisions are the world's answer key) and the ranker is retrained on `prior` plus the decisions so far;
-    beside it, the ranker without reviews walks down its own fixed order. Returns per round the precision
-    of the batch reviewed, for both, and the planted routes found so far."""
+    beside it, the ranker without reviews walks down its own fixed order. With `exploration_share`,
+    round(share × batch) of each batch are instead the unreviewed routes nearest the flag threshold
+    (detect/exploration.py, for `params`), as `tradewatch detect` shows them. Returns per round the
+    precision of the batch reviewed, for both, the planted routes found so far, and how many of the batch
+    were exploration routes (and planted)."""
     labels = world["label"].to_numpy()
     matrix = feature_matrix(world)
     fixed = np.argsort(-fit(prior).predict_proba(matrix)[:, 1], kind="stable")
+    explore = _exploration_order(world, params) if exploration_share > 0 else []
+    explored_per_batch = int(round(exploration_share * batch))
     reviewed: list[int] = []
     curve = []
     model = None
     for number in range(1, rounds + 1):
         ranking = fixed if model is None else np.argsort(-model.predict_proba(matrix)[:, 1], kind="stable")
-        seen = set(reviewed)
-        order = [int(i) for i in ranking if int(i) not in seen][:batch]
+        order, explored = _next_batch(ranking, explore, set(reviewed), batch, explored_per_batch)
         reviewed += order
         without = fixed[(number - 1) * batch:number * batch]
         curve.append({"round": number, "precision_with_reviews": round(float(labels[order].mean()), 4),
                       "precision_without": round(float(labels[without].mean()), 4),
                       "found_with_reviews": int(labels[reviewed].sum()),
-                      "found_without": int(labels[fixed[:number * batch]].sum())})
+                      "found_without": int(labels[fixed[:number * batch]].sum()),
+                      "explored": len(explored), "explored_planted": int(labels[explored].sum()) if explored else 0})
         say(f"Round {number}: reviewed {len(reviewed)}; batch precision {curve[-1]['precision_with_reviews']:.2f} "
-            f"with reviews, {curve[-1]['precision_without']:.2f} without")
+            f"with reviews, {curve[-1]['precision_without']:.2f} without"
+            + (f"; {len(explored)} exploration route(s), {curve[-1]['explored_planted']} planted" if explore else ""))
         decided = world[reviewed].with_columns(family=pl.lit("reviews"))
         if decided["label"].any() and not decided["label"].all():
             examples, weights, _ = with_reviews(prior, decided, weight=weight, minimum=2)
             model = fit(examples, sample_weight=weights)
     return {"rounds": curve, "batch": batch, "weight": weight, "planted": int(labels.sum()),
-            "candidates": int(len(labels))}
+            "candidates": int(len(labels)), "exploration_share": exploration_share}
+
+
+def _exploration_order(world: pl.DataFrame, params) -> list[int]:
+    """Row numbers of `world` that exploration would draw from, nearest the flag threshold first."""
+    from tradewatch.detect import exploration
+    from tradewatch.detect.config import DetectParams
+
+    numbered = world.with_row_index("row_number")
+    return exploration.below_threshold(numbered, params or DetectParams())["row_number"].to_list()
+
+
+def _next_batch(ranking: np.ndarray, explore: list[int], seen: set[int], batch: int,
+                explored: int) -> tuple[list[int], list[int]]:
+    """The next `batch` unreviewed rows: the ranker's first batch − k, then k from `explore` (k = `explored`
+    when exploration is on) not already taken, topped up from the ranking when `explore` runs out."""
+    wanted = batch - explored if explore else batch
+    order = [int(i) for i in ranking if int(i) not in seen][:wanted]
+    taken = seen | set(order)
+    chosen = [i for i in explore if i not in taken][:batch - len(order)]
+    taken |= set(chosen)
+    order += chosen + [int(i) for i in ranking if int(i) not in taken][:batch - len(order) - len(chosen)]
+    return order, chosen

@@ -17,7 +17,7 @@ import jinja2
 import polars as pl
 
 from tradewatch.flows.core import products
-from tradewatch.detect import review, route_rows
+from tradewatch.detect import review, review_curve, route_rows
 from tradewatch.detect.export import output_path, write_atomically
 from tradewatch.flows import warehouse
 from tradewatch.flows.core import settings
@@ -527,7 +527,8 @@ def _run_context(data: ReportData, rows: list[dict]) -> dict:
         "run_id": run["run_id"],
         "event": _text(params.get("event") or "–"),
         "candidates": _text(run.get("candidates") if run.get("candidates") is not None else "–"),
-        "flagged": len(rows),
+        "flagged": sum(not row.get("exploration") for row in rows),
+        "explored": sum(bool(row.get("exploration")) for row in rows),
         "generated": data.generated_at.strftime("%Y-%m-%d %H:%M"),
         "run_pairs": [(key, _text(value)) for key, value in run_pairs],
         "notes": [_text(note) for note in notes] if isinstance(notes, list) else [],
@@ -580,6 +581,7 @@ def _flag_row(row: dict, anchors: dict[str, str]) -> dict:
     product = f"{row['product_code']} {row.get('product_name') or ''}".strip()
     return {
         "id": row["id"], "transit": transit, "tier_key": row.get("tier") or "none", "status": row["status"],
+        "exploration": bool(row.get("exploration")),
         "rank": _text(row["rank"]), "rank_sort": _sort_value(row["rank"]), "link": anchors.get(row["id"], ""),
         "score": score_text(row["score"]), "score_sort": _sort_value(row["score"]),
         "status_title": _status_title(row),
@@ -620,6 +622,7 @@ def _route_section(index: int, evidence: review.RouteEvidence, anchor: str, *, o
         "index": index, "anchor": anchor, "title": _route_title(route), "product_code": _text(route["product_code"]),
         "product_name": _shorten(evidence.product_name or "", 90),
         "score": score_text(route["score"]), "status": _text(evidence.status),
+        "exploration": bool(route.get("exploration")),
         "baseline": money(route.get("baseline_value"), currency), "recent": money(route.get("recent_value"), currency),
         "growth": growth_text(route), "excess": money(route.get("excess_value"), currency),
         "tier": _text(evidence.tier), "reasons": _text(route.get("reasons")),
@@ -640,6 +643,7 @@ def page_context(data: ReportData) -> dict:
         "coverage": _rows_table(data.coverage, _COVERAGE_COLUMNS, "The warehouse holds no trade rows."),
         "loads": _rows_table(data.loads, _LOADS_COLUMNS, "No loads recorded."),
         **_counts_context(rows),
+        "review_curve": review_curve.report_context(),
         "columns": _table_columns(),
         "rows": [_flag_row(row, anchors) for row in rows],
         "open_charts": min(data.open_charts, len(data.routes)),

@@ -64,6 +64,7 @@ FLAG_COLUMNS: dict[str, pl.DataType] = {
     "id": _ANOMALIES.field("route_id").polars_type,
     **_ANOMALIES.polars_schema(["run_id", "rank", "score"]),
     "status": pl.String(),
+    **_ANOMALIES.polars_schema(["exploration"]),
     **_ANOMALIES.polars_schema([
         "origin_iso3", "transit_iso3", "target_iso3", "product_code", "product_level", "product_name", "tier",
         "currency", "baseline_start", "baseline_end", "recent_start", "recent_end", "baseline_value",
@@ -405,6 +406,7 @@ def list_flags(con: duckdb.DuckDBPyConnection, query: FlagQuery | None = None, *
     for values in cursor.fetchall():
         row = dict(zip(names, values))
         row["id"] = row.pop("route_id")
+        row["exploration"] = bool(row["exploration"])  # NULL: stored before exploration, when every row was a flag
         row["status"] = effective_status(row["reviewed_status"], row.pop("score_at_review"),
                                          row.pop("excess_at_review"), row["score"], row["excess_value"])
         row["product_name"] = row["product_name"] or products.product_name(row["product_code"])

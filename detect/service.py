@@ -108,6 +108,7 @@ class Reproduction:
     model_now: str = ""
     revisions_since: int = 0  # loads since the vintage that replaced rows
     seconds: float = 0.0
+    explored: int = 0  # exploration routes the run stored (compared like the flags)
 
     @property
     def identical(self) -> bool:
@@ -143,16 +144,23 @@ def reproduce(db: Path | str | None, run: str = "latest") -> Reproduction:
         again = engine.run_detection(con, stored.params, store=False)
     finally:
         con.close()
-    before = dict(zip(stored.flagged["route_id"].to_list(), zip(stored.flagged["rank"].to_list(),
-                                                                 stored.flagged["score"].to_list())))
-    after = dict(zip(again.flagged["route_id"].to_list(), zip(again.flagged["rank"].to_list(),
-                                                               again.flagged["score"].to_list())))
+    before, after = _shown(stored), _shown(again)
     both = [route for route in before if route in after]
     return Reproduction(
-        run_id=run_id, vintage=int(stored.vintage), flags=len(before), recomputed=len(after),
+        run_id=run_id, vintage=int(stored.vintage), flags=stored.flagged.height, recomputed=again.flagged.height,
+        explored=stored.exploration.height,
         missing=[route for route in before if route not in after], added=[route for route in after if route not in before],
         moved=sum(before[route][0] != after[route][0] for route in both),
         max_score_change=max((abs(before[route][1] - after[route][1]) for route in both), default=0.0),
         same_hash=again.run_hash == stored.run_hash, model_then=stored.model_version, model_now=again.model_version,
         revisions_since=int(later), seconds=time.perf_counter() - started,
     )
+
+
+def _shown(run) -> dict[str, tuple[int, float]]:
+    """route id -> (rank, score) of every route a run showed: its flags, then its exploration routes
+    (ranked after them), so a reproduction that chose other exploration routes differs."""
+    routes = {}
+    for frame in (run.flagged, run.exploration):
+        routes.update(zip(frame["route_id"].to_list(), zip(frame["rank"].to_list(), frame["score"].to_list())))
+    return routes

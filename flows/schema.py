@@ -221,6 +221,8 @@ ANOMALIES: tuple[Field, ...] = (
     Field("onward_growth", "DOUBLE", True, "ratio", "transit→target recent over baseline"),
     Field("product_name", "VARCHAR", True, "", "the product's name"),
     Field("tier", "VARCHAR", True, "CHPL tier", "the product's Common High Priority List tier, if listed"),
+    Field("exploration", "BOOLEAN", True, "",
+          "true: not flagged, shown for review from just below the threshold (exploration_share); false: a flag"),
 )
 
 REVIEWS: tuple[Field, ...] = (

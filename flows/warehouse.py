@@ -218,6 +218,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
   superseded_by BIGINT NOT NULL
 )""",
     ]),
+    # Exploration (issue 13): a run also stores a share of routes from just below the flag threshold for
+    # review, marked here; every route stored before was a flag.
+    (7, [
+        "ALTER TABLE anomalies ADD COLUMN IF NOT EXISTS exploration BOOLEAN DEFAULT false",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
