@@ -160,3 +160,32 @@ def test_the_temporary_server_is_given_two_minutes_to_start_unless_the_user_said
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "7")
     with patient_server():
         assert TIMEOUT.value() == before  # the user's value is Prefect's own business: not overridden
+
+
+def test_the_ingest_fan_out_runs_on_a_dask_cluster_of_two_workers(home, tmp_path, prefect_api):
+    # A real cluster address, as `--dask-address tcp://…` gives it: here a LocalCluster of two worker
+    # processes on loopback. Downloads and parses spread over both; the one load stays in this process.
+    pytest.importorskip("prefect_dask")
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from tradewatch.flows import prefect_flows
+
+    months = ["2022-01", "2022-02", "2022-03", "2022-04", "2022-05", "2022-06"]
+    for month in months:
+        (tmp_path / f"full_{month.replace('-', '')}.dat").write_text(
+            DAT.read_text().replace(",202203,", f",{month.replace('-', '')},"))
+    items = ingest.plan_comext(months, source_dir=tmp_path)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        with get_task_stream(client) as stream:
+            summary = prefect_flows.run_ingest_flow(items, home / "w.duckdb", task_runner="dask",
+                                                    dask_address=cluster.scheduler_address)
+        workers = {task["worker"] for task in stream.data}
+        assert set(client.scheduler_info()["workers"]) >= workers
+    assert summary["totals"]["rows"] == 6 * len(months) and summary["totals"]["files"] == len(months)
+    assert len(workers) == 2, f"tasks ran on {workers}"
+    con = warehouse.connect(home / "w.duckdb", read_only=True)
+    try:
+        assert con.execute("SELECT count(DISTINCT period) FROM trade_flows").fetchall()[0][0] == len(months)
+    finally:
+        con.close()
