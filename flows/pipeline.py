@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tradewatch.flows.core import settings
-from tradewatch.flows.sources.common import sql_path
 from tradewatch.flows.core.errors import InputError, TradewatchError
+from tradewatch.flows.sources.common import used_parameters
 from tradewatch.flows.pipeline_config import PipelineConfig, check_cron, load_config, source_months
 
 ARTIFACT_KEY = "flagged-routes"
@@ -141,9 +141,11 @@ def _apply_scope(parsed, reporters: list[str], products: list[str]):
     try:
         if not target.exists():
             partial = target.with_name(".part-" + target.name)
-            con.execute(f"COPY (SELECT * FROM read_parquet($source) WHERE {' AND '.join(conditions)}) "
-                        f"TO {sql_path(partial.as_posix())} (FORMAT parquet)",
-                        {"source": parsed.canonical, "reporters": reporters, "products": products})
+            statement = (f"COPY (SELECT * FROM read_parquet($source) WHERE {' AND '.join(conditions)}) "
+                         "TO $target (FORMAT parquet)")
+            # Only the parameters the conditions use: DuckDB refuses an unused one (a scope of reporters alone).
+            con.execute(statement, used_parameters(statement, {
+                "source": parsed.canonical, "target": partial.as_posix(), "reporters": reporters, "products": products}))
             os.replace(partial, target)
         rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(target)]).fetchone()[0]
     finally:
