@@ -5,7 +5,7 @@ A copy of a warehouse holding a detection run (default: the demo world, seeded i
 TRADEWATCH_HOME) gets its latest run's flags cloned under new route ids up to --flags rows, so every
 flag has real legs to draw.
 
-    python benchmarks/report.py [--db WAREHOUSE] [--flags 1000] [--repeat 3] [--json]
+    python benchmarks/report.py [--db WAREHOUSE] [--flags 1000] [--repeat 3] [--out report.html] [--json]
 """
 
 from __future__ import annotations
@@ -60,12 +60,15 @@ def _read_legs(con) -> float:
     return time.perf_counter() - started
 
 
-def _render(con) -> tuple[float, int]:
+def _render(con, out: Path | None = None) -> tuple[float, int]:
     from tradewatch.detect import report
 
     started = time.perf_counter()
     text = report.build_report(con, "latest")
-    return time.perf_counter() - started, len(text.encode("utf-8"))
+    seconds = time.perf_counter() - started
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    return seconds, len(text.encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--db", type=Path, help="a warehouse with a detection run (default: the demo world)")
     parser.add_argument("--flags", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="also write the last report rendered here (to open in a browser)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tw-bench-report-") as folder:
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             legs_s, report_s, size = [], [], 0
             for _ in range(args.repeat):
                 legs_s.append(_read_legs(con))
-                seconds, size = _render(con)
+                seconds, size = _render(con, args.out)
                 report_s.append(seconds)
         finally:
             con.close()
