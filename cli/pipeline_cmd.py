@@ -55,10 +55,12 @@ def run(
     """Run the pipeline once, now: ingest what is new or revised, detect, publish, print the report path.
 
     Without PREFECT_API_URL, Prefect starts a temporary server for the run."""
-    from tradewatch.flows import pipeline
+    from tradewatch.flows import download, pipeline
 
-    outcome = pipeline.run_pipeline(config, db, task_runner=task_runner.value if task_runner else None,
-                                    dask_address=dask_address, say=say)
+    # Each download retry of this process's tasks is said as it comes (a Dask worker's are not relayed).
+    with download.retry_notices(lambda line: say(f"retrying: {line}")):
+        outcome = pipeline.run_pipeline(config, db, task_runner=task_runner.value if task_runner else None,
+                                        dask_address=dask_address, say=say)
     summary = outcome.summary
     ingest = summary["ingest"]
     say(f"Ingest: {ingest['downloaded']} file(s) downloaded, {ingest['unchanged_downloads']} unchanged, "

@@ -122,9 +122,14 @@ def test_pipeline_run_end_to_end_prints_where_the_report_is(prefect_server, tmp_
         for month in months_between(FIRST, LAST):
             eurostat.publish(month)
         config = write_config(tmp_path / "pipeline.toml", eurostat.base_url, FIRST, LAST)
+        eurostat.failures = 2  # the first two answers are 503s: each retry is said on the terminal
         result = runner.invoke(app, ["pipeline", "run", "--config", str(config), "--db", str(db)])
     assert result.exit_code == 0, result.output
     report = Path(result.stdout.strip())
     assert report.is_file() and report.suffix == ".html"
+    retries = [line for line in result.stderr.splitlines() if line.startswith("retrying: ")]
+    assert len(retries) == 2 and all(line.startswith("retrying: HTTP 503 from 127.0.0.1; retry 1/5 in 0.0 s")
+                                     or line.startswith("retrying: HTTP 503 from 127.0.0.1; retry 2/5 in 0.0 s")
+                                     for line in retries), result.stderr
     assert f"Ingest: {len(months_between(FIRST, LAST))} file(s) downloaded" in result.stderr
     assert "Detection run " in result.stderr

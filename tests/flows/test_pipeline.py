@@ -64,17 +64,24 @@ def write_comext_7z(path: Path, month: str, *, bump: float = 1.0) -> Path:
 class EurostatStandIn:
     """A loopback HTTP server answering the bulk facility's `/files?file=comext%2F…%2Ffull_v2_YYYYMM.7z`
     requests from a folder, with ETag / Last-Modified and 304 answers to conditional requests. Counts
-    the files it actually sent (status 200)."""
+    the files it actually sent (status 200). Its first `failures` requests get 503 (Retry-After: 0)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.sent: list[str] = []
         self.requests = 0
+        self.failures = 0
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server API
                 stand_in.requests += 1
+                if stand_in.requests <= stand_in.failures:
+                    self.send_response(503)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 query = parse_qs(urlparse(self.path).query)
                 name = Path(query.get("file", [""])[0]).name
                 path = stand_in.folder / name
