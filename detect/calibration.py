@@ -119,19 +119,52 @@ def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame 
     )
 
 
+def size_factor(base: pl.Expr, recent: pl.Expr, params: DetectParams) -> pl.Expr:
+    """How much the smoothing shrinks a flow's log growth: by the delta method, relative noise ε in a window
+    moves log(v + smoothing) by ε·v/(v + smoothing), so the spread of the smoothed log growth of a flow with
+    these two windows is the spread of an unsmoothed one × sqrt((f_base² + f_recent²)/2), f = v/(v + smoothing).
+    1 for flows far above the smoothing; at least params.min_size_factor. Without params.size_aware_scale, 1."""
+    if not params.size_aware_scale:
+        return pl.lit(1.0)
+    s = params.smoothing
+
+    def shrink(value: pl.Expr) -> pl.Expr:
+        v = value.fill_null(0.0).clip(lower_bound=0.0)
+        return v / (v + s) if s > 0 else pl.lit(1.0)
+
+    both = ((shrink(base) ** 2 + shrink(recent) ** 2) / 2).sqrt()
+    return pl.max_horizontal(both, pl.lit(params.min_size_factor))
+
+
 def null_statistics(routes: pl.DataFrame, placebo: pl.DataFrame | None, params: DetectParams) -> pl.DataFrame:
     """The null: (origin_iso3, transit_iso3, value) — net growth of the pair's unrestricted HS-6 goods at the
     real event, and of all the pair's HS-6 goods at the placebo event (their growth minus the pair's median
-    growth then). `placebo`: origin_iso3, transit_iso3, product, base, growth_log at placebo windows, or None."""
+    growth then), each divided by its size_factor (so flows of every size share one scale).
+    `placebo`: origin_iso3, transit_iso3, product, base, growth_log at placebo windows, or None."""
     real = (routes.filter((pl.col("level") == 6) & ~pl.col("restricted") & _material("base", params)
                           & pl.col("net_growth_log").is_not_null())
-            .unique([*PAIR, "product"]).select(*PAIR, value=pl.col("net_growth_log")))
+            .unique([*PAIR, "product"])
+            .select(*PAIR, value=pl.col("net_growth_log") / size_factor(pl.col("base"), pl.col("recent"), params)))
     if placebo is None or placebo.height == 0:
         return real
     material = placebo.filter(_material("base", params))
+    # The placebo legs carry base and smoothed growth; their recent value follows from the two.
+    recent = (pl.col("base") + params.smoothing) * pl.col("growth_log").exp() - params.smoothing
     shifted = material.with_columns(
-        value=pl.col("growth_log") - pl.col("growth_log").median().over(PAIR)).select(*PAIR, "value")
+        value=(pl.col("growth_log") - pl.col("growth_log").median().over(PAIR))
+        / size_factor(pl.col("base"), recent, params)).select(*PAIR, "value")
     return pl.concat([real, shifted])
+
+
+def route_scales(frame: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
+    """`frame` (with its pair's null_scale, null_size, null_basis) with `null_scale` the route's own: the pair's
+    scale × the route's size_factor, from the route's own base and recent values only. A run whose whole null
+    has fewer than params.min_null_size statistics never gets a confident scale for any route: at least
+    params.small_null_scale after the size factor too."""
+    sized = pl.col("null_scale") * size_factor(pl.col("base"), pl.col("recent"), params)
+    tiny_run = (pl.col("null_basis") == "run") & (pl.col("null_size") < params.min_null_size)
+    return frame.with_columns(
+        null_scale=pl.when(tiny_run).then(pl.max_horizontal(sized, pl.lit(params.small_null_scale))).otherwise(sized))
 
 
 def _robust_scale(values: pl.Expr) -> pl.Expr:

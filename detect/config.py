@@ -261,6 +261,7 @@ class DetectParams(BaseModel, metaclass=_KeywordsAreOptions):
     cif_fob: Annotated[float, _number(lambda v: v >= 1, "expected a ratio ≥ 1 (CIF is FOB plus freight)")]
     control_floor: Number
     band: Ratio
+    band_floor: AtLeastZero
     screen_share: Share
     yardstick_smoothing: AtLeastZero
     min_yardstick_products: Count
@@ -271,6 +272,8 @@ class DetectParams(BaseModel, metaclass=_KeywordsAreOptions):
     min_null_size: Count
     scale_floor: Positive
     small_null_scale: Positive
+    size_aware_scale: Flag
+    min_size_factor: Share
     min_excess: AtLeastZero
     min_growth: Ratio
     min_persistence: Share

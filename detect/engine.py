@@ -99,7 +99,7 @@ def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFram
     """Routes with null_scale/null_size/null_basis, p_value, tested (the routes BH counts) and q_value."""
     null = calibration.null_statistics(routes, placebo, params)
     scales = calibration.null_scales(null, routes, params)
-    frame = routes.join(scales, on=["origin_iso3", "transit_iso3"], how="left")
+    frame = calibration.route_scales(routes.join(scales, on=["origin_iso3", "transit_iso3"], how="left"), params)
     p = calibration.p_values(frame["net_growth_log"].to_numpy().astype(float),
                              frame["null_scale"].to_numpy().astype(float), params.null_dof)
     # Only restricted goods can be diverted: unrestricted goods may still go to Russia directly, so they are

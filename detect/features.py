@@ -426,11 +426,11 @@ def with_headings(six: pl.DataFrame, exclude: set[str] = frozenset()) -> pl.Data
     return pl.concat([six, four.select(six.columns)])
 
 
-def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothing: float,
+def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, band_floor: float,
                 band: float = 1.25) -> pl.DataFrame:
     """Month-by-month shape of the series in `keys` (reporter, partner, flow, product, level, base: the
     expected monthly value) over the recent window: months_above (months above the band, `band` × base +
-    smoothing/2) and spike_share (the largest month's share of the positive recent excess).
+    `band_floor`) and spike_share (the largest month's share of the positive recent excess).
     Only for the few series that could be flagged, and only recent months, so this pass stays small."""
     con = source.con
     empty = pl.DataFrame(schema={"reporter": pl.String, "partner": pl.String, "flow": pl.String,
@@ -460,7 +460,7 @@ def shape_stats(source: RowSource, keys: pl.DataFrame, windows: Windows, smoothi
             GROUP BY k.reporter, k.partner, k.flow, k.product, k.level, m.period
         )
         SELECT reporter, partner, flow, product, level,
-               count(*) FILTER (WHERE v > {float(band)} * base + {smoothing / 2}) AS months_above,
+               count(*) FILTER (WHERE v > {float(band)} * base + {float(band_floor)}) AS months_above,
                max(greatest(v - base, 0)) / nullif(sum(greatest(v - base, 0)), 0) AS spike_share
         FROM monthly GROUP BY ALL
     """).pl()
@@ -933,7 +933,7 @@ def _add_shape(source: RowSource, params: DetectParams, routes: pl.DataFrame,
         product=pl.col("product"), level=pl.col("level"),
         base=pl.col("expected") * pl.when(mirror).then(pl.lit(params.cif_fob)).otherwise(pl.lit(1.0)),
     ).unique(["reporter", "partner", "flow", "product", "level"], maintain_order=True)
-    shape = shape_stats(source, keys, windows, params.smoothing, params.band).join(
+    shape = shape_stats(source, keys, windows, params.band_floor, params.band).join(
         counts, on=["reporter", "flow"], how="left").with_columns(
         persistence=pl.col("months_above") / pl.col("n_recent")).select(
         "reporter", "partner", "flow", "product", "level", "persistence", "spike_share")

@@ -203,3 +203,50 @@ def test_the_run_note_says_what_the_ranker_did(boom_run):
     note = next(n for n in strict.notes if "expected to be false" in n)
     assert "kept those it gives probability ≥ 0.5 and ordered them by it" in note
     assert set(strict.flagged["route_id"]) <= set(run.flagged["route_id"])  # the ranker only removes flags
+
+
+def test_a_small_flow_is_judged_on_the_null_scale_of_its_size():
+    """The smoothing shrinks a small flow's log growth, so its null spread is smaller too: null statistics are
+    divided by their size factor and a route's scale is its pair's × its own (from its own values only)."""
+    params, s = DetectParams(), DetectParams().smoothing
+    routes = pl.DataFrame({"origin_iso3": ["DEU"] * 3, "transit_iso3": ["KAZ"] * 3, "null_scale": [0.1] * 3,
+                           "null_size": [40] * 3, "null_basis": ["pair"] * 3,
+                           "base": [1e9, s, 0.0], "recent": [1e9, s, 0.0]})
+    scaled = calibration.route_scales(routes, params)["null_scale"].to_list()
+    assert scaled[0] == pytest.approx(0.1, rel=1e-4)  # a large flow keeps its pair's scale
+    assert scaled[1] == pytest.approx(0.05)  # at the smoothing constant, half of it
+    assert scaled[2] == pytest.approx(0.1 * params.min_size_factor)  # never below min_size_factor of it
+    off = params.replace(size_aware_scale=False)
+    assert calibration.route_scales(routes, off)["null_scale"].to_list() == [0.1] * 3
+    # A run with almost no null (fewer than min_null_size statistics) stays unconfident for every route.
+    tiny = routes.with_columns(null_scale=pl.lit(params.small_null_scale), null_size=pl.lit(4), null_basis=pl.lit("run"))
+    assert calibration.route_scales(tiny, params)["null_scale"].to_list() == pytest.approx([params.small_null_scale] * 3)
+    # A null statistic of a flow at the smoothing constant counts double once put on the large flows' scale.
+    null = pl.DataFrame({"origin_iso3": ["DEU"] * 2, "transit_iso3": ["KAZ"] * 2, "product": ["090111", "100199"],
+                         "level": [6, 6], "restricted": [False, False], "base": [s, 1e9], "recent": [s, 1e9],
+                         "net_growth_log": [0.1, 0.1]})
+    values = calibration.null_statistics(null, None, params)["value"].to_list()
+    assert values == pytest.approx([0.2, 0.1], rel=1e-4)
+    assert calibration.null_statistics(null, None, off)["value"].to_list() == pytest.approx([0.1, 0.1])
+
+
+def test_the_band_floor_lets_a_small_diversion_stay_above_its_band(tmp_path):
+    """DEU→KAZ of a restricted product rises 6,000 → 16,000 a month while DEU→RUS collapses: above
+    1.25 × baseline + band_floor in every recent month at band_floor 2,500, in fewer than min_persistence of
+    them at 10,000 (the old smoothing / 2)."""
+    world = World()
+    for salt, code in enumerate(unrestricted_codes()):
+        world.add("DEU", "KAZ", code + "00", steady(200_000 + 10_000 * salt, salt=salt))
+    world.add("DEU", "KAZ", "85423100", step(6_000, 16_000, salt=40))
+    world.add("DEU", "RUS", "85423100", sanctioned(400_000, salt=41))
+    con = world.warehouse(tmp_path / "w.duckdb")
+    try:
+        persistence = {}
+        for floor in (2_500.0, 10_000.0):
+            routes = features.build_routes(con, DetectParams(band_floor=floor)).routes
+            row = routes.filter((pl.col("product") == "854231") & (pl.col("transit_iso3") == "KAZ")).to_dicts()[0]
+            persistence[floor] = row["persistence"]
+    finally:
+        con.close()
+    assert persistence[2_500.0] == pytest.approx(1.0)
+    assert persistence[10_000.0] < DetectParams().min_persistence
