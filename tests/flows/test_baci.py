@@ -171,3 +171,25 @@ def test_encrypted_member_is_refused(home, tmp_path):
     with pytest.raises(InputError, match=r"BACI_HS17_Y2021_V202401\.csv: member is encrypted"):
         ingest.ingest_paths(home / "w.duckdb", [release])
     assert warehouse.row_count(warehouse.connect(home / "w.duckdb")) == 0
+
+
+def test_ingest_files_and_each_release_year_take_the_shared_steps_and_leave_no_parquet(home, tmp_path, monkeypatch):
+    """`ingest files` runs download_step → parse_step → check_step → load_step for a file, and
+    parse_step → check_step → load_step for each year of a release (its download is the zip itself); an
+    unchanged year is recognised before it is parsed; no Parquet is left in the parse cache or scratch."""
+    calls = []
+    for step in ("download_step", "parse_step", "check_step", "load_step"):
+        def recorded(*args, _step=step, _real=getattr(ingest, step), **kwargs):
+            calls.append(_step)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(ingest, step, recorded)
+    csv = FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv"
+    release = _release(tmp_path, years=(2022, 2023))  # not 2021: that member's bytes are the CSV's
+    summary = ingest.ingest_paths(home / "w.duckdb", [csv, release])
+    assert [r.rows for r in summary.results] == [6, 7, 7]  # code 999 is only in the release's own table
+    assert calls == ["download_step", "parse_step", "check_step", "load_step"] + ["parse_step", "check_step",
+                                                                                  "load_step"] * 2
+    calls.clear()
+    again = ingest.ingest_paths(home / "w.duckdb", [release])
+    assert [r.status for r in again.results] == ["unchanged", "unchanged"] and calls == []
+    assert not list(home.rglob("*.parquet"))
