@@ -117,7 +117,7 @@ def load_rates(con: duckdb.DuckDBPyConnection, path: Path, *, display_name: str 
     if duplicate:
         con.execute("DROP TABLE _ecb_typed")
         raise InputError(f"{where} line {duplicate[2]}", f"month {duplicate[0]:%Y-%m} appears twice (first at line {duplicate[1]})")
-    return _store(con, path, where=where, checksum=checksum)
+    return _store(con, where=where, checksum=checksum)
 
 
 def _stage(con: duckdb.DuckDBPyConnection, path: Path, delimiter: str, col) -> None:
@@ -145,7 +145,7 @@ def _stage(con: duckdb.DuckDBPyConnection, path: Path, delimiter: str, col) -> N
                 {"series": SERIES_KEY, "path": str(path), "delimiter": delimiter})
 
 
-def _store(con: duckdb.DuckDBPyConnection, path: Path, *, where: str, checksum: str) -> RatesResult:
+def _store(con: duckdb.DuckDBPyConnection, *, where: str, checksum: str) -> RatesResult:
     """Stage the readable rates (fx_rates columns) and the refused rows (quarantine columns) of
     _ecb_typed and store them through warehouse.replace_by_key."""
     stats = con.execute("""SELECT count_if(problem IS NULL), count_if(problem IS NOT NULL),
