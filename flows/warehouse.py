@@ -563,11 +563,7 @@ def _replace_partitions(con, staged, *, file, checksum, source, quarantine_table
                       started=started)
         con.execute("COMMIT")
     except Exception as exc:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass  # a dead connection has rolled back already; keep the original error in front
-        _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
+        _roll_back(con, exc, load_id, source, file, checksum, started)
         raise
     _fill_result(con, result)
     result.quarantined = quarantined
@@ -607,14 +603,20 @@ def replace_by_key(con: duckdb.DuckDBPyConnection, table: str, staged: str, *, f
                 "rows": rows, "quarantined": quarantined, "started_at": started, "finished_at": _now(),
                 "status": "ok", "message": message}))
             con.execute("COMMIT")
-        except duckdb.Error as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # a dead connection has rolled back already; keep the original error in front
-            _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
+        except Exception as exc:
+            _roll_back(con, exc, load_id, source, file, checksum, started)
             raise
     return LoadResult(load_id=load_id, file=file, source=source, rows=rows, quarantined=quarantined)
+
+
+def _roll_back(con: duckdb.DuckDBPyConnection, exc: Exception, load_id: int, source: str, file: str,
+               checksum: str | None, started: datetime) -> None:
+    """After `exc` inside a load's transaction: roll it back and record the load as failed."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # a dead connection has rolled back already; keep the original error in front
+    _record_failure(con, load_id, source, file, checksum, started, str(exc).splitlines()[0])
 
 
 def _store_quarantine(con: duckdb.DuckDBPyConnection, quarantine_table: str | None, load_id: int,

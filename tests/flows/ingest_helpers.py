@@ -38,3 +38,20 @@ def comext_dir() -> Path:
     if not folder.is_dir() or not any(folder.glob("full_v2_*.7z")):
         pytest.skip(f"real Comext extract not found at {folder} (the shared/data folder beside the repo)")
     return folder
+
+
+STEPS = ("download_step", "parse_step", "check_step", "load_step")
+
+
+def record_steps(monkeypatch) -> list[str]:
+    """Wrap the ingest steps (ingest.download_step … load_step) so that each call is appended, by name, to
+    the list returned; the real step still runs."""
+    from tradewatch.flows import ingest
+
+    calls: list[str] = []
+    for step in STEPS:
+        def recorded(*args, _step=step, _real=getattr(ingest, step), **kwargs):
+            calls.append(_step)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(ingest, step, recorded)
+    return calls

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest_helpers import FIXTURES, home  # noqa: F401  (fixtures)
+from ingest_helpers import STEPS, FIXTURES, home, record_steps  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
 from tradewatch.flows.core.errors import InputError
 
@@ -177,18 +177,12 @@ def test_ingest_files_and_each_release_year_take_the_shared_steps_and_leave_no_p
     """`ingest files` runs download_step → parse_step → check_step → load_step for a file, and
     parse_step → check_step → load_step for each year of a release (its download is the zip itself); an
     unchanged year is recognised before it is parsed; no Parquet is left in the parse cache or scratch."""
-    calls = []
-    for step in ("download_step", "parse_step", "check_step", "load_step"):
-        def recorded(*args, _step=step, _real=getattr(ingest, step), **kwargs):
-            calls.append(_step)
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(ingest, step, recorded)
+    calls = record_steps(monkeypatch)
     csv = FIXTURES / "baci" / "BACI_HS17_Y2021_V202401.csv"
     release = _release(tmp_path, years=(2022, 2023))  # not 2021: that member's bytes are the CSV's
     summary = ingest.ingest_paths(home / "w.duckdb", [csv, release])
     assert [r.rows for r in summary.results] == [6, 7, 7]  # code 999 is only in the release's own table
-    assert calls == ["download_step", "parse_step", "check_step", "load_step"] + ["parse_step", "check_step",
-                                                                                  "load_step"] * 2
+    assert calls == list(STEPS) + list(STEPS[1:]) * 2
     calls.clear()
     again = ingest.ingest_paths(home / "w.duckdb", [release])
     assert [r.status for r in again.results] == ["unchanged", "unchanged"] and calls == []

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from ingest_helpers import FIXTURES, Reply, home, server  # noqa: F401  (fixtures)
+from ingest_helpers import STEPS, FIXTURES, Reply, home, record_steps, server  # noqa: F401  (fixtures)
 from tradewatch.flows import ingest, warehouse
 from tradewatch.flows.core.errors import TradewatchError
 
@@ -121,13 +121,8 @@ def test_plain_run_flow_and_pipeline_call_the_same_steps_in_the_same_order(home,
 
     from tradewatch.flows import pipeline, prefect_flows
 
-    calls = []
-    for step in ("download_step", "parse_step", "check_step", "load_step"):
-        def recorded(*args, _step=step, _real=getattr(ingest, step), **kwargs):
-            calls.append(_step)
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(ingest, step, recorded)
-    steps = ["download_step", "parse_step", "check_step", "load_step"]
+    calls = record_steps(monkeypatch)
+    steps = list(STEPS)
     shutil.copy(DAT, tmp_path / "full_202203.dat")
     items = ingest.plan_comext(["2022-03"], source_dir=tmp_path)
 
