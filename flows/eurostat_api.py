@@ -43,6 +43,7 @@ import re
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -374,16 +375,23 @@ def _notice_key(path: Path, query: Query) -> str:
 def _plain_csv(path: Path, query: Query) -> Path:
     """`path` as plain SDMX-CSV text: a gzip or single-member zip answer is unpacked in place."""
     head = _head(path, 4)
-    if head[:2] == b"\x1f\x8b":
-        data = gzip.decompress(path.read_bytes())
-    elif head[:2] == b"PK":
-        with zipfile.ZipFile(path) as bundle:
-            names = [n for n in bundle.namelist() if not n.endswith("/")]
-            if len(names) != 1:
-                raise EurostatError(f"{query.describe()}: a zip answer with {len(names)} files; expected one SDMX-CSV")
-            data = bundle.read(names[0])
-    else:
-        return path
+    try:
+        if head[:2] == b"\x1f\x8b":
+            data = gzip.decompress(path.read_bytes())
+        elif head[:2] == b"PK":
+            with zipfile.ZipFile(path) as bundle:
+                names = [n for n in bundle.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise EurostatError(f"{query.describe()}: a zip answer with {len(names)} files; expected one SDMX-CSV")
+                data = bundle.read(names[0])
+        else:
+            return path
+    except (EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
+        # A packed answer cut short (a dropped connection without Content-Length, a proxy): forget it, so
+        # the next run asks again, and say so in one line.
+        download.forget(path)
+        raise EurostatError(f"{query.describe()}: the packed answer cannot be unpacked ({exc}); it was cut short "
+                            "or damaged, nothing of it was loaded; run the same command again") from None
     plain = path.with_name(path.name + ".plain.csv")
     plain.write_bytes(data)
     return plain
