@@ -70,7 +70,7 @@ def detect(
     Routes are flagged by Benjamini–Hochberg at --fdr (at most that share of the flagged list is expected to be false) and ordered by their score: the learned ranker's calibrated probability (with ranker = false: 1 − p, p being the chance that an ordinary flow on the same origin → transit pair grows this much net of the pair's ordinary growth and of control countries).
 
     On an empty warehouse it first seeds the embedded synthetic demo world."""
-    from tradewatch.detect import service
+    from tradewatch.detect import exploration, service
 
     if reproduce is not None:
         _reproduce(db, reproduce, given={"--event": event, "--config": config, "--as-of": as_of, "--fdr": fdr,
@@ -88,7 +88,8 @@ def detect(
     if run.unavailable:
         say("unavailable with this data: " + "; ".join(run.unavailable))
     rows = run.flagged.head(top).to_dicts()
-    explored = run.exploration.to_dicts()
+    # the same share of the routes shown as of the run's: beside the top N flags, count(N) exploration routes
+    explored = run.exploration.head(exploration.count(len(rows), run.params.exploration_share)).to_dicts()
     say(
         f"Run {run.run_id}: {run.flagged.height} of {run.candidates:,} candidate routes flagged "
         f"(event {event}); detection took {outcome.detect_s:.1f} s."
@@ -101,7 +102,7 @@ def detect(
         import polars as pl
 
         columns = [c for c in _output_columns() if c in run.flagged.columns]
-        frame = pl.concat([run.flagged.head(top).select(columns), run.exploration.select(columns)])
+        frame = pl.concat([run.flagged.head(top).select(columns), run.exploration.head(len(explored)).select(columns)])
         if label:
             frame = frame.with_columns(data=pl.lit(label))
         typer.echo(frame.write_csv(), nl=False)

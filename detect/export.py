@@ -113,4 +113,6 @@ def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:
         return column.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit=dtype.time_unit)
     if dtype == pl.String():
         return column
+    if dtype == pl.Boolean():  # CSV writes true/false
+        return pl.when(column.is_null()).then(None).otherwise(column.str.to_lowercase() == "true").alias(name)
     return column.cast(dtype)

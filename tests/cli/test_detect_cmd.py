@@ -37,12 +37,17 @@ def test_first_run_seeds_demo_and_flags_routes(seeded_db):
     _, result = seeded_db
     assert "seeding the embedded demo world" in result.stderr
     rows = json.loads(result.stdout)
-    assert 0 < len(rows) <= 50
+    assert 0 < sum(not r["exploration"] for r in rows) <= 50
     for key in ("rank", "score", "origin_iso3", "transit_iso3", "target_iso3", "product_code", "reasons", "id"):
         assert key in rows[0]
+    explored = [r for r in rows if r["exploration"]]
+    rows = [r for r in rows if not r["exploration"]]
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
+    # exploration: the default share (0.1) of the routes shown, after the flags, each saying it is not flagged
+    assert explored and len(explored) == round(0.1 * len(rows) / 0.9)
+    assert all(r["reasons"].startswith("EXPLORATION (not flagged") and r["rank"] > len(rows) for r in explored)
     assert all(r["reasons"] for r in rows), "every flagged route carries its reasons"
     assert all(r["transit_iso3"] not in ("RUS", "BLR") for r in rows)
 
