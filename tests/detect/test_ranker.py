@@ -188,3 +188,11 @@ def test_simulated_analyst_curves(world):
         assert after["found_with_reviews"] >= before["found_with_reviews"]
         assert after["found_without"] >= before["found_without"]
     assert rounds[-1]["found_with_reviews"] == round(sum(r["precision_with_reviews"] * 10 for r in rounds))
+
+
+def test_simulated_analyst_reviews_a_share_from_below_the_threshold(world):
+    result = ranker.simulate_review(world, world, rounds=2, batch=10, exploration_share=0.2)
+    rounds = result["rounds"]
+    assert result["exploration_share"] == 0.2 and [r["explored"] for r in rounds] == [2, 2]
+    assert all(0 <= r["explored_planted"] <= r["explored"] for r in rounds)
+    assert rounds[-1]["found_with_reviews"] == round(sum(r["precision_with_reviews"] * 10 for r in rounds))
