@@ -106,7 +106,7 @@ def test_an_accepted_answer_loads_every_observation(name, home, seeded_db):
     assert result.exit_code == 0, (result.stdout, result.stderr)
     totals = json.loads(result.stdout[result.stdout.index("{"):])["totals"]
     accounted = totals["rows"] + totals["quarantined"] + totals.get("not_available", 0)
-    TALLY.tried("comext-api answer", name, via="cli")
+    TALLY.tried("comext-api answer", name, via="CLI")
     TALLY.injected(f"api {name}", 0 if name in ("plain", "gzip") else 1)
     TALLY.rows(served, accounted)
     assert accounted == served, (name, totals, served)
@@ -123,7 +123,7 @@ def test_a_refused_answer_is_one_line_and_changes_nothing(name, home, seeded_db)
     with FakeServer() as server:
         server.handle(standin)
         result = _without_retry_lines(_run(server, seeded_db))
-    TALLY.tried("comext-api answer", name, via="cli")
+    TALLY.tried("comext-api answer", name, via="CLI")
     TALLY.injected(f"api {name}")
     assert_one_line_error(result, needle)
     assert db_snapshot(seeded_db) == before, name
