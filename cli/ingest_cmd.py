@@ -32,6 +32,8 @@ AllowShrinkOption = Annotated[bool, typer.Option(
     "--allow-shrink", help="Load a file even when it would replace a loaded month with less than half its rows "
                            "or value (refused otherwise: a file cut short looks like that).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", help="Also show Prefect's own log lines (kept off the "
+                                                               "terminal otherwise; TRADEWATCH_DEBUG=1 does the same).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +90,7 @@ def _demo_retired(db, before: bool) -> None:
 
 
 def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allowed_hosts: list[str],
-         as_json: bool, allow_shrink: bool = False) -> None:
+         as_json: bool, allow_shrink: bool = False, verbose: bool = False) -> None:
     import os
 
     from tradewatch.flows import warehouse
@@ -96,7 +98,7 @@ def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allow
     demo_before = warehouse.demo_in_use(db)
     shrink_limit = None if allow_shrink else warehouse.SHRINK_LIMIT
 
-    verbose = bool(os.environ.get("TRADEWATCH_DEBUG"))
+    verbose = verbose or bool(os.environ.get("TRADEWATCH_DEBUG"))
     with _Progress() as progress:
         events = _counted(db, len(items), progress)
         if runner == "none":
@@ -132,6 +134,7 @@ def comext(
     force: ForceOption = False,
     allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Download Eurostat Comext bulk files for the months (or years, --freq A) and load them."""
     from tradewatch.flows import ingest
@@ -143,7 +146,7 @@ def comext(
     runner = _check_runner(task_runner, dask_address)
     items = ingest.plan_comext(_periods(first, last, freq), base_url=base_url, source_dir=source_dir)
     _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
-         allowed_hosts=[_host(base_url)] if base_url else [])
+         allowed_hosts=[_host(base_url)] if base_url else [], verbose=verbose)
 
 
 @ingest_app.command("comtrade")
@@ -162,6 +165,7 @@ def comtrade(
     force: ForceOption = False,
     allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Fetch UN Comtrade data (keyed with $COMTRADE_API_KEY, else the 500-record keyless preview) and load it."""
     import os
@@ -177,7 +181,7 @@ def comtrade(
     if not os.environ.get(comtrade_api.KEY_ENV):
         say(f"no {comtrade_api.KEY_ENV} set: using the keyless preview (500 records a call, about one call a second)")
     _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
-         allowed_hosts=[_host(base_url)] if base_url else [])
+         allowed_hosts=[_host(base_url)] if base_url else [], verbose=verbose)
 
 
 @ingest_app.command("comext-api")
@@ -200,6 +204,7 @@ def comext_api(
     force: ForceOption = False,
     allow_shrink: AllowShrinkOption = False,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Fetch Eurostat Comext DS-045409 (EUR) for a few products and partners from Eurostat's dissemination API
     (SDMX-CSV; queries split under its size limit, asynchronous answers followed) and load it."""
@@ -213,7 +218,7 @@ def comext_api(
                                  reporters=reporters.split(",") if reporters is not None else None, flow=flow,
                                  base_url=base_url)
     _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
-         allowed_hosts=[_host(base_url)] if base_url else [])
+         allowed_hosts=[_host(base_url)] if base_url else [], verbose=verbose)
 
 
 @ingest_app.command("files")

@@ -225,3 +225,26 @@ def test_ingest_comext_runs_the_prefect_flow(home, tmp_path, prefect_server, mon
                     "--db", str(home / "w.duckdb"))
     lines = [line for line in failed.stderr.splitlines() if line.strip() and not line.startswith("running the Prefect")]
     assert failed.exit_code == 2 and len(lines) == 1 and "full_202204.dat" in lines[0], failed.stderr
+
+
+@pytest.mark.parametrize("command", ["comext", "comtrade", "comext-api"])
+def test_prefect_logs_stay_off_the_terminal_unless_verbose(home, monkeypatch, command):
+    # The Prefect flow's own console log lines are silenced (quiet) unless --verbose asks for them.
+    from tradewatch.flows import prefect_flows
+
+    monkeypatch.delenv("TRADEWATCH_DEBUG", raising=False)
+    asked = []
+
+    def flow(items, db, *, quiet, **kwargs):
+        asked.append(quiet)
+        return {"totals": {"files": 0, "rows": 0, "partitions": 0, "quarantined": 0, "confidential": 0,
+                           "unchanged": 0, "value_sum": {}, "errors": []}, "files": []}
+
+    monkeypatch.setattr(prefect_flows, "run_ingest_flow", flow)
+    options = {"comext": [], "comtrade": ["--reporters", "KAZ"],
+               "comext-api": ["--products", "85423190", "--partners", "KAZ", "--reporters", "DEU"]}[command]
+    args = ["ingest", command, "--from", "2022-03", "--to", "2022-03", *options, "--db", str(home / "w.duckdb")]
+    for extra in ([], ["--verbose"]):
+        result = invoke(*args, *extra)
+        assert result.exit_code == 0, result.output
+    assert asked == [True, False]
