@@ -89,17 +89,23 @@ def _without_retry_lines(result):
     return result
 
 
+def _serving(cases, name: str) -> tuple[StandIn, object]:
+    """The stand-in set up to serve case `name` of `cases` (_accepted or _refused), and the case's last item."""
+    standin = StandIn()
+    _, replies, options, expected = next(case for case in cases(standin) if case[0] == name)
+    for option, setting in options.items():
+        setattr(standin, option, setting)
+    standin.failures = list(replies)
+    return standin, expected
+
+
 ACCEPTED = [case[0] for case in _accepted(StandIn())]
 REFUSED = [case[0] for case in _refused(StandIn())]
 
 
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_an_accepted_answer_loads_every_observation(name, home, seeded_db):
-    standin = StandIn()
-    _, replies, options, served = next(case for case in _accepted(standin) if case[0] == name)
-    for option, setting in options.items():
-        setattr(standin, option, setting)
-    standin.failures = list(replies)
+    standin, served = _serving(_accepted, name)
     with FakeServer() as server:
         server.handle(standin)
         result = _run(server, seeded_db, "--json")
@@ -114,11 +120,7 @@ def test_an_accepted_answer_loads_every_observation(name, home, seeded_db):
 
 @pytest.mark.parametrize("name", REFUSED)
 def test_a_refused_answer_is_one_line_and_changes_nothing(name, home, seeded_db):
-    standin = StandIn()
-    _, replies, options, needle = next(case for case in _refused(standin) if case[0] == name)
-    for option, setting in options.items():
-        setattr(standin, option, setting)
-    standin.failures = list(replies)
+    standin, needle = _serving(_refused, name)
     before = db_snapshot(seeded_db)
     with FakeServer() as server:
         server.handle(standin)
