@@ -126,6 +126,15 @@ def window_options(event: str | None, as_of: str | None, baseline_months: int | 
 
 
 WideOption = Annotated[bool, typer.Option("--wide", help="Every column, whatever the terminal's width.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", help="Also show Prefect's own log lines (kept off the "
+                                                               "terminal otherwise; TRADEWATCH_DEBUG=1 does the same).")]
+
+
+def verbose_wanted(verbose: bool) -> bool:
+    """--verbose, or TRADEWATCH_DEBUG set in the environment."""
+    import os
+
+    return verbose or bool(os.environ.get("TRADEWATCH_DEBUG"))
 WIDE_COLUMNS = 160  # from this width up, tables show every column; below it, a compact layout that fits
 
 

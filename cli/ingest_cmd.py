@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import DbOption, one_line_errors, parse_month, say
+from tradewatch.cli.common import DbOption, VerboseOption, one_line_errors, parse_month, say, verbose_wanted
 
 ingest_app = typer.Typer(
     name="ingest",
@@ -32,8 +32,6 @@ AllowShrinkOption = Annotated[bool, typer.Option(
     "--allow-shrink", help="Load a file even when it would replace a loaded month with less than half its rows "
                            "or value (refused otherwise: a file cut short looks like that).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", help="Also show Prefect's own log lines (kept off the "
-                                                               "terminal otherwise; TRADEWATCH_DEBUG=1 does the same).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -91,14 +89,12 @@ def _demo_retired(db, before: bool) -> None:
 
 def _run(items, db, *, force: bool, runner: str, dask_address: str | None, allowed_hosts: list[str],
          as_json: bool, allow_shrink: bool = False, verbose: bool = False) -> None:
-    import os
-
     from tradewatch.flows import warehouse
 
     demo_before = warehouse.demo_in_use(db)
     shrink_limit = None if allow_shrink else warehouse.SHRINK_LIMIT
 
-    verbose = verbose or bool(os.environ.get("TRADEWATCH_DEBUG"))
+    verbose = verbose_wanted(verbose)
     with _Progress() as progress:
         events = _counted(db, len(items), progress)
         if runner == "none":

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tradewatch.cli.common import DbOption, one_line_errors, say
+from tradewatch.cli.common import DbOption, VerboseOption, one_line_errors, say, verbose_wanted
 
 
 class Runner(str, Enum):
@@ -51,6 +51,7 @@ def run(
                                     "(implies --task-runner dask; default: a temporary local cluster).",
                                     show_default=False)
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run the pipeline once, now: ingest what is new or revised, detect, publish, print the report path.
 
@@ -60,7 +61,7 @@ def run(
     # Each download retry of this process's tasks is said as it comes (a Dask worker's are not relayed).
     with download.retry_notices(lambda line: say(f"retrying: {line}")):
         outcome = pipeline.run_pipeline(config, db, task_runner=task_runner.value if task_runner else None,
-                                        dask_address=dask_address, say=say)
+                                        dask_address=dask_address, say=say, quiet=not verbose_wanted(verbose))
     summary = outcome.summary
     ingest = summary["ingest"]
     say(f"Ingest: {ingest['downloaded']} file(s) downloaded, {ingest['unchanged_downloads']} unchanged, "

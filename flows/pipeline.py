@@ -291,10 +291,12 @@ def run_pipeline(
     task_runner: str | None = None,
     dask_address: str | None = None,
     say: Callable[[str], None] = lambda message: None,
+    quiet: bool = False,
 ) -> PipelineOutcome:
     """Run the pipeline flow once, in this process (a temporary Prefect server is started when
     PREFECT_API_URL is not set; `say` is told so). Raises InputError for a bad config file or option
-    before anything runs, TradewatchError when a step fails (with the step's one-line message)."""
+    before anything runs, TradewatchError when a step fails (with the step's one-line message). `quiet`
+    keeps Prefect's console log lines off stderr."""
     load_config(config)  # a bad file fails here, in one line, before Prefect starts
     if task_runner is not None and task_runner not in ("thread", "dask"):
         raise InputError(f"--task-runner {task_runner}", "expected thread or dask")
@@ -312,10 +314,10 @@ def run_pipeline(
         from tradewatch.flows.prefect_flows import temporary_server_apart
 
         temporary_server_apart()  # a terminal's Ctrl-C reaches this process only, which ends in one line
-    from tradewatch.flows.prefect_flows import patient_server
+    from tradewatch.flows.prefect_flows import patient_server, prefect_console
 
     started = time.perf_counter()
-    with patient_server():
+    with prefect_console(quiet=quiet), patient_server():
         state = pipeline(
             config=str(Path(config).expanduser().resolve()) if config else None,
             db=str(Path(db).expanduser().resolve()) if db else None,

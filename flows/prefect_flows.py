@@ -162,20 +162,22 @@ def run_ingest_flow(items: list[ingest.Fetch], db: Path | str | None = None, *, 
         _EVENT_SINKS[token] = on_event
     payload = [{**asdict(item), "allowed_hosts": list(allowed_hosts or [])} for item in items]
     temporary_server_apart()
-    quieted = _quiet_console() if quiet else []
     try:
-        with patient_server():
+        with prefect_console(quiet=quiet), patient_server():
             return ingest_flow.with_options(task_runner=runner)(payload, str(db) if db else None, force, token,
                                                                 shrink_limit)
     finally:
         _EVENT_SINKS.pop(token, None)
-        for handler, level in quieted:
-            handler.setLevel(level)
 
 
-def _quiet_console() -> list[tuple]:
-    """Raise Prefect's console handlers to CRITICAL (the CLI prints one line per failure itself); logs
-    still reach the Prefect API. Returns (handler, old level) pairs to restore."""
+@contextmanager
+def prefect_console(*, quiet: bool) -> Iterator[None]:
+    """With `quiet`, raise Prefect's console handlers to CRITICAL for the block (the CLI prints one line
+    per failure itself; a task's traceback would bury it); logs still reach the Prefect API. The old
+    levels come back afterwards."""
+    if not quiet:
+        yield
+        return
     import logging
 
     from prefect.logging.configuration import ensure_logging_setup
@@ -188,7 +190,11 @@ def _quiet_console() -> list[tuple]:
             if isinstance(handler, logging.StreamHandler) and not type(handler).__name__.startswith("APILog"):
                 changed.append((handler, handler.level))
                 handler.setLevel(logging.CRITICAL)
-    return changed
+    try:
+        yield
+    finally:
+        for handler, level in changed:
+            handler.setLevel(level)
 
 
 # Prefect waits 20 s for its temporary server to answer; on a busy machine (a shared server, a laptop

@@ -133,3 +133,23 @@ def test_pipeline_run_end_to_end_prints_where_the_report_is(prefect_server, tmp_
                                      for line in retries), result.stderr
     assert f"Ingest: {len(months_between(FIRST, LAST))} file(s) downloaded" in result.stderr
     assert "Detection run " in result.stderr
+
+
+def test_pipeline_run_keeps_prefect_log_lines_off_the_terminal_unless_verbose(monkeypatch):
+    from tradewatch.flows import pipeline
+    from tradewatch.flows.core.errors import TradewatchError
+
+    monkeypatch.delenv("TRADEWATCH_DEBUG", raising=False)
+    asked = []
+
+    def run_pipeline(config, db, *, quiet, **kwargs):
+        asked.append(quiet)
+        raise TradewatchError("pipeline run failed: stand-in")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run_pipeline)
+    for extra in ([], ["--verbose"]):
+        result = runner.invoke(app, ["pipeline", "run", *extra])
+        assert result.exit_code == 2 and result.stderr.strip() == "error: pipeline run failed: stand-in", result.output
+    monkeypatch.setenv("TRADEWATCH_DEBUG", "1")
+    runner.invoke(app, ["pipeline", "run"])
+    assert asked == [True, False, False]

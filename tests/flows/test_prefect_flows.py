@@ -184,3 +184,21 @@ def test_the_ingest_fan_out_runs_on_a_dask_cluster_of_two_workers(home, tmp_path
         assert con.execute("SELECT count(DISTINCT period) FROM trade_flows").fetchall()[0][0] == len(months)
     finally:
         con.close()
+
+
+def test_quiet_keeps_prefect_console_lines_off_stderr_for_the_block_only(capfd):
+    # `ingest …` and `pipeline run` print one line per failure themselves; Prefect's console handler would
+    # add a task's traceback under it (a signal test caught "Query interrupted" with its whole stack).
+    import logging
+
+    from tradewatch.flows.prefect_flows import prefect_console
+
+    logger = logging.getLogger("prefect.task_runs")
+    with prefect_console(quiet=True):
+        logger.error("quiet-block line")
+    with prefect_console(quiet=False):
+        logger.error("verbose-block line")
+    logger.error("after-block line")
+    err = capfd.readouterr().err
+    assert "quiet-block line" not in err
+    assert "verbose-block line" in err and "after-block line" in err
