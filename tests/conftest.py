@@ -31,6 +31,11 @@ def isolated_prefect_home(tmp_path_factory):
 
     if "PREFECT_HOME" not in os.environ or not os.environ.get("CI"):
         os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        # CI's PREFECT_HOME, a folder per xdist worker: two temporary servers never share one SQLite file.
+        worker = Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"]
+        worker.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(worker)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     yield
@@ -126,10 +131,33 @@ def _tally():
 
 
 def pytest_runtest_logreport(report):
+    if getattr(report, "node", None) is not None:
+        return  # the xdist controller's copy of a worker's report: the worker counted it
     tally = _tally()
     if tally is not None and report.when == "call" and report.passed and \
             report.nodeid.split("::")[0].endswith(FAULT_FILES):
         tally.injected(report.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py"))
+
+
+def pytest_sessionfinish(session):
+    # Under pytest-xdist each worker holds its own tally: it hands it to the controller with its output.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    tally = _tally()
+    if workeroutput is not None and tally is not None:
+        workeroutput["reliability_tally"] = tally.to_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The xdist controller adds each worker's tally to its own (the controller collects no tests, so
+    tests/reliability is put on its path here)."""
+    data = getattr(node, "workeroutput", {}).get("reliability_tally")
+    if data is None:
+        return
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "reliability"))
+    _tally().merge(data)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -155,6 +155,20 @@ class Tally:
     def lost(self) -> int:
         return self.records - self.accounted
 
+    def to_dict(self) -> dict:
+        """Plain data, for a pytest-xdist worker to send to the controller (which prints the summary)."""
+        return {"inputs": {kind: sorted(names) for kind, names in self.inputs.items()}, "runs": dict(self.runs),
+                "faults": dict(self.faults), "records": self.records, "accounted": self.accounted}
+
+    def merge(self, data: dict) -> None:
+        """Add a worker's to_dict(): inputs are sets (a case tried on two workers counts once)."""
+        for kind, names in data["inputs"].items():
+            self.inputs.setdefault(kind, set()).update(names)
+        self.runs.update(data["runs"])
+        self.faults.update(data["faults"])
+        self.records += data["records"]
+        self.accounted += data["accounted"]
+
     def summary(self) -> list[str]:
         inputs = sum(len(names) for names in self.inputs.values())
         kinds = ", ".join(f"{kind} {len(names)}" for kind, names in sorted(self.inputs.items()))
