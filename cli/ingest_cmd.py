@@ -65,6 +65,15 @@ def _check_runner(task_runner: str, dask_address: str | None) -> str:
     return runner
 
 
+def _local_or_url(local: Path | None, local_option: str, base_url: str | None) -> None:
+    """A local file or folder, or --base-url (checked as an http(s) URL), not both."""
+    if local is not None and base_url is not None:
+        from tradewatch.flows.core.errors import InputError
+
+        raise InputError(f"{local_option}/--base-url", "give one of them, not both")
+    _check_url(base_url, "--base-url")
+
+
 def _check_url(value: str | None, option: str) -> None:
     if value is None:
         return
@@ -134,11 +143,8 @@ def comext(
 ) -> None:
     """Download Eurostat Comext bulk files for the months (or years, --freq A) and load them."""
     from tradewatch.flows import ingest
-    from tradewatch.flows.core.errors import InputError
 
-    if source_dir is not None and base_url is not None:
-        raise InputError("--source-dir/--base-url", "give one of them, not both")
-    _check_url(base_url, "--base-url")
+    _local_or_url(source_dir, "--source-dir", base_url)
     runner = _check_runner(task_runner, dask_address)
     items = ingest.plan_comext(_periods(first, last, freq), base_url=base_url, source_dir=source_dir)
     _run(items, db, force=force, allow_shrink=allow_shrink, runner=runner, dask_address=dask_address, as_json=as_json,
@@ -311,11 +317,8 @@ def ecb(
 ) -> None:
     """Load ECB euro reference rates (USD per EUR, monthly averages, series EXR/M.USD.EUR.SP00.A)."""
     from tradewatch.flows import ingest
-    from tradewatch.flows.core.errors import InputError
 
-    if file is not None and base_url is not None:
-        raise InputError("--file/--base-url", "give one of them, not both")
-    _check_url(base_url, "--base-url")
+    _local_or_url(file, "--file", base_url)
     result = ingest.ingest_ecb(db, file=file, base_url=base_url, force=force)
     if as_json:
         typer.echo(json.dumps(result))

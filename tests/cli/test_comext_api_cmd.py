@@ -16,21 +16,15 @@ FLOWS_TESTS = Path(__file__).parents[1] / "flows"
 sys.path.insert(0, str(FLOWS_TESTS))
 from eurostat_standin import StandIn, value  # noqa: E402
 from fakeserver import FakeServer, Reply  # noqa: E402
+from ingest_helpers import quick_home  # noqa: E402
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    folder = tmp_path / "home"
-    folder.mkdir()
-    monkeypatch.setenv("TRADEWATCH_HOME", str(folder))
-    monkeypatch.setenv("TRADEWATCH_RETRY_BASE_DELAY_S", "0.01")
-    monkeypatch.setenv("TRADEWATCH_RETRY_MAX_DELAY_S", "0.02")
-    monkeypatch.setenv("TRADEWATCH_RETRY_MAX_AFTER_S", "0.05")
-    monkeypatch.setenv("TRADEWATCH_EUROSTAT_INTERVAL_S", "0")
-    monkeypatch.setenv("TRADEWATCH_EUROSTAT_POLL_S", "0.01")
-    return folder
+    return quick_home(tmp_path, monkeypatch, RETRY_MAX_DELAY_S="0.02", RETRY_MAX_AFTER_S="0.05",
+                      EUROSTAT_INTERVAL_S="0", EUROSTAT_POLL_S="0.01")
 
 
 @pytest.fixture

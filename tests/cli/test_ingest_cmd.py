@@ -15,6 +15,7 @@ from tradewatch.cli.main import app
 FLOWS_TESTS = Path(__file__).parents[1] / "flows"
 sys.path.insert(0, str(FLOWS_TESTS))
 from fakeserver import FakeServer, Reply  # noqa: E402
+from ingest_helpers import quick_home  # noqa: E402
 
 FIXTURES = FLOWS_TESTS / "fixtures"
 COMEXT = (Path(__file__).parents[2] / ".." / "shared" / "data" / "comext").resolve()
@@ -25,14 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    folder = tmp_path / "home"
-    folder.mkdir()
-    monkeypatch.setenv("TRADEWATCH_HOME", str(folder))
-    monkeypatch.setenv("TRADEWATCH_RETRY_BASE_DELAY_S", "0.01")
-    monkeypatch.setenv("TRADEWATCH_RETRY_MAX_DELAY_S", "0.02")
-    monkeypatch.setenv("TRADEWATCH_COMTRADE_INTERVAL_S", "0")
-    monkeypatch.delenv("COMTRADE_API_KEY", raising=False)
-    return folder
+    return quick_home(tmp_path, monkeypatch, RETRY_MAX_DELAY_S="0.02", COMTRADE_INTERVAL_S="0")
 
 
 def invoke(*args: str):

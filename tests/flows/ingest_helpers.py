@@ -12,18 +12,23 @@ SHARED_DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh TRADEWATCH_HOME with tiny retry delays and no API key in the environment."""
+def quick_home(tmp_path, monkeypatch, **env: str) -> Path:
+    """A fresh TRADEWATCH_HOME (tmp_path/home) with tiny retry delays, no Comtrade API key in the
+    environment, and `env` (TRADEWATCH_… names without the prefix) set on top."""
     folder = tmp_path / "home"
     folder.mkdir()
     monkeypatch.setenv("TRADEWATCH_HOME", str(folder))
     monkeypatch.setenv("TRADEWATCH_RETRY_BASE_DELAY_S", "0.01")
-    monkeypatch.setenv("TRADEWATCH_RETRY_MAX_DELAY_S", "0.05")
-    monkeypatch.setenv("TRADEWATCH_RETRY_ATTEMPTS", "4")
-    monkeypatch.setenv("TRADEWATCH_HTTP_TIMEOUT_S", "2")
     monkeypatch.delenv("COMTRADE_API_KEY", raising=False)
+    for name, value in {"RETRY_MAX_DELAY_S": "0.05", **env}.items():
+        monkeypatch.setenv(f"TRADEWATCH_{name}", value)
     return folder
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """quick_home with four download attempts and a 2 s HTTP timeout."""
+    return quick_home(tmp_path, monkeypatch, RETRY_ATTEMPTS="4", HTTP_TIMEOUT_S="2")
 
 
 @pytest.fixture
