@@ -17,6 +17,14 @@ def tradewatch_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_terminal_size(monkeypatch):
+    """Output as when piped, whoever runs the tests: no COLUMNS or LINES from the caller's shell or from
+    pytest-xdist's workers (the table layout follows $COLUMNS; tests that mean a width set it)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "comext").is_dir():

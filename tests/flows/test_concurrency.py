@@ -13,17 +13,20 @@ import pytest
 from test_pipeline import REPORTERS, PARTNERS, PRODUCTS, months_between, write_comext_7z  # tests/flows on sys.path
 
 MONTHS = months_between("2021-09", "2022-06")
-WRITER_SECONDS = 14
+READ_SECONDS = 14  # readers go round for at least this long (and at least one whole round)
+WRITER_CAP_S = 300
 BUSY = "another tradewatch process is writing the warehouse"
 WAITING = "is being written by another process; waiting up to"
 
 WRITER = """
 import json, sys, time
+from pathlib import Path
 from tradewatch.flows.pipeline import load_parsed_files
-versions, db, seconds = json.load(open(sys.argv[1])), sys.argv[2], float(sys.argv[3])
-end, loads, turn = time.monotonic() + seconds, 0, 0
+versions, db, stop, cap = json.load(open(sys.argv[1])), sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
+end, loads, turn = time.monotonic() + cap, 0, 0
 print("writing", flush=True)
-while time.monotonic() < end:
+# Until the readers are done (the stop file), however slow the machine; at least two loads.
+while (not stop.exists() or turn < 2) and time.monotonic() < end:
     # Alternate two versions of the same months, so every load really replaces partitions.
     loads += len(load_parsed_files(versions[turn % 2], db)["loaded"])
     turn += 1
@@ -59,21 +62,29 @@ def _cli(args: list[str], db: Path, timeout: float = 90) -> subprocess.Completed
 
 def _read_while_writing(plan: Path, db: Path, tmp_path: Path, commands: list[list[str]], results: list, *,
                         stop_when_waiting: bool = False) -> tuple[str, str, int]:
-    """Run `commands` round after round while a writer process loads for WRITER_SECONDS; append
-    (args, result, started, ended, writer still writing) to `results`; returns the writer's out, err, code."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(plan), str(db), str(WRITER_SECONDS)],
+    """Run `commands` round after round while a writer process loads, for at least READ_SECONDS and one
+    whole round (with `stop_when_waiting`, until a reader met the lock), then tell the writer to stop; append
+    (args, result, started, ended, writer still writing) to `results`; returns the writer's out, err, code.
+    The writer loads until told (at most WRITER_CAP_S), so a slow machine cannot end it before a reader's turn."""
+    stop = tmp_path / f"stop-{len(results)}"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(plan), str(db), str(stop), str(WRITER_CAP_S)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "writing", writer.stderr.read()
+        began = time.monotonic()
         while writer.poll() is None:
             for command in commands:
                 args = [a.replace("{tmp}", str(tmp_path)) for a in command]
                 started = time.monotonic()
                 done = _cli(args, db)
                 results.append((args, done, started, time.monotonic(), writer.poll() is None))
-            if stop_when_waiting and WAITING in results[-1][1].stderr:
+            if stop_when_waiting:
+                if WAITING in results[-1][1].stderr:
+                    break
+            elif time.monotonic() - began >= READ_SECONDS:
                 break
-        out, err = writer.communicate(timeout=60)
+        stop.touch()
+        out, err = writer.communicate(timeout=120)
     finally:
         if writer.poll() is None:
             writer.kill()
