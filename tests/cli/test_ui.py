@@ -162,7 +162,7 @@ def test_a_decision_in_the_browser_shows_in_flags_list_and_back(db):
                "--note", "asked customs", "--by", "olga")
     assert done.exit_code == 0, done.output
     page = browser.get(f"/routes/{fixture.ROUTE_MODEMS}").text
-    assert "asked customs" in page and "olga" in page and 'id="status" class="status status-watch"' in page
+    assert "asked customs" in page and "olga" in page and '<span id="status" class="status status-watch">watch</span>' in page
     watched = browser.get("/runs/latest", params={"status": "watch"})
     assert row_ids(watched.text) == [fixture.ROUTE_MODEMS]
 
