@@ -8,17 +8,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
-
-from tradewatch.cli.main import app
 
 FLOWS_TESTS = Path(__file__).parents[1] / "flows"
 sys.path.insert(0, str(FLOWS_TESTS))
 from eurostat_standin import StandIn, value  # noqa: E402
 from fakeserver import FakeServer, Reply  # noqa: E402
 from ingest_helpers import quick_home  # noqa: E402
-
-runner = CliRunner()
+from test_ingest_cmd import invoke, one_line_error  # noqa: E402  (tests/cli is on sys.path)
 
 
 @pytest.fixture
@@ -33,17 +29,6 @@ def api():
     with FakeServer() as fake:
         fake.handle(standin)
         yield fake, standin
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def ingest_args(server, db, *extra):

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import EurostatStandIn, months_between, write_config  # tests/flows is on sys.path
+from test_pipeline import FIRST, LAST, eurostat, months_between, write_config  # noqa: F401  (fixture; tests/flows is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
-FIRST, LAST = "2021-09", "2022-06"
 CRON = "0 6 15 * *"
 
 
@@ -94,14 +93,6 @@ def api(prefect_server):
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         yield prefect_server
-
-
-@pytest.fixture
-def eurostat(tmp_path):
-    with EurostatStandIn(tmp_path / "eurostat") as stand_in:
-        for month in months_between(FIRST, LAST):
-            stand_in.publish(month)
-        yield stand_in
 
 
 @pytest.mark.prefect_server
