@@ -77,11 +77,17 @@ def train(
         "--review-weight", min=1.0, max=1000.0, help="How many simulated routes one decision counts as.")] = 20.0,
     min_reviews: Annotated[int, typer.Option(
         "--min-reviews", min=2, help="Below this many decisions (with both kinds) nothing is trained.")] = 10,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="TOML file overriding the detection defaults the worlds are scored with (as for "
+                         "detect and evaluate); a ranker reads the statistic's features, so train it with "
+                         "the parameters detection will run with.")] = None,
 ) -> None:
     """Train a ranker on test worlds (a few minutes: about 15 s a world), measure it leaving one family out,
     and save it with its manifest. Detection then uses it instead of the shipped one."""
     from tradewatch.detect import evaluate, ranker
+    from tradewatch.detect.config import DetectParams
 
+    params = DetectParams.from_toml(config)  # a bad file is refused before minutes of world building
     names = evaluate.family_names(families)
     seed_list = list(range(first_seed, first_seed + seeds))
     reviews, weights, record = None, None, None
@@ -94,7 +100,7 @@ def train(
         finally:
             con.close()
         ranker.check_reviews(reviews, min_reviews)  # before minutes of world building
-    examples = ranker.collect(names, seed_list, say=say)
+    examples = ranker.collect(names, seed_list, params, say=say)
     if reviews is not None:
         examples, weights, record = ranker.with_reviews(examples, reviews, weight=review_weight, minimum=min_reviews)
         say(f"Learning from {record['used']} decisions ({record['confirmed']} confirmed, {record['dismissed']} "

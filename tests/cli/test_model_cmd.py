@@ -29,6 +29,45 @@ def test_status_names_the_shipped_ranker_and_fits_80_columns():
     assert any(line.split("│")[1].strip() == "mean" for line in table if "│" in line)
 
 
+def test_train_scores_its_worlds_with_the_config_given(tmp_path, monkeypatch):
+    from tradewatch.detect import ranker
+    from tradewatch.flows.core.errors import TradewatchError
+
+    seen = []
+
+    def stop(families, seeds, params=None, **_):  # record what the worlds would be scored with, build none
+        seen.append((families, seeds, params))
+        raise TradewatchError("stopped before building worlds")
+
+    monkeypatch.setattr(ranker, "collect", stop)
+    config = tmp_path / "candidate.toml"
+    config.write_text("band_floor = 2500.0\nmin_growth = 1.1\n", encoding="utf-8")
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["model", "train", "--families", "mixed", "--seeds", "2", "--first-seed", "11",
+                                 "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 2 and "stopped before building worlds" in result.output
+    (families, seeds, params), = seen
+    assert families == ["mixed"] and seeds == [11, 12]
+    assert params.band_floor == 2500.0 and params.min_growth == 1.1
+    assert params.min_excess == ranker_defaults()["min_excess"]  # keys not in the file keep the defaults
+
+    seen.clear()
+    runner.invoke(app, ["model", "train", "--out", str(out)])
+    assert seen[0][2].band_floor == ranker_defaults()["band_floor"]  # no --config: the shipped defaults
+
+    seen.clear()
+    config.write_text("band_flor = 2500.0\n", encoding="utf-8")
+    result = runner.invoke(app, ["model", "train", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 2 and "band_flor" in result.output
+    assert not seen and not out.exists()  # refused before any world is built
+
+
+def ranker_defaults() -> dict:
+    from tradewatch.detect.config import defaults
+
+    return defaults()
+
+
 @pytest.fixture(scope="module")
 def reviewed_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("model-cli") / "w.duckdb"
