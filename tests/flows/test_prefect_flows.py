@@ -193,7 +193,7 @@ def test_quiet_keeps_prefect_console_lines_off_stderr_for_the_block_only(capfd):
 
     from tradewatch.flows.prefect_flows import prefect_console
 
-    logger = logging.getLogger("prefect.task_runs")
+    logger = logging.getLogger("prefect")  # the console handler's own logger (run loggers also send to the API)
     with prefect_console(quiet=True):
         logger.error("quiet-block line")
     with prefect_console(quiet=False):
