@@ -135,6 +135,8 @@ def verbose_wanted(verbose: bool) -> bool:
     import os
 
     return verbose or bool(os.environ.get("TRADEWATCH_DEBUG"))
+
+
 WIDE_COLUMNS = 160  # from this width up, tables show every column; below it, a compact layout that fits
 
 
