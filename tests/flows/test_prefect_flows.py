@@ -186,19 +186,38 @@ def test_the_ingest_fan_out_runs_on_a_dask_cluster_of_two_workers(home, tmp_path
         con.close()
 
 
-def test_quiet_keeps_prefect_console_lines_off_stderr_for_the_block_only(capfd):
+def test_quiet_keeps_prefect_console_lines_off_stderr_for_the_block_only():
     # `ingest …` and `pipeline run` print one line per failure themselves; Prefect's console handler would
     # add a task's traceback under it (a signal test caught "Query interrupted" with its whole stack).
+    # Prefect's console handler is bound to whatever stderr was when logging was set up (under pytest, a
+    # capture object), so its output is read here from a buffer put in its place.
+    import io
     import logging
+
+    from prefect.logging.configuration import ensure_logging_setup
 
     from tradewatch.flows.prefect_flows import prefect_console
 
-    logger = logging.getLogger("prefect")  # the console handler's own logger (run loggers also send to the API)
-    with prefect_console(quiet=True):
-        logger.error("quiet-block line")
-    with prefect_console(quiet=False):
-        logger.error("verbose-block line")
-    logger.error("after-block line")
-    err = capfd.readouterr().err
+    ensure_logging_setup()
+    consoles = [h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler"]
+    assert consoles, "Prefect's console handler is on the root logger"
+    buffer, saved = io.StringIO(), [(h.stream, getattr(h, "console", None) and h.console.file) for h in consoles]
+    for handler in consoles:
+        handler.stream = buffer
+        if getattr(handler, "console", None) is not None:
+            handler.console.file = buffer
+    logger = logging.getLogger("prefect")  # propagates to the root's console handler (run loggers also try the API)
+    try:
+        with prefect_console(quiet=True):
+            logger.error("quiet-block line")
+        with prefect_console(quiet=False):
+            logger.error("verbose-block line")
+        logger.error("after-block line")
+    finally:
+        for handler, (stream, file) in zip(consoles, saved):
+            handler.stream = stream
+            if file is not None:
+                handler.console.file = file
+    err = buffer.getvalue()
     assert "quiet-block line" not in err
     assert "verbose-block line" in err and "after-block line" in err
