@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -45,7 +47,11 @@ def median_growth(frame: pl.DataFrame, keys: list[str], recent: str, base: str, 
                         & (pl.col(base) >= params.yardstick_smoothing))
     if restricted is not None:
         rows = rows.filter(pl.col("restricted") == restricted)
-    return (rows.unique([*keys, "product"]).group_by(keys)
+    # One row per product: with keys coarser than a route (the origin's median over all its partners) the
+    # first route in route order, so the same data give the same yardstick whatever order the rows came in.
+    ties = [c for c in ("transit_iso3", "target_iso3", "origin_iso3") if c in frame.columns and c not in keys]
+    rows = rows.select(*keys, "product", *ties, base, recent).sort([*keys, "product", *ties])
+    return (rows.unique([*keys, "product"], keep="first", maintain_order=True).group_by(keys)
             .agg(_light_growth(recent, base, params).median().alias("median"), pl.len().alias("n")))
 
 
@@ -90,24 +96,53 @@ def _ordinary(routes: pl.DataFrame, keys: list[str], recent: str, base: str, par
                     .when(pl.col("a_n") >= need).then(pl.col("a")).alias(name)))
 
 
-def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> pl.DataFrame:
+@dataclass
+class Yardsticks:
+    """Every route's ordinary growths, measured once over all the run's candidate routes (the `reference`):
+    per pair (`pair`: pair_growth_log, pair_basis), per pair and HS chapter (`chapter`), per origin at control
+    countries (`control`) and per onward pair (`onward`)."""
+
+    pair: pl.DataFrame
+    chapter: pl.DataFrame
+    control: pl.DataFrame
+    onward: pl.DataFrame
+
+
+# The columns of a route the yardsticks read (reference_columns keeps only these, so the unrestricted goods
+# that only serve as yardstick can stay narrow).
+REFERENCE_COLUMNS = ("origin_iso3", "transit_iso3", "target_iso3", "product", "level", "restricted", "base",
+                     "recent", "control_base", "control_recent", "onward_base", "onward_recent")
+
+
+def yardsticks(reference: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None) -> Yardsticks:
+    """The ordinary growths of `reference` (candidate routes with at least REFERENCE_COLUMNS): what
+    net_growth nets each route against. `totals` as for pair_yardsticks."""
+    pair = pair_yardsticks(reference, params, totals)
+    control = _ordinary(reference.unique(["origin_iso3", "product", "level"]), ["origin_iso3"],
+                        "control_recent", "control_base", params, "control_ordinary_log")
+    onward = _ordinary(reference.unique([*ONWARD_PAIR, "product", "level"]), ONWARD_PAIR,
+                       "onward_recent", "onward_base", params, "onward_ordinary_log")
+    # A boom of a whole sector on the pair (its unrestricted goods of the same HS chapter) counts too: the
+    # larger of the two is the yardstick, so a chapter-wide boom does not pass for diversion.
+    chapters = reference.with_columns(chapter=pl.col("product").str.slice(0, 2))
+    chapter = median_growth(chapters, [*PAIR, "chapter"], "recent", "base", params, restricted=False).filter(
+        pl.col("n") >= params.min_chapter_products).select(*PAIR, "chapter", chapter_growth_log="median")
+    return Yardsticks(pair, chapter, control, onward)
+
+
+def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame | None, *,
+               measured: Yardsticks | None = None) -> pl.DataFrame:
     """Routes with the triple difference: `net_growth_log` = o→t growth − the pair's ordinary growth
     (floored at params.control_floor; the growth of the pair's unrestricted goods of the product's chapter
     when that is larger, `chapter_growth_log`) − the product's growth to control countries beyond the origin's
     ordinary growth there (only when positive); `expected` monthly value from them; `onward_net_log` =
-    t→target growth − the transit's ordinary growth to the target."""
-    pair = pair_yardsticks(routes, params, totals)
-    control = _ordinary(routes.unique(["origin_iso3", "product", "level"]), ["origin_iso3"],
-                        "control_recent", "control_base", params, "control_ordinary_log")
-    onward = _ordinary(routes.unique([*ONWARD_PAIR, "product", "level"]), ONWARD_PAIR,
-                       "onward_recent", "onward_base", params, "onward_ordinary_log")
-    # A boom of a whole sector on the pair (its unrestricted goods of the same HS chapter) counts too: the
-    # larger of the two is the yardstick, so a chapter-wide boom does not pass for diversion.
-    chapters = routes.with_columns(chapter=pl.col("product").str.slice(0, 2))
-    chapter = median_growth(chapters, [*PAIR, "chapter"], "recent", "base", params, restricted=False).filter(
-        pl.col("n") >= params.min_chapter_products).select(*PAIR, "chapter", chapter_growth_log="median")
-    out = (chapters.join(pair, on=PAIR, how="left").join(chapter, on=[*PAIR, "chapter"], how="left")
-           .join(control, on="origin_iso3", how="left").join(onward, on=ONWARD_PAIR, how="left").drop("chapter"))
+    t→target growth − the transit's ordinary growth to the target. `measured`: the yardsticks of all the
+    run's candidate routes (default: measured on `routes` themselves)."""
+    measured = measured or yardsticks(routes, params, totals)
+    out = (routes.with_columns(chapter=pl.col("product").str.slice(0, 2))
+           .join(measured.pair, on=PAIR, how="left").join(measured.chapter, on=[*PAIR, "chapter"], how="left")
+           .join(measured.control, on="origin_iso3", how="left").join(measured.onward, on=ONWARD_PAIR, how="left")
+           .drop("chapter"))
     pair_term = pl.max_horizontal(pl.col("pair_growth_log").fill_null(0.0), pl.lit(params.control_floor),
                                   pl.col("chapter_growth_log"))
     product_term = (pl.col("control_growth_log") - pl.col("control_ordinary_log").fill_null(0.0)).clip(lower_bound=0.0)

@@ -95,9 +95,11 @@ def _with_risk(routes: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
     return routes.join(keys, on="product", how="left")
 
 
-def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFrame | None) -> pl.DataFrame:
-    """Routes with null_scale/null_size/null_basis, p_value, tested (the routes BH counts) and q_value."""
-    null = calibration.null_statistics(routes, placebo, params)
+def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFrame | None,
+                null: pl.DataFrame | None = None, omitted: dict[int, int] | None = None) -> pl.DataFrame:
+    """Routes with null_scale/null_size/null_basis, p_value, tested (the routes BH counts) and q_value.
+    `null` and `omitted`: see score_routes."""
+    null = null if null is not None else calibration.null_statistics(routes, placebo, params)
     scales = calibration.null_scales(null, routes, params)
     frame = calibration.route_scales(routes.join(scales, on=["origin_iso3", "transit_iso3"], how="left"), params)
     p = calibration.p_values(frame["net_growth_log"].to_numpy().astype(float),
@@ -116,8 +118,10 @@ def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFram
     q = np.full(p.shape, np.nan)
     for level in np.unique(levels):
         at = levels == level
-        weights = calibration.loss_weights(np.where(tested[at], lost[at], 0.0), params.weight_cap) \
-            if params.weight_cap > 1 else None
+        # Routes left out of `routes` are untested: they weigh as untested ones do (a loss of 0).
+        padding = np.zeros((omitted or {}).get(int(level), 0))
+        weights = calibration.loss_weights(np.concatenate([np.where(tested[at], lost[at], 0.0), padding]),
+                                           params.weight_cap)[:int(at.sum())] if params.weight_cap > 1 else None
         q[at] = calibration.benjamini_hochberg(p_tested[at], weights)
     return frame.with_columns(
         p_value=pl.Series(np.round(p, 12), dtype=pl.Float64).fill_nan(None),
@@ -128,23 +132,32 @@ def _calibrated(routes: pl.DataFrame, params: DetectParams, placebo: pl.DataFram
 
 def _ranked(frame: pl.DataFrame, params: DetectParams, model) -> pl.DataFrame:
     """With a ranker: `probability` (calibrated on test worlds, from the route's own row), `score` becomes it,
-    and a flag is kept only when the ranker gives it at least params.ranker_min_probability."""
+    and a flag is kept only when the ranker gives it at least params.ranker_min_probability. Only tested routes
+    can be flagged or explored, so only they are given one (the others' stays null): the trees' time follows
+    the rows they see."""
     if model is None:
         return frame
-    probability = pl.Series(np.round(model.probabilities(frame), 12), dtype=pl.Float64)
+    tested = frame["tested"].to_numpy()
+    values = np.full(frame.height, np.nan)
+    if tested.any():
+        values[tested] = model.probabilities(frame.filter(pl.col("tested")))
+    probability = pl.Series(np.round(values, 12), dtype=pl.Float64).fill_nan(None)
     return frame.with_columns(probability=probability, score=probability).with_columns(
         flag=pl.col("flag") & (pl.col("probability") >= params.ranker_min_probability))
 
 
 def score_routes(routes: pl.DataFrame, params: DetectParams, windows: features.Windows,
-                 placebo: pl.DataFrame | None = None, model=None) -> pl.DataFrame:
+                 placebo: pl.DataFrame | None = None, model=None, *, null: pl.DataFrame | None = None,
+                 omitted: dict[int, int] | None = None) -> pl.DataFrame:
     """Every candidate route with its p-value against the null, BH q-value, `score` and `flag` (tested,
     q ≤ params.fdr and every gate; an HS-4 route only when none of its HS-6 routes is flagged), sorted best
     first with stable tie-breakers. `score` is 1 − p (how unusual its net growth is for an ordinary flow on
     its pair) or, with a ranker `model` (detect/ranker.py), its calibrated probability, which must then
     also reach params.ranker_min_probability for a flag. Either depends only on the route's own rows and
-    its pair's."""
-    frame = _calibrated(_with_risk(routes, params), params, placebo).with_columns(
+    its pair's. When `routes` holds only the restricted goods (features.build_routes(materialise=
+    "restricted")), `null` is the run's null (RouteFrame.null) and `omitted` the untested routes left out
+    per level (RouteFrame.omitted): the scores and flags are then those of the whole frame."""
+    frame = _calibrated(_with_risk(routes, params), params, placebo, null, omitted).with_columns(
         score=(1.0 - pl.col("p_value")).round(12).fill_null(0.0),
     ).with_columns(
         flag=(pl.col("tested") & (pl.col("q_value") <= params.fdr) & _gates(params)).fill_null(False),
@@ -338,9 +351,12 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
     params = params or DetectParams()
     started = _now()
     model = ranker.load() if params.ranker else None
-    frame = features.build_routes(con, params)
+    # Only restricted goods can be flagged: the others are measured narrow (yardsticks, null) and never
+    # materialised, so memory follows the routes that can be tested.
+    frame = features.build_routes(con, params, materialise="restricted")
     windows = frame.windows
-    scored = score_routes(frame.routes, params, windows, frame.placebo, model)
+    scored = score_routes(frame.routes, params, windows, frame.placebo, model, null=frame.null,
+                          omitted=frame.omitted)
     flagged = flagged_table(scored, windows, params, frame.unavailable, model)
     explored = exploration.table(scored, windows, params, frame.unavailable, model, flagged.height)
     notes = list(frame.notes) + [calibration_note(scored, params, model)]
@@ -359,7 +375,7 @@ def run_detection(con: duckdb.DuckDBPyConnection, params: DetectParams | None = 
         "recent_end": month_text(windows.recent_end),
     }
     result = RunResult(
-        run_id="", params=params, flagged=flagged, candidates=frame.routes.height,
+        run_id="", params=params, flagged=flagged, candidates=frame.candidates,
         unavailable=unavailable_words, notes=notes, run_hash=run_hash, windows=window_text, model_version=version,
         vintage=vintages.current(con), exploration=explored,
     )

@@ -510,14 +510,21 @@ def fx_window_rates(con: duckdb.DuckDBPyConnection, windows: Windows) -> tuple[f
 
 @dataclass
 class RouteFrame:
-    """All candidate routes with their features (null = unavailable for that route) and what the data
-    could not support at all (feature -> reason)."""
+    """The candidate routes with their features (null = unavailable for that route) and what the data
+    could not support at all (feature -> reason). With build_routes(materialise="restricted"), `routes`
+    holds the restricted goods only (the only routes that can be tested); the unrestricted ones, which only
+    measure the pairs' ordinary growth and the null, are then summed up in `null` (the real-event null
+    statistics, calibration.null_statistics) and `omitted` (how many routes were left out, per product
+    level). `candidates` counts every candidate route either way."""
 
     routes: pl.DataFrame
     unavailable: dict[str, str]
     notes: list[str]
     windows: Windows
     placebo: pl.DataFrame | None = None
+    candidates: int = 0
+    null: pl.DataFrame | None = None
+    omitted: dict[int, int] = field(default_factory=dict)
 
 
 def _valid_partner() -> pl.Expr:
@@ -533,12 +540,20 @@ def _log_growth(recent: pl.Expr, base: pl.Expr, smoothing: float) -> pl.Expr:
     return ((recent + smoothing) / (base + smoothing)).log()
 
 
+MATERIALISE = ("all", "restricted")
+
+
 def build_routes(con: duckdb.DuckDBPyConnection, params: DetectParams, *, windows: Windows | None = None,
-                 inventory: Inventory | None = None) -> RouteFrame:
+                 inventory: Inventory | None = None, materialise: str = "all") -> RouteFrame:
     """Every candidate route origin→transit→target for each product (HS-6 and the HS-4 roll-up) with
     its features, its growth net of the pair's ordinary growth and of control countries (the goods
-    dimension), and the placebo statistics calibration needs. Raises TradewatchError when the warehouse
-    cannot support detection."""
+    dimension), and the placebo statistics calibration needs. `materialise` "restricted" builds the full
+    rows of restricted goods only (memory then follows the routes that can be tested): the unrestricted
+    goods still measure every yardstick, the null and the unavailable features from narrow frames, so a
+    restricted route's row is the same either way. Raises TradewatchError when the warehouse cannot
+    support detection."""
+    if materialise not in MATERIALISE:
+        raise ValueError(f"materialise must be one of {MATERIALISE}, not {materialise!r}")
     inventory = inventory or take_inventory(con, params)
     windows = windows or compute_windows(params, inventory.data_start, inventory.data_end)
     notes = list(windows.notes) + list(inventory.notes)
@@ -561,15 +576,29 @@ def build_routes(con: duckdb.DuckDBPyConnection, params: DetectParams, *, window
                          f"with no HS 2017 predecessor in the data ({shown}): their routes are not scored and they "
                          "are left out of HS-4 roll-ups")
         stats = with_headings(six, new_codes) if 4 in params.product_levels else six
-        routes, unavailable, more_notes = _assemble(con, params, windows, stats, counts)
-        routes = routes.with_columns(comparable=~((pl.col("level") == 6) & pl.col("product").is_in(sorted(new_codes))))
-        routes = with_excess(calibration.net_growth(routes, params, totals_growth(con, windows, params)), windows)
+        del six
+        assembled = _assemble(con, params, windows, stats, counts, materialise=materialise)
+        del stats
+        comparable = ~((pl.col("level") == 6) & pl.col("product").is_in(sorted(new_codes)))
+        routes = assembled.routes.with_columns(comparable=comparable)
+        reference = pl.concat([routes.select(calibration.REFERENCE_COLUMNS),
+                               assembled.narrow.select(calibration.REFERENCE_COLUMNS)])
+        measured = calibration.yardsticks(reference, params, totals_growth(con, windows, params))
+        del reference
+        routes = with_excess(calibration.net_growth(routes, params, None, measured=measured), windows)
         routes = _add_shape(source, params, routes, counts, windows)
         placebo_frame, placebo_notes = placebo_legs(con, params, inventory, coverage, windows)
     finally:
         drop_temp(con)
-    notes += more_notes + placebo_notes + _yardstick_notes(routes)
-    return RouteFrame(routes, unavailable, notes, windows, placebo_frame)
+    null = None
+    if materialise == "restricted":
+        narrow = calibration.net_growth(assembled.narrow, params, None, measured=measured)
+        null = calibration.null_statistics(narrow, placebo_frame, params)
+    notes += assembled.notes + placebo_notes + _yardstick_notes(measured.pair)
+    omitted = dict(assembled.narrow.group_by("level").len().iter_rows())
+    return RouteFrame(routes, assembled.unavailable, notes, windows, placebo_frame,
+                      candidates=routes.height + assembled.narrow.height, null=null,
+                      omitted={int(k): int(v) for k, v in omitted.items()})
 
 
 def _with_eu_rollup(coverage: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
@@ -594,9 +623,9 @@ def with_excess(routes: pl.DataFrame, windows: Windows) -> pl.DataFrame:
     )
 
 
-def _yardstick_notes(routes: pl.DataFrame) -> list[str]:
-    """One note per way the pairs' ordinary growth had to be measured other than from unrestricted goods."""
-    pairs = routes.unique(["origin_iso3", "transit_iso3"])
+def _yardstick_notes(pairs: pl.DataFrame) -> list[str]:
+    """One note per way the pairs' ordinary growth had to be measured other than from unrestricted goods
+    (`pairs`: one row per origin→transit pair with its pair_basis, calibration.pair_yardsticks)."""
     notes = []
     for basis, count in pairs.group_by("pair_basis").len().sort("pair_basis").iter_rows():
         if basis != "unrestricted":
@@ -726,11 +755,31 @@ def _candidate_legs(legs: _Legs) -> tuple[pl.LazyFrame, list[str]]:
     return candidates, silent
 
 
-def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
-              counts: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str], list[str]]:
+@dataclass
+class _Assembled:
+    """_assemble's answer: the full rows, the narrow rows of the routes not materialised (NARROW_COLUMNS),
+    the features no route could have (name -> reason) and notes."""
+
+    routes: pl.DataFrame
+    narrow: pl.DataFrame
+    unavailable: dict[str, str]
+    notes: list[str]
+
+
+# Features whose absence from every route makes them unavailable for the run (_unavailable_features).
+AVAILABILITY = ("onward_growth_log", "onward_cover", "mirror_gap_log", "unit_value_change_log", "target_change",
+                "co_target_change")
+# What a route not materialised keeps: its identity, what the yardsticks read (calibration.REFERENCE_COLUMNS),
+# what its net growth and null statistic need, and whether it has each AVAILABILITY feature.
+NARROW_COLUMNS = (*calibration.REFERENCE_COLUMNS, "growth_log", "control_growth_log", "onward_growth_log")
+
+
+def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame, counts: pl.DataFrame, *,
+              materialise: str = "all") -> _Assembled:
     """Series statistics -> one row per candidate route (origin, transit, target, product, level) with
-    every leg joined and every feature computed (null where that route's data cannot support it), the
-    features no route could have (name -> reason) and notes."""
+    every leg joined and every feature computed (null where that route's data cannot support it). With
+    `materialise` "restricted" only the restricted goods get full rows; the others come back narrow
+    (NARROW_COLUMNS), computed by the same joins and expressions."""
     split = _leg_frames(params, stats, counts)
     controls = [code for code in params.controls
                 if code not in split.origins and code not in list(params.targets) + list(params.co_targets)]
@@ -745,11 +794,34 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame,
     # Which origins report to control partners at all: without any, the control feature is unavailable.
     control_reporters = set(
         stats.filter((pl.col("flow") == "export") & pl.col("partner").is_in(controls))["reporter"].unique().to_list())
-    routes = _choose_reports(_join_legs(routes, split, params, controls), split, params, control_reporters)
     fx = fx_window_rates(con, windows)
-    routes = _with_restricted(_route_features(routes, params, fx).collect(), params)
-    unavailable = _unavailable_features(routes, split, params, controls, control_reporters, fx)
-    return routes, unavailable, notes
+
+    def featured(chosen: pl.LazyFrame) -> pl.LazyFrame:
+        return _route_features(_choose_reports(_join_legs(chosen, split, params, controls), split, params,
+                                               control_reporters), params, fx)
+
+    restricted = _restricted_codes(stats, params)
+    if materialise == "restricted":
+        wide = _with_restricted(featured(routes.filter(pl.col("product").is_in(restricted))).collect(), params)
+        narrow = featured(routes.filter(~pl.col("product").is_in(restricted))).select(
+            *[c for c in NARROW_COLUMNS if c != "restricted"],
+            *[pl.col(name).is_not_null().alias(f"has_{name}") for name in AVAILABILITY],
+        ).with_columns(restricted=pl.lit(False)).collect()
+    else:
+        wide = _with_restricted(featured(routes).collect(), params)
+        narrow = wide.head(0).select(*NARROW_COLUMNS,
+                                     *[pl.lit(None, pl.Boolean).alias(f"has_{name}") for name in AVAILABILITY])
+    available = {name: bool(wide[name].is_not_null().any()) or bool(narrow[f"has_{name}"].any())
+                 for name in AVAILABILITY}
+    unavailable = _unavailable_features(wide.height + narrow.height, available, split, params, controls,
+                                        control_reporters, fx)
+    return _Assembled(wide, narrow.drop([f"has_{name}" for name in AVAILABILITY]), unavailable, notes)
+
+
+def _restricted_codes(stats: pl.DataFrame, params: DetectParams) -> list[str]:
+    """The product codes of `stats` (HS-6 and HS-4) that are restricted goods (as _with_restricted)."""
+    restricted = products.restricted_hs6([products.read_user_list(path) for path in params.user_lists])
+    return sorted(code for code in stats["product"].unique().to_list() if products.is_restricted(code, restricted))
 
 
 def _join_legs(routes: pl.LazyFrame, legs: _Legs, params: DetectParams, controls: list[str]) -> pl.LazyFrame:
@@ -870,14 +942,15 @@ def _with_restricted(routes: pl.DataFrame, params: DetectParams) -> pl.DataFrame
         {code: products.is_restricted(code, restricted) for code in codes}, default=False, return_dtype=pl.Boolean))
 
 
-def _unavailable_features(routes: pl.DataFrame, legs: _Legs, params: DetectParams, controls: list[str],
-                          control_reporters: set[str], fx) -> dict[str, str]:
-    """Feature name -> why no route could have it with this data."""
+def _unavailable_features(height: int, available: dict[str, bool], legs: _Legs, params: DetectParams,
+                          controls: list[str], control_reporters: set[str], fx) -> dict[str, str]:
+    """Feature name -> why no route could have it with this data (`height` candidate routes, `available`:
+    whether any of them has each AVAILABILITY feature)."""
     targets, co_targets = "/".join(params.targets), list(params.co_targets)
     unavailable: dict[str, str] = {}
 
     def none_available(column: str) -> bool:
-        return routes.height > 0 and routes[column].null_count() == routes.height
+        return height > 0 and not available[column]
 
     if not control_reporters:
         unavailable["control_growth_log"] = ("no origin reports exports to any control country "

@@ -247,3 +247,116 @@ def test_a_reporter_in_two_sources_is_read_from_one(tmp_path):
     assert any("each reporter is read from one source" in note for note in frame.notes)
     comtrade_first = features.build_routes(con, DetectParams(source_priority=("comtrade", "comext")))
     assert route(comtrade_first, "DEU", "KAZ", "854231")["currency"] == "USD"
+
+
+# --- restricted goods materialised alone (memory follows the routes that can be tested) --------------------
+
+# Goods on no restricted list (coffee, furniture, plastics, steel structures, vegetables, sweets, bread,
+# juice): the pairs' yardstick and null.
+UNRESTRICTED = ("09011100", "94036010", "39269097", "73089059", "07129090", "17049099", "19053199", "20099079")
+
+
+def yardstick_world() -> World:
+    """The base world plus unrestricted goods on every pair (each its own ordinary growth), on a pair with
+    no restricted goods at all (DEU→TUR), to a control country and onward from KAZ to Russia; only the
+    unrestricted goods carry quantities."""
+    world = base_world()
+    for p, (transit, growth) in enumerate((("KAZ", 1.6), ("ARM", 1.2), ("GEO", 1.0), ("UZB", 1.3), ("TUR", 0.9))):
+        for k, code in enumerate(UNRESTRICTED):
+            level = 30_000 + 45_000 * k + 10_000 * p
+            # Only unrestricted goods carry quantities: the run's unit values rest on routes never materialised.
+            world.add("DEU", transit, code, step(level, level * growth * (0.8 + 0.07 * k), salt=100 + 10 * p + k),
+                      kg_per_eur=0.5 if k == 0 else None)
+    for k, code in enumerate(UNRESTRICTED[:5]):
+        world.add("DEU", "BRA", code, steady(80_000 + 20_000 * k, salt=200 + k))
+        world.add("KAZ", "RUS", code[:6], step(20_000, 30_000 + 5_000 * k, salt=210 + k))
+    return world
+
+
+@pytest.fixture(scope="module")
+def both_ways(tmp_path_factory):
+    """A world's routes built with every route materialised, and with the restricted goods only."""
+    con = yardstick_world().warehouse(tmp_path_factory.mktemp("materialise") / "w.duckdb")
+    try:
+        every = features.build_routes(con, DetectParams())
+        restricted = features.build_routes(con, DetectParams(), materialise="restricted")
+    finally:
+        con.close()
+    return every, restricted
+
+
+def _by_route(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort("route_id")
+
+
+def assert_same_rows(left: pl.DataFrame, right: pl.DataFrame) -> None:
+    """Equal row for row; floats to 1e-12 (relative): DuckDB's and polars' parallel sums may differ in the
+    last bit between two builds of the same data, whichever routes are materialised."""
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(_by_route(left), _by_route(right), rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_a_restricted_routes_row_does_not_depend_on_the_unrestricted_ones_being_materialised(both_ways):
+    every, restricted = both_ways
+    assert restricted.routes["restricted"].all() and not every.routes["restricted"].all()
+    assert restricted.routes.columns == every.routes.columns
+    assert_same_rows(restricted.routes, every.routes.filter(pl.col("restricted")))
+    assert restricted.unavailable == every.unavailable and restricted.notes == every.notes
+    assert "unit_value_change_log" not in restricted.unavailable
+    assert restricted.routes["unit_value_change_log"].null_count() == restricted.routes.height
+    assert restricted.candidates == every.candidates == every.routes.height
+    unrestricted = every.routes.filter(~pl.col("restricted"))
+    assert restricted.omitted == dict(unrestricted.group_by("level").len().iter_rows())
+    assert every.null is None and every.omitted == {}
+
+
+def test_the_null_of_narrow_unrestricted_routes_is_the_full_frames(both_ways):
+    from tradewatch.detect import calibration
+
+    every, restricted = both_ways
+    full = calibration.null_statistics(every.routes, every.placebo, DetectParams())
+    assert full.height > 0
+    keys = ["origin_iso3", "transit_iso3", "value"]
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(restricted.null.sort(keys), full.sort(keys), rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_scores_and_flags_of_restricted_routes_alone_are_the_whole_frames(both_ways):
+    from tradewatch.detect import engine
+
+    every, restricted = both_ways
+    params = DetectParams()
+    whole = engine.score_routes(every.routes, params, every.windows, every.placebo)
+    alone = engine.score_routes(restricted.routes, params, restricted.windows, restricted.placebo,
+                                null=restricted.null, omitted=restricted.omitted)
+    columns = ["route_id", "p_value", "q_value", "score", "flag", "tested", "null_scale", "null_basis"]
+    assert whole.filter(pl.col("flag")).height > 0
+    assert_same_rows(alone.select(columns), whole.filter(pl.col("restricted")).select(columns))
+    assert alone.filter(pl.col("flag"))["route_id"].to_list() == whole.filter(pl.col("flag"))["route_id"].to_list()
+
+
+def test_unknown_materialise_is_refused(tmp_path):
+    con = base_world().warehouse(tmp_path / "w.duckdb")
+    with pytest.raises(ValueError, match="materialise"):
+        features.build_routes(con, DetectParams(), materialise="some")
+    con.close()
+
+
+def test_the_origins_yardstick_does_not_depend_on_row_order():
+    """The origin's median over all its partners takes one route per product: the same one whatever order the
+    routes come in (before, the pick followed row order, so two runs on the same data could differ)."""
+    from tradewatch.detect import calibration
+
+    params = DetectParams()
+    rows = [("DEU", transit, f"0{k}0110", 100_000.0, 100_000.0 * (1 + 0.1 * k + 0.5 * t))
+            for k in range(7) for t, transit in enumerate(("ARM", "GEO", "KAZ"))]
+    frame = pl.DataFrame(rows, schema=["origin_iso3", "transit_iso3", "product", "base", "recent"], orient="row"
+                         ).with_columns(level=pl.lit(6, pl.Int8), restricted=pl.lit(False))
+    first = frame.filter(pl.col("transit_iso3") == "ARM")
+    expected = calibration.median_growth(first, ["origin_iso3"], "recent", "base", params, restricted=False)
+    for seed in range(6):
+        shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+        got = calibration.median_growth(shuffled, ["origin_iso3"], "recent", "base", params, restricted=False)
+        assert got.equals(expected)
