@@ -24,33 +24,50 @@ def _peak_rss_mb() -> float:
 
 # --- the synthetic warehouse ----------------------------------------------------------------------------
 
-def build_warehouse(path: Path, rows: int) -> int:
-    """Write a warehouse at `path` holding the demo world scaled to about `rows` canonical rows, cut
-    to exactly `rows` by dropping a deterministic sample when the generator overshoots. Returns rows."""
-    import duckdb
+CHUNK_ROWS = 2_000_000  # canonical rows turned into strings and inserted at a time
+
+
+def keep_mask(height: int, rows: int):
+    """A bool per generated row: all True, or when the generator overshot `rows`, False for a deterministic
+    sample of height - rows of them (the smallest hashes of the row numbers)."""
+    import numpy as np
     import polars as pl
+
+    keep = np.ones(height, dtype=bool)
+    if height > rows:
+        order = pl.int_range(0, height, eager=True).hash(seed=7).arg_sort()
+        keep[order[: height - rows].to_numpy()] = False
+    return keep
+
+
+def build_warehouse(path: Path, rows: int, chunk_rows: int = CHUNK_ROWS) -> int:
+    """Write a warehouse at `path` holding the demo world scaled to about `rows` canonical rows, cut
+    to exactly `rows` by dropping a deterministic sample when the generator overshoots. The rows are
+    generated integer-coded and inserted `chunk_rows` at a time, so the string columns (most of the
+    memory) never exist for the whole world at once. Returns rows."""
+    import duckdb
 
     from tradewatch.detect import demo
     from tradewatch.flows import warehouse
 
     scale = max(0.05, rows / ROWS_AT_SCALE_1)
-    frame = demo.generate_frame(scale=scale)
-    while frame.height < rows and scale < 200:
-        scale *= 1.15 * rows / max(frame.height, 1)
-        frame = demo.generate_frame(scale=scale)
-    if frame.height > rows:
-        import numpy as np
-
-        keep = np.ones(frame.height, dtype=bool)
-        keep[pl.Series(range(frame.height)).hash(seed=7).arg_sort()[: frame.height - rows].to_numpy()] = False
-        frame = frame.filter(pl.Series(keep))
+    coded = demo.generate_coded(scale=scale)
+    while coded.rows.height < rows and scale < 200:
+        scale *= 1.15 * rows / max(coded.rows.height, 1)
+        coded = None  # free the smaller world before generating the next
+        coded = demo.generate_coded(scale=scale)
+    if coded.rows.height < rows:
+        raise SystemExit(f"--rows {rows}: the demo world tops out at {coded.rows.height} rows "
+                         f"({len(coded.reporters)} countries); ask for fewer rows")
+    keep = keep_mask(coded.rows.height, rows)
     path.unlink(missing_ok=True)
     con = duckdb.connect(str(path))
     con.execute("SET enable_progress_bar = false")
     warehouse.migrate(con)
-    con.register("bench_frame", frame.to_arrow())
-    con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM bench_frame")
-    con.unregister("bench_frame")
+    for chunk in coded.chunks(chunk_rows, keep):
+        con.register("bench_chunk", chunk.to_arrow())
+        con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM bench_chunk")
+        con.unregister("bench_chunk")
     count = con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0]
     con.execute("CHECKPOINT")
     con.close()
@@ -243,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--db", type=Path, help="warehouse to build or reuse (default: under TRADEWATCH_HOME/bench)")
     parser.add_argument("--rebuild", action="store_true", help="build the warehouse even when it exists")
+    parser.add_argument("--skip-pandas", action="store_true",
+                        help="leave out the pandas comparison (it holds every row in memory: ~20 GB at 100 M rows)")
     parser.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
     parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -263,24 +282,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.rebuild or not db.exists() or not marker.exists():
         # A child process, so the generator's memory does not count in the measurements.
         subprocess.run([sys.executable, __file__, "--build", "--db", str(db), "--rows", str(args.rows)], check=True)
+        # The build is the first child: the children's peak so far is its peak.
+        build_peak_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    else:
+        build_peak_mb = None  # reused
     build_s = time.perf_counter() - started
     rows = int(marker.read_text().split()[0])
-    results = {kind: _child(kind, db) for kind in ("duckdb", "tradewatch", "pandas")}
+    kinds = ("duckdb", "tradewatch") if args.skip_pandas else ("duckdb", "tradewatch", "pandas")
+    results = {kind: _child(kind, db) for kind in kinds}
+    skipped = {"seconds": None, "load_seconds": None, "peak_rss_mb": None}
+    pandas = results.get("pandas", skipped)
     report = {
         "rows": rows,
         "tradewatch_s": results["tradewatch"]["seconds"],
         "duckdb_groupby_s": results["duckdb"]["seconds"],
-        "pandas_s": results["pandas"]["seconds"],
+        "pandas_s": pandas["seconds"],
         "peak_rss_mb": results["tradewatch"]["peak_rss_mb"],
         "tradewatch_over_duckdb": round(results["tradewatch"]["seconds"] / results["duckdb"]["seconds"], 2),
-        "pandas_over_tradewatch": round(results["pandas"]["seconds"] / results["tradewatch"]["seconds"], 2),
+        "pandas_over_tradewatch": (round(pandas["seconds"] / results["tradewatch"]["seconds"], 2)
+                                   if pandas["seconds"] is not None else None),
         "tradewatch_import_s": results["tradewatch"]["import_s"],
-        "pandas_load_s": results["pandas"]["load_seconds"],
-        "pandas_peak_rss_mb": results["pandas"]["peak_rss_mb"],
+        "pandas_load_s": pandas["load_seconds"],
+        "pandas_peak_rss_mb": pandas["peak_rss_mb"],
         "duckdb_peak_rss_mb": results["duckdb"]["peak_rss_mb"],
         "flagged": results["tradewatch"]["flagged"],
         "candidates": results["tradewatch"]["candidates"],
         "build_s": round(build_s, 1),
+        "build_peak_rss_mb": build_peak_mb,
         "cores": os.cpu_count(),
     }
     print_result(report, args.json)

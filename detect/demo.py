@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -241,6 +241,14 @@ def generate_frame(seed: int = DEFAULT_SEED, scale: float = 1.0) -> pl.DataFrame
     return frame
 
 
+def generate_coded(seed: int = DEFAULT_SEED, scale: float = 1.0) -> _Coded:
+    """The demo world of generate_frame(seed, scale) with countries and codes still integer ids (about a fifth of
+    the memory): `.rows.height` is its row count and `.chunks(n)` yields its canonical rows n at a time, so a
+    large world can be written chunk by chunk. `pl.concat(list(coded.chunks(n)))` equals generate_frame."""
+    coded, _plan = _generate_coded(seed, scale)
+    return coded
+
+
 _K_RUS, _K_BLR = 0, 1  # partner indices of the target and the co-target
 
 
@@ -350,6 +358,13 @@ class _Paths:
 
 def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
     """(seed, scale) -> the world's canonical rows and its plan (what the answer key is written from)."""
+    coded, plan = _generate_coded(seed, scale)
+    return coded.strings(coded.rows), plan
+
+
+def _generate_coded(seed: int, scale: float) -> tuple[_Coded, _Plan]:
+    """(seed, scale) -> the world's rows still integer-coded (no strings yet) and its plan. The time paths are
+    local here and freed on return, so only the coded rows outlive this call."""
     w = _plan_world(seed, scale)
     levels_rng = _rng(seed, "levels")
     lv = _draw_levels(w, levels_rng)
@@ -362,12 +377,14 @@ def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
     a_paths = _origin_paths(st, lv, noise_rng)
     b_paths = _transit_paths(b, lv, noise_rng)
     c_src, c_paths = _mirror_paths(st, a_paths, noise_rng)
-    rows = _long_rows(st, b, a_paths, b_paths, c_src, c_paths)
-    frame = _to_canonical(rows, [*w.origins, *w.partners], w.products, set(w.origins) & EU27, seed)
+    # The long rows go straight into the call (no name here holds them) so they are freed as it replaces them.
+    long_rows = [_long_rows(st, b, a_paths, b_paths, c_src, c_paths)]
+    del a_paths, b_paths, c_paths, c_src
+    coded = _canonical_coded(long_rows.pop(), [*w.origins, *w.partners], w.products, set(w.origins) & EU27, seed)
     plan = _Plan(seed=seed, scale=scale, origins=w.origins, transits=w.transits, controls=w.controls,
                  products=w.products, restricted=w.restricted, is_chpl=w.is_chpl, routes=st.routes,
                  confounders=st.confounders)
-    return frame, plan
+    return coded, plan
 
 
 # ------------------------------------------------------------------ layout and levels
@@ -796,11 +813,46 @@ def _long_rows(st: _State, b: _Transit, a_paths: _Paths, b_paths: _Paths, c_src:
     return pl.concat(frames)
 
 
+@dataclass
+class _Coded:
+    """The world's rows in canonical order with integer ids for countries and codes (`rows`: reporter, partner,
+    flow_code, month, code, part, value, kg), and the tables `strings` turns them into canonical rows with.
+    Any slice of `rows` (a month, a block) converts on its own, so the strings need never exist all at once."""
+
+    rows: pl.DataFrame
+    reporters: list[str]
+    codes: list[str]
+    cn_a: pl.Series
+    cn_b: pl.Series
+
+    def strings(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Coded rows (all or a slice of `self.rows`) -> canonical rows (schema.TRADE_FLOWS, source 'demo')."""
+        return _canonical_strings(rows, self.reporters, self.codes, self.cn_a, self.cn_b)
+
+    def chunks(self, max_rows: int, keep: np.ndarray | None = None) -> Iterator[pl.DataFrame]:
+        """The canonical rows in order, at most `max_rows` at a time (before `keep`, a bool per coded row, drops
+        some): concatenated they are `strings(rows.filter(keep))`; only one chunk's strings exist at once."""
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        for start in range(0, self.rows.height, max_rows):
+            part = self.rows.slice(start, max_rows)
+            if keep is not None:
+                part = part.filter(pl.Series(keep[start:start + part.height]))
+            yield self.strings(part)
+
+
 def _to_canonical(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
                   seed: int) -> pl.DataFrame:
     """Long (reporter, partner, product, flow, month, value_eur, kg) -> canonical rows as the files will hold
     them: currency conversion, whole units, HS 2017 codes before 2022, CN8 for Comext reporters. Codes stay
     integer ids until the last step: string work dominates at ten million rows."""
+    coded = _canonical_coded(rows, reporters, products, comext_reporters, seed)
+    return coded.strings(coded.rows)
+
+
+def _canonical_coded(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
+                     seed: int) -> _Coded:
+    """Long rows -> the canonical rows still integer-coded, in their final order (see _to_canonical)."""
     splits = hs2022_to_hs2017()
     codes = list(products) + sorted({splits[p] for p in products if p in splits})
     code_id = {c: i for i, c in enumerate(codes)}
@@ -854,6 +906,12 @@ def _to_canonical(rows: pl.DataFrame, reporters: list[str], products: list[str],
     both = pl.concat([comext.drop("total"), comtrade]).sort(
         pl.col("month"), pl.lit(rank).gather(pl.col("reporter")), pl.lit(rank).gather(pl.col("partner")),
         pl.col("flow_code"), pl.lit(code_rank).gather(pl.col("code")), pl.col("part"))
+    return _Coded(rows=both, reporters=list(reporters), codes=codes, cn_a=cn_a, cn_b=cn_b)
+
+
+def _canonical_strings(both: pl.DataFrame, reporters: list[str], codes: list[str], cn_a: pl.Series,
+                       cn_b: pl.Series) -> pl.DataFrame:
+    """Integer-coded canonical rows -> canonical rows: dates, ISO3 codes, product codes, levels, currencies."""
     iso = pl.Series(reporters)
     is_cn8 = pl.col("part") >= 0
     frame = both.select(
