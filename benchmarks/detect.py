@@ -24,50 +24,53 @@ def _peak_rss_mb() -> float:
 
 # --- the synthetic warehouse ----------------------------------------------------------------------------
 
-CHUNK_ROWS = 2_000_000  # canonical rows turned into strings and inserted at a time
+CHUNK_SERIES = 20_000  # series generated, turned into canonical rows and inserted at a time (<= 2.9 M rows)
+# Where the rows are cut to exactly --rows: the rows with the lowest hash of their key (which is unique) go,
+# whatever order the chunks came in.
+CUT = """DELETE FROM trade_flows WHERE rowid IN (
+             SELECT rowid FROM trade_flows
+             ORDER BY hash(reporter_iso3, partner_iso3, flow, product_code, period), rowid LIMIT ?)"""
 
 
-def keep_mask(height: int, rows: int):
-    """A bool per generated row: all True, or when the generator overshot `rows`, False for a deterministic
-    sample of height - rows of them (the smallest hashes of the row numbers)."""
-    import numpy as np
-    import polars as pl
-
-    keep = np.ones(height, dtype=bool)
-    if height > rows:
-        order = pl.int_range(0, height, eager=True).hash(seed=7).arg_sort()
-        keep[order[: height - rows].to_numpy()] = False
-    return keep
+def world_scale(rows: int) -> float:
+    """The demo scale first tried for `rows`: about ROWS_AT_SCALE_1 rows per unit, plus a fifth beyond the
+    30 M-row world (scale 24), where every real HS-6 code is in and only origins can be added."""
+    scale = max(0.05, rows / ROWS_AT_SCALE_1)
+    return scale * 1.2 if scale > 25 else scale
 
 
-def build_warehouse(path: Path, rows: int, chunk_rows: int = CHUNK_ROWS) -> int:
+def build_warehouse(path: Path, rows: int, block_series: int = CHUNK_SERIES) -> int:
     """Write a warehouse at `path` holding the demo world scaled to about `rows` canonical rows, cut
-    to exactly `rows` by dropping a deterministic sample when the generator overshoots. The rows are
-    generated integer-coded and inserted `chunk_rows` at a time, so the string columns (most of the
-    memory) never exist for the whole world at once. Returns rows."""
+    to exactly `rows` (CUT) when the generator overshoots. The rows are generated and inserted
+    chunk by chunk (demo.generate_chunks): memory holds the world's numeric monthly paths and one
+    chunk, never the whole frame. Returns rows."""
     import duckdb
 
     from tradewatch.detect import demo
     from tradewatch.flows import warehouse
 
-    scale = max(0.05, rows / ROWS_AT_SCALE_1)
-    coded = demo.generate_coded(scale=scale)
-    while coded.rows.height < rows and scale < 200:
-        scale *= 1.15 * rows / max(coded.rows.height, 1)
-        coded = None  # free the smaller world before generating the next
-        coded = demo.generate_coded(scale=scale)
-    if coded.rows.height < rows:
-        raise SystemExit(f"--rows {rows}: the demo world tops out at {coded.rows.height} rows "
-                         f"({len(coded.reporters)} countries); ask for fewer rows")
-    keep = keep_mask(coded.rows.height, rows)
+    scale = world_scale(rows)
     path.unlink(missing_ok=True)
     con = duckdb.connect(str(path))
     con.execute("SET enable_progress_bar = false")
+    # DuckDB would otherwise keep up to 80% of RAM of written blocks cached while the chunks go in.
+    con.execute("SET memory_limit = '1GB'")
     warehouse.migrate(con)
-    for chunk in coded.chunks(chunk_rows, keep):
-        con.register("bench_chunk", chunk.to_arrow())
-        con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM bench_chunk")
-        con.unregister("bench_chunk")
+    height = 0
+    while True:
+        for chunk in demo.generate_chunks(scale=scale, block_series=block_series):
+            con.register("bench_chunk", chunk.to_arrow())
+            con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM bench_chunk")
+            con.unregister("bench_chunk")
+        previous, height = height, con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0]
+        if height >= rows or scale >= 200 or height <= 1.01 * previous:  # enough, or the world no longer grows
+            break
+        scale *= 1.15 * rows / max(height, 1)
+        con.execute("DELETE FROM trade_flows")
+    if height < rows:
+        raise SystemExit(f"--rows {rows}: the demo world tops out at about {height} rows; ask for fewer")
+    if height > rows:
+        con.execute(CUT, [height - rows])
     count = con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0]
     con.execute("CHECKPOINT")
     con.close()

@@ -241,12 +241,24 @@ def generate_frame(seed: int = DEFAULT_SEED, scale: float = 1.0) -> pl.DataFrame
     return frame
 
 
-def generate_coded(seed: int = DEFAULT_SEED, scale: float = 1.0) -> _Coded:
-    """The demo world of generate_frame(seed, scale) with countries and codes still integer ids (about a fifth of
-    the memory): `.rows.height` is its row count and `.chunks(n)` yields its canonical rows n at a time, so a
-    large world can be written chunk by chunk. `pl.concat(list(coded.chunks(n)))` equals generate_frame."""
-    coded, _plan = _generate_coded(seed, scale)
-    return coded
+def generate_chunks(seed: int = DEFAULT_SEED, scale: float = 1.0, *, block_series: int = 20_000
+                    ) -> Iterator[pl.DataFrame]:
+    """The rows of generate_frame(seed, scale), chunk by chunk: each chunk comes from at most `block_series`
+    series (at most block_series x 144 rows: 72 months, two CN8 codes) and is sorted, the chunks are not
+    (concatenated and sorted they equal generate_frame). Memory: the world's monthly paths (a few dozen bytes
+    per row, as numbers) and one chunk, never the whole frame's strings."""
+    if block_series < 1:
+        raise ValueError(f"block_series must be at least 1, got {block_series}")
+    w, st, b, parts = _world_paths(seed, scale)
+    t = _tables([*w.origins, *w.partners], w.products, set(w.origins) & EU27)
+
+    def blocks() -> Iterator[pl.DataFrame]:
+        for arrays, flow in parts:
+            for start in range(0, arrays[0].shape[0], block_series):
+                yield _long(*(a[start:start + block_series] for a in arrays), flow)
+
+    for coded in _coded_stream(blocks, t, seed, block_series * MONTHS):
+        yield _canonical_strings(coded, t.reporters, t.codes, t.cn_a, t.cn_b)
 
 
 _K_RUS, _K_BLR = 0, 1  # partner indices of the target and the co-target
@@ -362,9 +374,9 @@ def _generate(seed: int, scale: float) -> tuple[pl.DataFrame, _Plan]:
     return coded.strings(coded.rows), plan
 
 
-def _generate_coded(seed: int, scale: float) -> tuple[_Coded, _Plan]:
-    """(seed, scale) -> the world's rows still integer-coded (no strings yet) and its plan. The time paths are
-    local here and freed on return, so only the coded rows outlive this call."""
+def _world_paths(seed: int, scale: float) -> tuple[_World, _State, _Transit, list]:
+    """(seed, scale) -> layout, planned A and B, and the three parts of the long rows (A, B, C) as the
+    arrays and flow _long takes, in the order the long rows concatenate them."""
     w = _plan_world(seed, scale)
     levels_rng = _rng(seed, "levels")
     lv = _draw_levels(w, levels_rng)
@@ -377,9 +389,16 @@ def _generate_coded(seed: int, scale: float) -> tuple[_Coded, _Plan]:
     a_paths = _origin_paths(st, lv, noise_rng)
     b_paths = _transit_paths(b, lv, noise_rng)
     c_src, c_paths = _mirror_paths(st, a_paths, noise_rng)
+    return w, st, b, _long_parts(st, b, a_paths, b_paths, c_src, c_paths)
+
+
+def _generate_coded(seed: int, scale: float) -> tuple[_Coded, _Plan]:
+    """(seed, scale) -> the world's rows still integer-coded (no strings yet) and its plan. The time paths are
+    local here and freed on return, so only the coded rows outlive this call."""
+    w, st, b, parts = _world_paths(seed, scale)
     # The long rows go straight into the call (no name here holds them) so they are freed as it replaces them.
-    long_rows = [_long_rows(st, b, a_paths, b_paths, c_src, c_paths)]
-    del a_paths, b_paths, c_paths, c_src
+    long_rows = [pl.concat([_long(*arrays, flow) for arrays, flow in parts])]
+    del parts
     coded = _canonical_coded(long_rows.pop(), [*w.origins, *w.partners], w.products, set(w.origins) & EU27, seed)
     plan = _Plan(seed=seed, scale=scale, origins=w.origins, transits=w.transits, controls=w.controls,
                  products=w.products, restricted=w.restricted, is_chpl=w.is_chpl, routes=st.routes,
@@ -796,21 +815,27 @@ def _long(values: np.ndarray, kg: np.ndarray, present: np.ndarray, reporter_idx:
     })
 
 
-def _long_rows(st: _State, b: _Transit, a_paths: _Paths, b_paths: _Paths, c_src: np.ndarray,
-               c_paths: _Paths) -> pl.DataFrame:
-    """A, B and C with their paths -> the long frame, reporters indexed over origins then partners."""
+def _long_parts(st: _State, b: _Transit, a_paths: _Paths, b_paths: _Paths, c_src: np.ndarray,
+                c_paths: _Paths) -> list:
+    """A, B and C with their paths -> per part, the (values, kg, present, reporter, partner, product) arrays
+    (a row per series) and flow that _long turns into long rows, reporters indexed over origins then partners."""
     n_origins = st.w.n_o
     a_rows = a_paths.rows
     b_reporter_k = np.array([st.w.partners.index(r) for r in b.reporters])
-    frames = [
-        _long(a_paths.values, a_paths.kg, a_paths.present, st.oo[a_rows], n_origins + st.kk[a_rows], a_paths.prod,
-              _EXPORT),
-        _long(b_paths.values, b_paths.kg, b_paths.present, n_origins + b_reporter_k[b.br[b_paths.rows]],
-              n_origins + b.bk[b_paths.rows], b_paths.prod, _EXPORT),
-        _long(c_paths.values, c_paths.kg, c_paths.present, n_origins + st.kk[a_rows][c_src], st.oo[a_rows][c_src],
-              c_paths.prod, _IMPORT),
+    return [
+        ((a_paths.values, a_paths.kg, a_paths.present, st.oo[a_rows], n_origins + st.kk[a_rows], a_paths.prod),
+         _EXPORT),
+        ((b_paths.values, b_paths.kg, b_paths.present, n_origins + b_reporter_k[b.br[b_paths.rows]],
+          n_origins + b.bk[b_paths.rows], b_paths.prod), _EXPORT),
+        ((c_paths.values, c_paths.kg, c_paths.present, n_origins + st.kk[a_rows][c_src], st.oo[a_rows][c_src],
+          c_paths.prod), _IMPORT),
     ]
-    return pl.concat(frames)
+
+
+def _long_rows(st: _State, b: _Transit, a_paths: _Paths, b_paths: _Paths, c_src: np.ndarray,
+               c_paths: _Paths) -> pl.DataFrame:
+    """A, B and C with their paths -> the long frame, reporters indexed over origins then partners."""
+    return pl.concat([_long(*arrays, flow) for arrays, flow in _long_parts(st, b, a_paths, b_paths, c_src, c_paths)])
 
 
 @dataclass
@@ -829,17 +854,6 @@ class _Coded:
         """Coded rows (all or a slice of `self.rows`) -> canonical rows (schema.TRADE_FLOWS, source 'demo')."""
         return _canonical_strings(rows, self.reporters, self.codes, self.cn_a, self.cn_b)
 
-    def chunks(self, max_rows: int, keep: np.ndarray | None = None) -> Iterator[pl.DataFrame]:
-        """The canonical rows in order, at most `max_rows` at a time (before `keep`, a bool per coded row, drops
-        some): concatenated they are `strings(rows.filter(keep))`; only one chunk's strings exist at once."""
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-        for start in range(0, self.rows.height, max_rows):
-            part = self.rows.slice(start, max_rows)
-            if keep is not None:
-                part = part.filter(pl.Series(keep[start:start + part.height]))
-            yield self.strings(part)
-
 
 def _to_canonical(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
                   seed: int) -> pl.DataFrame:
@@ -850,47 +864,73 @@ def _to_canonical(rows: pl.DataFrame, reporters: list[str], products: list[str],
     return coded.strings(coded.rows)
 
 
-def _canonical_coded(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
-                     seed: int) -> _Coded:
-    """Long rows -> the canonical rows still integer-coded, in their final order (see _to_canonical)."""
+@dataclass
+class _Tables:
+    """The code tables of one world's canonical conversion (see _to_canonical)."""
+
+    reporters: list[str]
+    codes: list[str]
+    before: pl.Series  # per product: its code id before 2022
+    merged: pl.Series  # per product: merged under another HS 2017 code before 2022
+    comext: pl.Series  # per reporter: a Comext reporter
+    cn_a: pl.Series
+    cn_b: pl.Series
+    share: pl.Series
+    rank: pl.Series
+    code_rank: pl.Series
+
+
+def _tables(reporters: list[str], products: list[str], comext_reporters: set[str]) -> _Tables:
     splits = hs2022_to_hs2017()
     codes = list(products) + sorted({splits[p] for p in products if p in splits})
     code_id = {c: i for i, c in enumerate(codes)}
-    before = np.array([code_id[splits.get(p, p)] for p in products], dtype=np.int32)
-    merged = np.array([p in splits for p in products])
-    rates = eurusd_rates()
-    zero_rng = _rng(seed, "zeros")
-    rows = rows.with_columns(
-        comext=pl.lit(pl.Series([r in comext_reporters for r in reporters])).gather(pl.col("reporter")),
+    subcodes = [_cn8_subcodes(c) for c in codes]
+    return _Tables(
+        reporters=list(reporters), codes=codes,
+        before=pl.Series(np.array([code_id[splits.get(p, p)] for p in products], dtype=np.int32)),
+        merged=pl.Series(np.array([p in splits for p in products])),
+        comext=pl.Series([r in comext_reporters for r in reporters]),
+        cn_a=pl.Series([s[0] for s in subcodes]),
+        cn_b=pl.Series([s[1] if len(s) > 1 else None for s in subcodes], dtype=pl.String),
+        share=pl.Series([_cn8_share(c) if len(s) > 1 else 1.0 for c, s in zip(codes, subcodes)]),
+        rank=pl.Series(np.argsort(np.argsort(np.array(reporters))).astype(np.int32)),
+        code_rank=pl.Series(np.argsort(np.argsort(np.array(codes))).astype(np.int32)))
+
+
+def _prepared(rows: pl.DataFrame, t: _Tables) -> pl.DataFrame:
+    """Long rows -> with Comext flag, value in the reporter's currency, the month's code and `relabelled`."""
+    return rows.with_columns(
+        comext=pl.lit(t.comext).gather(pl.col("reporter")),
     ).with_columns(
         value=pl.when(pl.col("comext")).then(pl.col("value_eur"))
-        .otherwise(pl.col("value_eur") * pl.lit(pl.Series(rates)).gather(pl.col("month"))),
-        code=pl.when(pl.col("month") < HS2022_INDEX).then(pl.lit(pl.Series(before)).gather(pl.col("product")))
+        .otherwise(pl.col("value_eur") * pl.lit(pl.Series(eurusd_rates())).gather(pl.col("month"))),
+        code=pl.when(pl.col("month") < HS2022_INDEX).then(pl.lit(t.before).gather(pl.col("product")))
         .otherwise(pl.col("product")),
-        relabelled=(pl.col("month") < HS2022_INDEX) & pl.lit(pl.Series(merged)).gather(pl.col("product")),
+        relabelled=(pl.col("month") < HS2022_INDEX) & pl.lit(t.merged).gather(pl.col("product")),
     ).drop("value_eur", "product")
-    # Codes merged under one HS 2017 code add up before 2022.
+
+
+def _merge_relabelled(rows: pl.DataFrame) -> pl.DataFrame:
+    """Relabelled rows -> codes merged under one HS 2017 code added up, in order of first appearance."""
     keys = ["reporter", "partner", "flow_code", "month", "code", "comext"]
-    rows = pl.concat([
-        rows.filter(~pl.col("relabelled")).drop("relabelled"),
-        rows.filter(pl.col("relabelled")).group_by(keys, maintain_order=True).agg(pl.col("value").sum(), pl.col("kg").sum()),
-    ], how="diagonal_relaxed")
+    return rows.group_by(keys, maintain_order=True).agg(pl.col("value").sum(), pl.col("kg").sum())
+
+
+def _kept(rows: pl.DataFrame, draws: np.ndarray) -> pl.DataFrame:
+    """Rows and one uniform draw each -> whole units; rows that round to nothing kept for 15% of the draws."""
     rows = rows.with_columns(value=pl.col("value").round(0), kg=pl.col("kg").round(0))
     # Most flows that round to nothing are simply not reported; a few show up as explicit zeros.
-    keep_zero = pl.Series(zero_rng.random(rows.height) < 0.15)
-    rows = rows.filter((pl.col("value") > 0) | keep_zero)
+    return rows.filter((pl.col("value") > 0) | pl.Series(draws < 0.15))
 
-    # Comext reporters: each HS-6 code splits into its one or two CN8 codes.
-    subcodes = [_cn8_subcodes(c) for c in codes]
-    cn_a = pl.Series([s[0] for s in subcodes])
-    cn_b = pl.Series([s[1] if len(s) > 1 else None for s in subcodes], dtype=pl.String)
-    share = pl.Series([_cn8_share(c) if len(s) > 1 else 1.0 for c, s in zip(codes, subcodes)])
+
+def _split_cn8(rows: pl.DataFrame, jitter: np.ndarray, t: _Tables) -> pl.DataFrame:
+    """Kept rows and one jitter per Comext row -> Comext rows in their one or two CN8 codes, and Comtrade rows,
+    integer-coded and sorted (month, reporter, partner, flow, code, part)."""
     comext = rows.filter(pl.col("comext"))
-    jitter = pl.Series(np.clip(zero_rng.normal(0, 0.05, comext.height), -0.2, 0.2))
     comext = comext.with_columns(
-        two=pl.lit(cn_b).gather(pl.col("code")).is_not_null(),
-        w=pl.lit(share).gather(pl.col("code")),
-    ).with_columns(w=pl.when(pl.col("two")).then(pl.col("w") + jitter).otherwise(1.0))
+        two=pl.lit(t.cn_b).gather(pl.col("code")).is_not_null(),
+        w=pl.lit(t.share).gather(pl.col("code")),
+    ).with_columns(w=pl.when(pl.col("two")).then(pl.col("w") + pl.Series(jitter)).otherwise(1.0))
     comext = comext.with_columns(value_a=(pl.col("value") * pl.col("w")).round(0), kg_a=(pl.col("kg") * pl.col("w")).round(0))
     base = ["reporter", "partner", "flow_code", "month", "code"]
     first = comext.select(*base, part=pl.lit(0, pl.Int8), value=pl.col("value_a"), kg=pl.col("kg_a"),
@@ -899,16 +939,59 @@ def _canonical_coded(rows: pl.DataFrame, reporters: list[str], products: list[st
                                                  kg=pl.col("kg") - pl.col("kg_a"), total=pl.col("value"))
     comext = pl.concat([first.filter((pl.col("value") > 0) | (pl.col("total") == 0)), second.filter(pl.col("value") > 0)])
     comtrade = rows.filter(~pl.col("comext")).select(*base, part=pl.lit(-1, pl.Int8), value="value", kg="kg")
-
     # Sorted on integer keys (alphabetical country ranks, code order), string-free.
-    rank = pl.Series(np.argsort(np.argsort(np.array(reporters))).astype(np.int32))
-    code_rank = pl.Series(np.argsort(np.argsort(np.array(codes))).astype(np.int32))
-    both = pl.concat([comext.drop("total"), comtrade]).sort(
-        pl.col("month"), pl.lit(rank).gather(pl.col("reporter")), pl.lit(rank).gather(pl.col("partner")),
-        pl.col("flow_code"), pl.lit(code_rank).gather(pl.col("code")), pl.col("part"))
-    return _Coded(rows=both, reporters=list(reporters), codes=codes, cn_a=cn_a, cn_b=cn_b)
+    return pl.concat([comext.drop("total"), comtrade]).sort(
+        pl.col("month"), pl.lit(t.rank).gather(pl.col("reporter")), pl.lit(t.rank).gather(pl.col("partner")),
+        pl.col("flow_code"), pl.lit(t.code_rank).gather(pl.col("code")), pl.col("part"))
 
 
+def _jitter(rng: np.random.Generator, rows: pl.DataFrame) -> np.ndarray:
+    return np.clip(rng.normal(0, 0.05, int(rows["comext"].sum())), -0.2, 0.2)
+
+
+def _canonical_coded(rows: pl.DataFrame, reporters: list[str], products: list[str], comext_reporters: set[str],
+                     seed: int) -> _Coded:
+    """Long rows -> the canonical rows still integer-coded, in their final order (see _to_canonical)."""
+    t = _tables(reporters, products, comext_reporters)
+    zero_rng = _rng(seed, "zeros")
+    rows = _prepared(rows, t)
+    rows = pl.concat([rows.filter(~pl.col("relabelled")).drop("relabelled"),
+                      _merge_relabelled(rows.filter(pl.col("relabelled")))], how="diagonal_relaxed")
+    rows = _kept(rows, zero_rng.random(rows.height))
+    both = _split_cn8(rows, _jitter(zero_rng, rows), t)
+    return _Coded(rows=both, reporters=t.reporters, codes=t.codes, cn_a=t.cn_a, cn_b=t.cn_b)
+
+
+def _coded_stream(blocks: Callable[[], Iterator[pl.DataFrame]], t: _Tables, seed: int,
+                  max_rows: int) -> Iterator[pl.DataFrame]:
+    """The long rows as blocks in their order (`blocks()` starts them again) -> the rows of _canonical_coded,
+    integer-coded, block by block (each block sorted, not the whole). The "zeros" draws are those of the
+    one-shot conversion: a uniform per row, the rows that are not relabelled first, then one normal per
+    kept Comext row in the same order; a uniform consumes one output of the stream, so the normals start
+    `rows` outputs in. The relabelled rows (pre-2022 merged codes, few) are gathered in a first pass and
+    come last, `max_rows` of them at a time."""
+    total = 0
+    relabelled = []
+    for block in blocks():
+        total += block.height
+        relabelled.append(_prepared(block, t).filter(pl.col("relabelled")).drop("relabelled"))
+    merged = _merge_relabelled(pl.concat(relabelled))
+    n_plain = total - sum(part.height for part in relabelled)
+    del relabelled
+    uniform = _rng(seed, "zeros")
+    later = np.random.Generator(type(uniform.bit_generator)())
+    later.bit_generator.state = uniform.bit_generator.state
+    later.bit_generator.advance(n_plain)  # to the merged rows' uniforms
+    normal = np.random.Generator(type(uniform.bit_generator)())
+    normal.bit_generator.state = uniform.bit_generator.state
+    normal.bit_generator.advance(n_plain + merged.height)
+    for block in blocks():
+        rows = _prepared(block, t).filter(~pl.col("relabelled")).drop("relabelled")
+        rows = _kept(rows, uniform.random(rows.height))
+        yield _split_cn8(rows, _jitter(normal, rows), t)
+    for start in range(0, merged.height, max_rows):  # sequential draws in pieces are the draws at once
+        rows = _kept(merged.slice(start, max_rows), later.random(min(max_rows, merged.height - start)))
+        yield _split_cn8(rows, _jitter(normal, rows), t)
 def _canonical_strings(both: pl.DataFrame, reporters: list[str], codes: list[str], cn_a: pl.Series,
                        cn_b: pl.Series) -> pl.DataFrame:
     """Integer-coded canonical rows -> canonical rows: dates, ISO3 codes, product codes, levels, currencies."""

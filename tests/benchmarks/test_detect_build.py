@@ -4,7 +4,6 @@ never more than one chunk of canonical (string) rows made at a time."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
@@ -38,43 +37,52 @@ def one_shot():
     return demo.generate_frame(scale=SCALE)
 
 
-def test_chunks_concatenate_to_the_one_shot_frame(one_shot):
-    coded = demo.generate_coded(scale=SCALE)
-    assert coded.rows.height == one_shot.height
-    for size in (7_777, one_shot.height, 10 * one_shot.height):
-        chunks = list(coded.chunks(size))
-        assert len(chunks) == math.ceil(one_shot.height / size)
-        assert all(chunk.height <= size for chunk in chunks)
-        assert pl.concat(chunks).equals(one_shot)
-    with pytest.raises(ValueError, match="max_rows"):
-        next(coded.chunks(0))
+def test_chunks_together_are_the_one_shot_frame_and_each_is_bounded(one_shot):
+    keys = list(one_shot.columns)
+    for block in (97, 1_000, 10**6):
+        chunks = list(demo.generate_chunks(scale=SCALE, block_series=block))
+        assert all(chunk.height <= block * demo.MONTHS * 2 for chunk in chunks)
+        assert pl.concat(chunks).sort(keys).equals(one_shot.sort(keys))
+    assert len(list(demo.generate_chunks(scale=SCALE, block_series=97))) > 10
+    with pytest.raises(ValueError, match="block_series"):
+        next(demo.generate_chunks(scale=SCALE, block_series=0))
 
 
 def test_chunked_warehouse_equals_the_one_shot_frame_cut_and_chunks_bound_the_strings(bench, one_shot, tmp_path,
                                                                                     monkeypatch):
     assert one_shot.height > ROWS
     made: list[int] = []
-    strings = demo._Coded.strings
+    strings = demo._canonical_strings
 
-    def recording(self, rows):
+    def recording(rows, *args):
         made.append(rows.height)
-        return strings(self, rows)
+        return strings(rows, *args)
 
-    monkeypatch.setattr(demo._Coded, "strings", recording)
-    chunk_rows = 5_000
+    monkeypatch.setattr(demo, "_canonical_strings", recording)
+    block = 200
     db = tmp_path / "bench.duckdb"
-    assert bench.build_warehouse(db, ROWS, chunk_rows=chunk_rows) == ROWS
+    assert bench.build_warehouse(db, ROWS, block_series=block) == ROWS
 
-    # Strings were made chunk by chunk, never for more than chunk_rows coded rows at once.
-    assert len(made) == math.ceil(one_shot.height / chunk_rows)
-    assert max(made) <= chunk_rows
-    assert sum(made) == ROWS  # after the cut
+    # Canonical (string) rows were made chunk by chunk, never for more than `block` series at once.
+    assert len(made) > 10
+    assert max(made) <= block * demo.MONTHS * 2
+    assert sum(made) == one_shot.height  # all generated, then cut in the warehouse
 
-    expected = one_shot.filter(pl.Series(bench.keep_mask(one_shot.height, ROWS)))
+    # The same cut applied to the one-shot frame.
+    expected_con = duckdb.connect()
+    from tradewatch.flows import warehouse
+
+    warehouse.migrate(expected_con)
+    expected_con.register("one_shot", one_shot.to_arrow())
+    expected_con.execute("INSERT INTO trade_flows BY NAME SELECT * FROM one_shot")
+    expected_con.execute(bench.CUT, [one_shot.height - ROWS])
+    columns = ", ".join(schema.COLUMN_NAMES)
+    query = f"SELECT {columns} FROM trade_flows"
+    expected = schema.conform(expected_con.sql(query).pl())
+    expected_con.close()
     assert expected.height == ROWS
     con = duckdb.connect(str(db), read_only=True)
-    columns = ", ".join(schema.COLUMN_NAMES)
-    stored = schema.conform(con.sql(f"SELECT {columns} FROM trade_flows").pl())
+    stored = schema.conform(con.sql(query).pl())
     totals = con.execute("SELECT count(*), sum(value), sum(net_weight_kg) FROM trade_flows").fetchall()[0]
     con.close()
     assert totals == (ROWS, expected["value"].sum(), expected["net_weight_kg"].sum())
@@ -83,8 +91,7 @@ def test_chunked_warehouse_equals_the_one_shot_frame_cut_and_chunks_bound_the_st
     assert (db.parent / (db.name + ".rows")).read_text().split()[0] == str(ROWS)
 
 
-def test_keep_mask_drops_exactly_the_overshoot(bench):
-    keep = bench.keep_mask(1_000, 900)
-    assert keep.sum() == 900
-    assert (keep == bench.keep_mask(1_000, 900)).all()
-    assert bench.keep_mask(500, 900).all()
+def test_world_scale_keeps_the_small_worlds_and_reaches_further_beyond_30m(bench):
+    assert bench.world_scale(10_000) == 0.05
+    assert bench.world_scale(10_000_000) == 10_000_000 / bench.ROWS_AT_SCALE_1
+    assert bench.world_scale(100_000_000) == 1.2 * 100_000_000 / bench.ROWS_AT_SCALE_1
