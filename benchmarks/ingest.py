@@ -1,4 +1,5 @@
-"""Benchmark the Comext ingest path: a synthetic real-size month through tradewatch's loader vs a bare DuckDB read."""
+"""Benchmark the Comext ingest path: a synthetic real-size month through tradewatch's loader vs a bare DuckDB read;
+with --months N, N packed months through `ingest files` (read in parallel, one writer) vs the floor of the same months."""
 
 from __future__ import annotations
 
@@ -108,6 +109,31 @@ def _child_ingest(dat: str, home: str) -> None:
                       "quarantined": result.quarantined, "status": result.status}))
 
 
+def _child_ingest_files(home: str, files: list[str]) -> None:
+    """tradewatch's ingest of several months as `tradewatch ingest files A.7z B.7z …` runs it (ingest_paths:
+    months read ahead on worker threads, one writer loading them in order)."""
+    os.environ["TRADEWATCH_HOME"] = home
+    from tradewatch.flows import ingest
+
+    started = time.perf_counter()
+    summary = ingest.ingest_paths(Path(home) / "bench.duckdb", [Path(f) for f in files])
+    elapsed = time.perf_counter() - started
+    totals = summary.totals
+    print(json.dumps({"seconds": elapsed, "cpu_s": _cpu_s(), "rows_loaded": totals["rows"],
+                      "quarantined": totals["quarantined"], "files": totals["files"],
+                      "parse_workers": ingest.parse_workers()}))
+
+
+def _child_extract(files: list[str], scratch: str) -> None:
+    """Only the LZMA: each month's .dat out of its .7z, one after the other (as py7zr does it for tradewatch)."""
+    from tradewatch.flows.archive import extract_single_member
+
+    started = time.perf_counter()
+    for archive in files:
+        extract_single_member(Path(archive), Path(scratch)).unlink()
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
 def _child_duckdb(dat: str) -> None:
     import duckdb
 
@@ -158,6 +184,87 @@ def _child_duckdb_copy(dat: str, db: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started}))
 
 
+def _child_duckdb_floor_months(db: str, dats: list[str]) -> None:
+    """The floor of several months: _child_duckdb_floor's one query per month, into one fresh database."""
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect(db)
+    for index, dat in enumerate(dats):
+        con.execute(f"""CREATE TABLE totals_{index} AS
+            SELECT REPORTER, PARTNER, PRODUCT_NC, FLOW, PERIOD, sum(VALUE_EUR) AS value,
+                   sum(QUANTITY_KG) AS net_weight_kg, sum(QUANTITY_SUPPL_UNIT) AS quantity,
+                   any_value(SUPPL_UNIT) AS quantity_unit
+            FROM {_typed_reader(dat)} GROUP BY ALL""")
+    con.close()
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def _month_periods(count: int) -> list[str]:
+    """`count` consecutive YYYYMM periods from 2017-01, the start of the history."""
+    return [f"{2017 + i // 12}{i % 12 + 1:02d}" for i in range(count)]
+
+
+def _pack_month(dat: str, archive: str) -> None:
+    """A Comext-style full_v2_YYYYMM.7z holding the one .dat (LZMA2, fast preset: the time goes to
+    generating the benchmark, while decompressing costs about the same at any preset)."""
+    import py7zr
+
+    with py7zr.SevenZipFile(archive, "w", filters=[{"id": py7zr.FILTER_LZMA2, "preset": 1}]) as packed:
+        packed.write(dat, Path(dat).name)
+
+
+def _write_months(work: Path, months: int, rows: int) -> tuple[list[Path], list[Path], int]:
+    """`months` real-shape months (different periods and seeds) as .dat and as .7z in `work`, packed on
+    all cores. Returns the .dat files, the .7z files and the rows written in all."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    dats, archives, written = [], [], 0
+    for index, period in enumerate(_month_periods(months)):
+        dat = work / f"full_{period}.dat"
+        written += write_synthetic_month(dat, rows, period=period, seed=7 + index)
+        dats.append(dat)
+        archives.append(work / f"full_v2_{period}.7z")
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(_pack_month, map(str, dats), map(str, archives)))
+    return dats, archives, written
+
+
+def _run_months(args, work: Path) -> dict:
+    """--months N: tradewatch's ingest of N packed months against the floor of the same months, one round."""
+    started = time.perf_counter()
+    dats, archives, rows = _write_months(work, args.months, args.rows)
+    generate_s = time.perf_counter() - started
+    home = work / "home"
+    home.mkdir(exist_ok=True)
+    (home / "bench.duckdb").unlink(missing_ok=True)
+    # First child, so ru_maxrss of the children is its own peak (all its reading threads included).
+    ingest_out, peak_rss_mb = _run_child(["--child-ingest-files", str(home), *map(str, archives)])
+    floor_db = work / "floor.duckdb"
+    floor_db.unlink(missing_ok=True)
+    floor_out, _ = _run_child(["--child-duckdb-floor-months", str(floor_db), *map(str, dats)])
+    floor_db.unlink(missing_ok=True)
+    scratch = work / "lzma"
+    scratch.mkdir(exist_ok=True)
+    lzma_out, _ = _run_child(["--child-extract", str(scratch), *map(str, archives)])
+    tradewatch_s, floor_s = ingest_out["seconds"], floor_out["seconds"]
+    per_month_s = tradewatch_s / args.months
+    return {
+        "months": args.months, "rows": rows, "rows_per_month": args.rows,
+        "dat_mb": round(sum(d.stat().st_size for d in dats) / 1e6, 1),
+        "archive_mb": round(sum(a.stat().st_size for a in archives) / 1e6, 1),
+        "generate_s": round(generate_s, 2), "parse_workers": ingest_out["parse_workers"],
+        "tradewatch_s": round(tradewatch_s, 3), "per_month_s": round(per_month_s, 3),
+        "tradewatch_cpu_s": round(ingest_out["cpu_s"], 2),
+        "duckdb_floor_s": round(floor_s, 3), "ratio_to_floor": round(tradewatch_s / floor_s, 2),
+        "lzma_s": round(lzma_out["seconds"], 3),
+        "peak_rss_mb": round(peak_rss_mb, 1), "rows_loaded": ingest_out["rows_loaded"],
+        "quarantined": ingest_out["quarantined"],
+        "projected_72_months_s": round(per_month_s * 72, 1),
+        "goal_met": per_month_s * 72 <= 720 and peak_rss_mb < 4096,
+    }
+
+
 def _run_child(args: list[str]) -> tuple[dict, float]:
     """Run this script in a child process; returns its JSON line and its peak RSS in MB."""
     out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
@@ -178,7 +285,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="time each contender this many times, alternating, and report the medians")
     parser.add_argument("--child-duckdb-floor", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-duckdb-copy", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--months", type=int, default=None,
+                        help="ingest this many real-size months packed as .7z (`ingest files`, months read in "
+                             "parallel) against the floor of the same months; one round")
+    parser.add_argument("--child-ingest-files", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--child-extract", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--child-duckdb-floor-months", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_ingest_files:
+        _child_ingest_files(args.child_ingest_files[0], args.child_ingest_files[1:])
+        return 0
+    if args.child_extract:
+        _child_extract(args.child_extract[1:], args.child_extract[0])
+        return 0
+    if args.child_duckdb_floor_months:
+        _child_duckdb_floor_months(args.child_duckdb_floor_months[0], args.child_duckdb_floor_months[1:])
+        return 0
     if args.child_ingest:
         _child_ingest(*args.child_ingest)
         return 0
@@ -195,8 +317,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows must be at least 1")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.months is not None and args.months < 1:
+        parser.error("--months must be at least 1")
     work = args.keep or Path(tempfile.mkdtemp(prefix="tradewatch-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.months is not None:
+        try:
+            result = _run_months(args, work)
+        finally:
+            if args.keep is None:
+                import shutil
+
+                shutil.rmtree(work, ignore_errors=True)
+        print_result(result, args.json)
+        return 0
     dat = work / "full_202203.dat"
     started = time.perf_counter()
     rows = write_synthetic_month(dat, args.rows)

@@ -6,11 +6,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import Queue
 from types import ModuleType
 
 import duckdb
@@ -25,7 +30,8 @@ from tradewatch.flows.core.months import month_labels
 # Bump when a reader's output changes, so Parquet parsed by an older reader is not reused.
 # 4: readers refuse files whose rows do not match their lines (a quote left open), non-UTF-8 text and
 # files cut short, which version 3 could have parsed into partial Parquet.
-PARSER_VERSION = "4"
+# 5: the Comext reader writes its totals straight to Parquet, with two check columns (_source_rows, _flags).
+PARSER_VERSION = "5"
 
 
 @dataclass
@@ -148,22 +154,59 @@ def load_local(con: duckdb.DuckDBPyConnection, got: dict, *, source_label: str |
     content). Unchanged content is recognised before it is parsed. The
     Parquet is written to scratch and removed after the load: a local file is there to be read again, so
     keeping a second copy of it in the cache would only cost disk."""
-    path = Path(got["path"])
-    module, where, checksum, label = _identify(path, got.get("display_name"), source_label, got.get("sha256"),
-                                               module)
-    if not force and already_loaded(con, where, checksum):
-        return IngestResult(load_id=-1, file=where, source=label, status="unchanged")
-    scratch = _new_scratch()
+    local = _prepare_local(got, source_label=source_label, reader_options=reader_options, module=module)
     try:
-        # One file at a time here (the Prefect flow parses several at once, each within 1 GB): DuckDB's
-        # own memory limit, as the warehouse connection has; a bound spills and slows a large month.
-        parsed = parse_step({**got, "sha256": checksum, "display_name": where}, source_label=label,
-                            reader_options=reader_options, module=module, into=scratch, memory_limit=None)
-        # A file named by hand loads with most of its rows refused (each quarantined with its line and
-        # counted in the summary); downloads, which nobody looked at, are refused then (check_parsed).
-        return load_step(con, check_step(parsed, got, plausible_share=False), force=True, shrink_limit=shrink_limit)
+        if not force and already_loaded(con, local.where, local.checksum):
+            return IngestResult(load_id=-1, file=local.where, source=local.label, status="unchanged")
+        # One file at a time here: DuckDB's own memory limit, as the warehouse connection has; a bound
+        # spills and slows a large month.
+        return _load_prepared(con, _parse_local(local, memory_limit=None), shrink_limit=shrink_limit)
     finally:
-        archive.remove_tree(scratch)
+        local.discard()
+
+
+@dataclass
+class _Local:
+    """One local file on its way through load_local's steps: what it is, and once parsed, its scratch."""
+
+    got: dict
+    module: ModuleType
+    where: str
+    checksum: str
+    label: str
+    reader_options: dict | None
+    scratch: Path | None = None
+    parsed: ParsedFile | None = None
+    unchanged: bool = False  # found loaded already when it was prepared (judged again when its turn comes)
+
+    def discard(self) -> None:
+        if self.scratch is not None:
+            archive.remove_tree(self.scratch)
+            self.scratch = None
+
+
+def _prepare_local(got: dict, *, source_label: str | None, reader_options: dict | None,
+                   module: ModuleType | None) -> _Local:
+    module, where, checksum, label = _identify(Path(got["path"]), got.get("display_name"), source_label,
+                                               got.get("sha256"), module)
+    return _Local(got=got, module=module, where=where, checksum=checksum, label=label, reader_options=reader_options)
+
+
+def _parse_local(local: _Local, *, memory_limit: str | None) -> _Local:
+    """parse_step and check_step of a prepared local file into a scratch folder of its own."""
+    local.scratch = _new_scratch()
+    parsed = parse_step({**local.got, "sha256": local.checksum, "display_name": local.where},
+                        source_label=local.label, reader_options=local.reader_options, module=local.module,
+                        into=local.scratch, memory_limit=memory_limit)
+    # A file named by hand loads with most of its rows refused (each quarantined with its line and
+    # counted in the summary); downloads, which nobody looked at, are refused then (check_parsed).
+    local.parsed = check_step(parsed, local.got, plausible_share=False)
+    return local
+
+
+def _load_prepared(con: duckdb.DuckDBPyConnection, local: _Local, *,
+                   shrink_limit: float | None) -> IngestResult:
+    return load_step(con, local.parsed, force=True, shrink_limit=shrink_limit)
 
 
 def _identify(path: Path, display_name: str | None, source_label: str | None, checksum: str | None = None,
@@ -300,14 +343,18 @@ def load_files(
     progress: Callable[[Path, warehouse.LoadResult], None] | None = None,
     reader_options: dict | None = None,
 ) -> list[IngestResult]:
-    """Load several files in order; stops at the first file that cannot be read (loads before it stay)."""
-    results = []
-    for path in paths:
-        result = load_file(con, Path(path), source_label=source_label, force=force, reader_options=reader_options)
-        results.append(result)
-        if progress:
-            progress(Path(path), result)
-    return results
+    """Load several files in order, the next ones read meanwhile on worker threads (load_locals); stops at
+    the first file that cannot be read (loads before it stay)."""
+    files = [Path(path) for path in paths]
+    gots = [{"path": str(path), "status": "local", "sha256": None, "display_name": str(path)} for path in files]
+    by_name = {str(path): path for path in files}
+
+    def told(name: str, result: IngestResult | None) -> None:
+        if progress and result is not None:
+            progress(by_name[name], result)
+
+    return load_locals(con, gots, force=force, source_label=source_label, progress=told,
+                       reader_options=[reader_options] * len(files))
 
 
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
@@ -467,7 +514,11 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, staged, folder: Path) -> tupl
     canonical = folder / "canonical.parquet"
     quarantine = folder / "quarantine.parquet"
     columns = ", ".join(schema.COLUMN_NAMES)
-    con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO ? (FORMAT parquet)", [str(canonical)])
+    if getattr(staged, "parquet", None):
+        # The reader wrote its rows as Parquet in its one pass: moved, not read and written again.
+        shutil.move(staged.parquet, canonical)
+    else:
+        con.execute(f"COPY (SELECT {columns} FROM {staged.table}) TO ? (FORMAT parquet)", [str(canonical)])
     con.execute(f"COPY (SELECT file, line, reason, raw FROM {staged.quarantine_table}) TO ? (FORMAT parquet)",
                 [str(quarantine)])
     also = {}
@@ -622,6 +673,76 @@ def load_step(con: duckdb.DuckDBPyConnection, parsed: ParsedFile, *, force: bool
     return load_parsed(con, parsed, force=force, shrink_limit=shrink_limit)
 
 
+# ------------------------------------------------------------------------- several files: parse ahead
+# Several files are read (downloaded, decompressed, parsed, checked: each in its own DuckDB, which lets go
+# of the GIL, as LZMA and hashing do) on worker threads while the one writer loads the finished ones, in
+# the order given. At most `workers` files are read ahead of the one being loaded, so memory and scratch
+# disk do not grow with the number of files.
+
+PARSE_WORKERS_ENV = "TRADEWATCH_PARSE_WORKERS"
+# The DuckDB memory bound of each file read beside others (alone, a file gets DuckDB's default).
+PARALLEL_PARSE_MEMORY = "1GB"
+
+
+def parse_workers() -> int:
+    """How many files are read at once ahead of the writer: $TRADEWATCH_PARSE_WORKERS, else the number of
+    cores (at most 4: a month read with a bounded memory needs about 1.3 GB). 1 reads file by file."""
+    given = os.environ.get(PARSE_WORKERS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise InputError(f"{PARSE_WORKERS_ENV}={given}", "expected a whole number of at least 1")
+        return int(given)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _in_order(items: list, work: Callable, *, workers: int, discard: Callable = lambda result: None) -> Iterator[Future]:
+    """Futures of work(item) for `items`, yielded in order. With workers > 1 the work runs on that many
+    threads, at most `workers` items ahead of the one the caller takes; each future is done (or raises its
+    error, through .result()) when the caller asks for it. Results of items never taken (the caller
+    stopped) go to `discard` once done, work not started is cancelled."""
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            future: Future = Future()
+            try:
+                future.set_result(work(item))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                if not isinstance(exc, Exception):
+                    raise
+                future.set_exception(exc)
+            yield future
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tradewatch-read")
+    abandoned = threading.Event()
+    waiting: deque[Future] = deque()
+    ahead = iter(items)
+
+    def guarded(item):
+        return None if abandoned.is_set() else work(item)
+
+    def submit() -> None:
+        for item in ahead:
+            waiting.append(pool.submit(guarded, item))
+            return
+
+    try:
+        for _ in range(workers):
+            submit()
+        while waiting:
+            future = waiting.popleft()
+            future.exception()  # wait for it, whatever it ended with
+            submit()
+            yield future
+    finally:
+        abandoned.set()
+        for future in waiting:
+            if not future.cancel():
+                future.add_done_callback(lambda done: done.exception() is None and done.result() is not None
+                                         and discard(done.result()))
+        # Wait for the reads already running (a stop or an error comes at most one read late): when this
+        # returns no thread is still working and every scratch folder is gone.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class RunSummary:
     """What one ingest run did, per file, plus totals for the summary table."""
@@ -671,16 +792,30 @@ def run_plain(db: Path | str | None, items: list[Fetch], *, force: bool = False,
     emit = on_event or (lambda kind, **info: None)
     summary = RunSummary()
     con = warehouse.connect(db)
+    workers = parse_workers()
+    counting = threading.Lock()
+
+    def read(item: Fetch) -> ParsedFile:  # on a reading thread: download_step → parse_step → check_step
+        name = _item_name(item)
+        emit("download", item=item, name=name)
+        got = download_step(item, allowed_hosts=allowed_hosts,
+                            progress=lambda done, total: emit("download-progress", name=name, done=done, total=total))
+        with counting:  # a download counts even when its file then fails to parse
+            summary.downloads[got["status"]] = summary.downloads.get(got["status"], 0) + 1
+        emit("downloaded", name=name, status=got["status"])
+        emit("parse", name=got["display_name"])
+        return check_step(parse_step(got), got)
+
     try:
-        for item in items:
-            try:
-                _run_steps(con, item, summary, emit, force=force, allowed_hosts=allowed_hosts,
-                           shrink_limit=shrink_limit)
-            except TradewatchError as exc:
-                summary.errors.append(str(exc))
-                emit("failed", name=_item_name(item), error=str(exc))
-                if not keep_going:
-                    raise
+        with closing(_in_order(list(items), read, workers=workers)) as reads:
+            for item, future in zip(items, reads):
+                try:
+                    _load_item(con, item, future, summary, emit, force=force, shrink_limit=shrink_limit)
+                except TradewatchError as exc:
+                    summary.errors.append(str(exc))
+                    emit("failed", name=_item_name(item), error=str(exc))
+                    if not keep_going:
+                        raise
     finally:
         con.close()
     return summary
@@ -690,16 +825,11 @@ def _item_name(item: Fetch) -> str:
     return item.display_name or item.local or item.url or item.period
 
 
-def _run_steps(con: duckdb.DuckDBPyConnection, item: Fetch, summary: RunSummary, emit: EventFn, *, force: bool,
-               allowed_hosts: Iterable[str], shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> None:
+def _load_item(con: duckdb.DuckDBPyConnection, item: Fetch, future: Future, summary: RunSummary, emit: EventFn, *,
+               force: bool, shrink_limit: float | None = warehouse.SHRINK_LIMIT) -> None:
+    """load_step of one file read on a reading thread (its error, if it failed, is raised here)."""
     name = _item_name(item)
-    emit("download", item=item, name=name)
-    got = download_step(item, allowed_hosts=allowed_hosts,
-                        progress=lambda done, total: emit("download-progress", name=name, done=done, total=total))
-    summary.downloads[got["status"]] = summary.downloads.get(got["status"], 0) + 1
-    emit("downloaded", name=name, status=got["status"])
-    emit("parse", name=got["display_name"])
-    parsed = check_step(parse_step(got), got)
+    parsed = future.result()
     emit("load", name=name)
     result = load_step(con, parsed, force=force, shrink_limit=shrink_limit)
     summary.results.append(result)
@@ -733,21 +863,87 @@ def ingest_paths(db: Path | str | None, paths: Iterable[Path | str], *, force: b
     codes = Path(country_codes) if country_codes else None
     con = warehouse.connect(db)
     try:
-        for path in files:
-            module = modules[path]
-            if _is_release(module, path):
+        index = 0
+        while index < len(files):
+            path = files[index]
+            if _is_release(modules[path], path):
                 summary.results.extend(load_release(con, path, years=years, force=force, country_codes=codes,
                                                     progress=progress, shrink_limit=shrink_limit))
+                index += 1
                 continue
-            progress(str(path), None)
-            got = download_step(Fetch(module.SOURCE, "", local=str(path), display_name=str(path)))
-            result = load_local(con, got, force=force, module=module, shrink_limit=shrink_limit,
-                                reader_options={"country_codes": codes} if codes and module.SOURCE == "baci" else None)
-            summary.results.append(result)
-            progress(str(path), result)
+            # The files up to the next release zip: read ahead on worker threads, loaded in order.
+            run = []
+            while index < len(files) and not _is_release(modules[files[index]], files[index]):
+                run.append(files[index])
+                index += 1
+            gots = [download_step(Fetch(modules[f].SOURCE, "", local=str(f), display_name=str(f))) for f in run]
+            options = [{"country_codes": codes} if codes and modules[f].SOURCE == "baci" else None for f in run]
+            summary.results.extend(load_locals(con, gots, force=force, modules=[modules[f] for f in run],
+                                               reader_options=options, shrink_limit=shrink_limit, progress=progress))
     finally:
         con.close()
     return summary
+
+
+def load_locals(con: duckdb.DuckDBPyConnection, gots: list[dict], *, force: bool = False,
+                modules: list[ModuleType | None] | None = None, reader_options: list[dict | None] | None = None,
+                source_label: str | None = None, shrink_limit: float | None = warehouse.SHRINK_LIMIT,
+                progress: Callable[[str, IngestResult | None], None] | None = None) -> list[IngestResult]:
+    """load_local for each of `gots` (download_step results of local files) in order, the next files
+    identified, hashed, parsed and checked on parse_workers() threads while this thread loads (one
+    writer), at most that many files ahead. Each file is judged unchanged before it is parsed and again
+    when its turn comes (a file before it in the list may have replaced its partitions). `progress(name,
+    result)` is called before (result None) and after each load. Stops at the first file that cannot be
+    read (its error raised at its turn; loads before it stay committed)."""
+    count = len(gots)
+    modules = modules or [None] * count
+    reader_options = reader_options or [None] * count
+    workers = parse_workers()
+    memory = PARALLEL_PARSE_MEMORY if workers > 1 and count > 1 else None
+    cursors: Queue = Queue()
+    for _ in range(min(workers, count)):
+        cursors.put(con.cursor())  # one connection a reading thread, made here (a connection is one thread's)
+
+    def read(i: int) -> _Local:
+        local = _prepare_local(gots[i], source_label=source_label, reader_options=reader_options[i], module=modules[i])
+        if not force:
+            cursor = cursors.get()
+            try:
+                local.unchanged = already_loaded(cursor, local.where, local.checksum)
+            finally:
+                cursors.put(cursor)
+        if not local.unchanged:
+            try:
+                _parse_local(local, memory_limit=memory)
+            except BaseException:
+                local.discard()
+                raise
+        return local
+
+    results = []
+    try:
+        with closing(_in_order(list(range(count)), read, workers=workers, discard=_Local.discard)) as reads:
+            for got, future in zip(gots, reads):
+                name = got.get("display_name") or got["path"]
+                if progress:
+                    progress(name, None)
+                local = future.result()
+                try:
+                    if not force and already_loaded(con, local.where, local.checksum):
+                        result = IngestResult(load_id=-1, file=local.where, source=local.label, status="unchanged")
+                    else:
+                        if local.parsed is None:  # judged unchanged when read ahead, no longer now
+                            _parse_local(local, memory_limit=None)
+                        result = _load_prepared(con, local, shrink_limit=shrink_limit)
+                finally:
+                    local.discard()
+                results.append(result)
+                if progress:
+                    progress(name, result)
+    finally:
+        while not cursors.empty():
+            cursors.get().close()
+    return results
 
 
 def load_release_plan(path: Path, years: tuple[int, int] | None = None) -> dict[int, str]:

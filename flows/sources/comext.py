@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -11,7 +12,7 @@ from tradewatch.flows.core import countries, settings
 from tradewatch.flows import schema
 from tradewatch.flows.core.errors import InputError
 from tradewatch.flows.sources.common import (Fetch, StageResult, check_complete, download_to_cache, newline_count,
-                                             read_header, reading, summarise_quarantine, used_parameters)
+                                             read_header, reading, sql_path, summarise_quarantine, used_parameters)
 
 SOURCE = "comext"
 
@@ -98,11 +99,14 @@ def fetch(item: Fetch, *, allowed_hosts=(), progress=None) -> dict:
 
 
 def stage(con: duckdb.DuckDBPyConnection, dat_path: Path, *, table: str, source: str = SOURCE,
-          display_name: str | None = None) -> StageResult:
+          display_name: str | None = None, parquet_dir: Path | None = None) -> StageResult:
     """Read one extracted Comext .dat file into TEMP table `table` (canonical columns, totals over
     statistical procedures) and `{table}_quarantine` (file, line, reason, raw). Streams through DuckDB's
     CSV reader in one pass; the file is read again only when some rows must be quarantined, to number
-    their lines. Raises InputError for a file that is not in the Comext layout or repeats a row."""
+    their lines. With `parquet_dir`, the totals go straight to Parquet there in that one pass (StageResult
+    `parquet`; `table` is then a view of it) unless a row must be refused or repeats another: such a
+    file is staged again as above. Raises InputError for a file that is not in the Comext layout or
+    repeats a row."""
     where = display_name or str(dat_path)
     header, delimiter = read_header(dat_path, where)
     upper = [h.strip().upper() for h in header]
@@ -118,7 +122,100 @@ def stage(con: duckdb.DuckDBPyConnection, dat_path: Path, *, table: str, source:
         raise InputError(f"{where} line 1", f"column {', '.join(twice)} appears twice; expected each Comext column once")
     sql = _ComextSql(header, upper, delimiter, dat_path, source)
     with reading(dat_path, where):
+        if parquet_dir is not None:
+            staged = _stage_to_parquet(con, sql, dat_path, table=table, where=where, columns=len(header),
+                                       delimiter=delimiter, target=Path(parquet_dir) / f"{table}.parquet")
+            if staged is not None:
+                return staged
         return _stage(con, sql, dat_path, table=table, where=where, columns=len(header), delimiter=delimiter)
+
+
+# Bits of the _flags column staged_to_parquet writes per key: any of the first three sends the file down
+# the TEMP-table path, which numbers, quarantines and names those rows.
+_PROBLEM, _BAD_ROWS, _REPEATED, _CASE_ALIAS = 1, 2, 4, 8
+_SPELLING_BASE = 16  # then one bit per spelling of a country that has several (GR/EL …), reporters then partners
+
+
+def _stage_to_parquet(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, table: str, where: str,
+                      columns: int, delimiter: str, target: Path) -> StageResult | None:
+    """The one pass of the usual file: the grouped, coded totals written straight to Parquet `target` with
+    two check columns (_source_rows, _flags), then the file's line breaks reconciled with the rows read.
+    None (the Parquet removed) when some key must be refused or repeats a row."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counting = pool.submit(newline_count, dat_path)
+        sql.execute(con, f"COPY ({sql.staged_to_parquet(con, sql.rows())}) TO $target (FORMAT parquet)",
+                    target=str(target))
+        counted = counting.result()
+    records, flags = con.execute("SELECT coalesce(sum(_source_rows), 0), coalesce(bit_or(_flags), 0) "
+                                 "FROM read_parquet(?)", [str(target)]).fetchone()
+    check_complete(dat_path, where, records, columns, delimiter, counted=counted)
+    if flags & (_PROBLEM | _BAD_ROWS | _REPEATED):
+        target.unlink(missing_ok=True)
+        return None
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * EXCLUDE (_source_rows, _flags) "
+                f"FROM read_parquet({sql_path(target)})")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")
+    rows = con.execute(f"SELECT count(*) FROM read_parquet(?)", [str(target)]).fetchone()[0]
+    return StageResult(table=table, quarantine_table=f"{table}_quarantine", rows=rows, quarantined=0, reasons={},
+                       key_unique=_one_to_one(int(flags)), parquet=str(target))
+
+
+def _one_to_one(flags: int) -> bool:
+    """From the bit_or of every key's _flags: no two raw country codes of the file map to one alpha-3 code
+    (as _stage's distinct counts judge it), so the reader's grouping by raw codes left the canonical key
+    unique. A raw code in lower case may share its alpha-3 with its upper-case self: not judged, False."""
+    if flags & _CASE_ALIAS:
+        return False
+    shared = _shared_spellings()
+    for base in (_SPELLING_BASE, _SPELLING_BASE + len(shared)):
+        present = [a3 for i, (_, a3) in enumerate(shared) if flags >> (base + i) & 1]
+        if len(present) != len(set(present)):
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _shared_spellings() -> tuple[tuple[str, str], ...]:
+    """(alpha-2, alpha-3) of every alpha-2 code whose alpha-3 code another alpha-2 code maps to as well."""
+    con = duckdb.connect()
+    try:
+        found = con.execute(f"""WITH m(a2, a3) AS (VALUES {countries.alpha2_mapping_sql_values()})
+            SELECT a2, a3 FROM m QUALIFY count(*) OVER (PARTITION BY a3) > 1 ORDER BY a2""").fetchall()
+    finally:
+        con.close()
+    if _SPELLING_BASE + 2 * len(found) > 62:  # pragma: no cover - a handful today
+        raise RuntimeError("too many shared country spellings for the _flags bits")
+    return tuple((a2, a3) for a2, a3 in found)
+
+
+def _code_tables(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """TEMP tables and ENUM types of `con` that staged_to_parquet joins and casts to: alpha-2 -> alpha-3
+    for reporters and for partners (where 'Q' + a letter is a confidential partner, kept as 'Q?Q', as in
+    _coded), every YYYYMM / YYYY52 period _coded accepts with its date and frequency, and the enums."""
+    shared = _shared_spellings()
+    spelling = "CASE a2 " + " ".join(f"WHEN '{a2}' THEN {i}" for i, (a2, _) in enumerate(shared)) + " END" \
+        if shared else "NULL::INTEGER"
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE tw_alpha2 AS
+        SELECT a2, a3, {spelling} AS spelling FROM (VALUES {countries.alpha2_mapping_sql_values()}) m(a2, a3)""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tw_q_codes AS
+        SELECT 'Q' || chr(65 + i::INTEGER) AS a2, 'Q' || chr(65 + i::INTEGER) || 'Q' AS a3 FROM range(26) t(i)""")
+    con.execute("CREATE OR REPLACE TEMP TABLE tw_labels AS SELECT ?::VARCHAR AS label", [source])
+    con.execute("""CREATE OR REPLACE TYPE tw_iso3 AS ENUM (
+        SELECT DISTINCT a3 FROM (SELECT a3 FROM tw_alpha2 UNION ALL SELECT a3 FROM tw_q_codes) ORDER BY a3)""")
+    con.execute("CREATE OR REPLACE TYPE tw_source AS ENUM (SELECT label FROM tw_labels)")
+    con.execute("CREATE OR REPLACE TYPE tw_flow AS ENUM ('import', 'export')")
+    con.execute("CREATE OR REPLACE TYPE tw_freq AS ENUM ('M', 'A')")
+    con.execute("CREATE OR REPLACE TYPE tw_currency AS ENUM ('EUR')")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tw_reporter_codes AS
+        SELECT a2, a3::tw_iso3 AS a3, spelling FROM tw_alpha2""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tw_partner_codes AS
+        SELECT a2, a3::tw_iso3 AS a3, spelling FROM tw_alpha2 WHERE NOT regexp_full_match(a2, 'Q[A-Z]')
+        UNION ALL SELECT a2, a3::tw_iso3, NULL FROM tw_q_codes""")
+    # regexp '(19[89][0-9]|2[0-9]{3})(0[1-9]|1[0-2]|52)' as a table: years 1980-2999, months 01-12 and 52.
+    con.execute("""CREATE OR REPLACE TEMP TABLE tw_periods AS
+        SELECT y::VARCHAR || lpad(m::VARCHAR, 2, '0') AS raw_period, make_date(y::INTEGER, CASE m WHEN 52 THEN 1 ELSE m END, 1) AS period,
+               (CASE m WHEN 52 THEN 'A' ELSE 'M' END)::tw_freq AS freq
+        FROM range(1980, 3000) y(y), (SELECT unnest([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 52]) AS m)""")
 
 
 def _stage(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path: Path, *, table: str, where: str,
@@ -257,28 +354,67 @@ class _ComextSql:
             LEFT JOIN m r ON r.a2 = upper(k.raw_reporter)
             LEFT JOIN m q ON q.a2 = upper(k.raw_partner)"""
 
-    def staged(self, rows: str) -> str:
-        """Canonical columns per key (totals over statistical procedures and trade types, as Comext
-        reports one row per procedure), plus raw_* keys, problem, bad_rows, source_rows and repeated."""
-        totals = f"""
+    def _totals(self, rows: str) -> str:
+        return f"""
             SELECT raw_reporter, raw_partner, raw_product, raw_flow, raw_period,
                    sum(value) AS value, sum(net_weight_kg) AS net_weight_kg, sum(quantity) AS quantity,
                    any_value(quantity_unit) AS quantity_unit, count(*) AS source_rows,
                    count_if(NOT coalesce(value_ok, false)) AS bad_rows,
                    bit_count(bit_or(procedure_bit)) <> count(procedure_bit) AS repeated
             FROM ({rows}) GROUP BY ALL"""
-        canonical = f"""
-            SELECT $source AS source,
+
+    def _canonical(self) -> str:
+        return """$source AS source,
                    CASE WHEN substr(raw_period, 5, 2) = '52' THEN 'A' ELSE 'M' END AS freq,
                    period_start AS period, reporter_iso3, partner_iso3,
                    CASE raw_flow WHEN '1' THEN 'import' ELSE 'export' END AS flow,
                    raw_product AS product_code, 8 AS product_level, value, 'EUR' AS currency,
-                   net_weight_kg, quantity, quantity_unit,
+                   net_weight_kg, quantity, quantity_unit"""
+
+    def staged(self, rows: str) -> str:
+        """Canonical columns per key (totals over statistical procedures and trade types, as Comext
+        reports one row per procedure), plus raw_* keys, problem, bad_rows, source_rows and repeated."""
+        canonical = f"""
+            SELECT {self._canonical()},
                    raw_reporter, raw_partner, raw_product, raw_flow, raw_period,
                    {self.key_problem()} AS problem, bad_rows, source_rows, repeated
-            FROM ({self._coded(totals)})"""
+            FROM ({self._coded(self._totals(rows))})"""
         return (f"SELECT {schema.cast_sql()}, raw_reporter, raw_partner, raw_product, raw_flow, raw_period, "
                 f"problem, bad_rows, source_rows, repeated FROM ({canonical})")
+
+    def staged_to_parquet(self, con: duckdb.DuckDBPyConnection, rows: str) -> str:
+        """The canonical columns per key as `staged` gives them, plus _source_rows and _flags (bits: a key
+        problem, unreadable values, a repeated row, country spellings; see _stage_to_parquet). Codes come
+        from small tables joined in (made here in `con`), not from per-row regular expressions, and the
+        few-valued text columns are ENUMs, which Parquet stores as its dictionary without hashing each
+        value (they read back as VARCHAR)."""
+        _code_tables(con, self.source)
+        problem = """r.a3 IS NULL OR q.a3 IS NULL OR p.period IS NULL OR raw_flow IS NULL OR raw_flow NOT IN ('1', '2')
+                     OR raw_product IS NULL OR NOT regexp_full_match(raw_product, '[0-9]{2}[0-9A-Z]{6}')"""
+        partner_base = _SPELLING_BASE + len(_shared_spellings())
+        values = {
+            "source": "CAST($source AS tw_source)", "freq": "p.freq", "period": "p.period",
+            "reporter_iso3": "r.a3", "partner_iso3": "q.a3",
+            "flow": "CASE raw_flow WHEN '1' THEN 'import'::tw_flow ELSE 'export'::tw_flow END",
+            "product_code": "raw_product", "product_level": "8", "currency": "'EUR'::tw_currency",
+        }
+        enums = {"source", "freq", "reporter_iso3", "partner_iso3", "flow", "currency"}
+        select = ", ".join(f"{values.get(f.name, f.name)} AS {f.name}" if f.name in enums
+                           else f"CAST({values.get(f.name, f.name)} AS {f.duckdb_type}) AS {f.name}"
+                           for f in schema.TRADE_FLOWS)
+        return f"""
+            SELECT {select}, source_rows AS _source_rows,
+                   CASE WHEN {problem} THEN {_PROBLEM} ELSE 0 END
+                   | CASE WHEN bad_rows > 0 THEN {_BAD_ROWS} ELSE 0 END
+                   | CASE WHEN repeated THEN {_REPEATED} ELSE 0 END
+                   | coalesce(1::BIGINT << ({_SPELLING_BASE} + r.spelling), 0)
+                   | coalesce(1::BIGINT << ({partner_base} + q.spelling), 0)
+                   | CASE WHEN raw_reporter <> upper(raw_reporter) OR raw_partner <> upper(raw_partner)
+                          THEN {_CASE_ALIAS} ELSE 0 END AS _flags
+            FROM ({self._totals(rows)}) k
+            LEFT JOIN tw_reporter_codes r ON r.a2 = upper(k.raw_reporter)
+            LEFT JOIN tw_partner_codes q ON q.a2 = upper(k.raw_partner)
+            LEFT JOIN tw_periods p ON p.raw_period = k.raw_period"""
 
     def numbered_problems(self) -> str:
         """Every refused row with its 1-based line number (header is line 1), reason and raw text."""
@@ -335,8 +471,9 @@ def stage_file(con: duckdb.DuckDBPyConnection, path: Path, *, table: str, source
 
         dat = extract_single_member(path, scratch)
         try:
-            return stage(con, dat, table=table, source=source, display_name=f"{where}:{dat.name}")
+            return stage(con, dat, table=table, source=source, display_name=f"{where}:{dat.name}",
+                         parquet_dir=scratch)
         finally:
             # The extracted member is as large as the month (~400 MB); free the disk as soon as it is read.
             dat.unlink(missing_ok=True)
-    return stage(con, path, table=table, source=source, display_name=where)
+    return stage(con, path, table=table, source=source, display_name=where, parquet_dir=scratch)

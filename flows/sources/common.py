@@ -29,6 +29,10 @@ class StageResult:
     # True when the reader itself guarantees one row per canonical key (it grouped by the key), so the
     # warehouse can skip its own duplicate-key scan — the costliest declared check on a large month.
     key_unique: bool = False
+    # The canonical rows already written as Parquet (the reader's one pass; `table` is a view of it), which
+    # the parse step takes as it is instead of copying `table`. It may hold further check columns, named
+    # with a leading underscore, that the loaders never select.
+    parquet: str | None = None
 
 
 @dataclass
