@@ -113,16 +113,21 @@ def child_detect(db: str) -> dict:
 
 
 def child_detect_floor(db: str) -> dict:
-    """One DuckDB GROUP BY of the rows in detection's window (baseline start to the latest month)."""
+    """The least a detection must do, in one DuckDB GROUP BY: each route's (reporter, partner, flow,
+    product) baseline and recent totals over the window's rows (baseline start to the latest month), so
+    its memory follows routes, not rows."""
     import duckdb
 
     from tradewatch.detect.config import DetectParams
 
     params = DetectParams()
     con = duckdb.connect(db, read_only=True)
+    last = con.execute("SELECT max(period) FROM trade_flows").fetchone()[0]
     started = time.perf_counter()
     con.execute(f"""CREATE TEMP TABLE grouped AS
-        SELECT reporter_iso3, partner_iso3, flow, product_code, period, sum(value) AS value
+        SELECT reporter_iso3, partner_iso3, flow, product_code,
+               sum(value) FILTER (WHERE period < DATE '{params.event}-01') AS base_value,
+               sum(value) FILTER (WHERE period > DATE '{last}' - INTERVAL {params.recent_months} MONTH) AS recent_value
         FROM trade_flows WHERE period >= DATE '{params.event}-01' - INTERVAL {params.baseline_months} MONTH
         GROUP BY ALL""")
     seconds = time.perf_counter() - started
@@ -130,7 +135,50 @@ def child_detect_floor(db: str) -> dict:
     return {"seconds": round(seconds, 3), "groups": groups}
 
 
-CHILDREN = {"build": child_build, "7z": child_7z, "ingest-floor": child_ingest_floor, "detect": child_detect,
+def child_detect_profile(db: str) -> dict:
+    """engine.run_detection with a thread sampling, every 0.2 s, this process's resident memory and the
+    innermost tradewatch function the main thread is in: where detection's memory and time go, by step,
+    without changing detect/. Returns the steps by peak resident memory."""
+    import threading
+
+    from tradewatch.detect import engine
+    from tradewatch.flows import warehouse
+
+    main = threading.main_thread().ident
+    page = os.sysconf("SC_PAGE_SIZE")
+    samples: dict[str, list[float]] = {}
+    done = threading.Event()
+
+    def where() -> str:
+        frame, found = sys._current_frames().get(main), "other"
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if "/detect/" in name or "/flows/" in name:
+                found = f"{Path(name).stem}.{frame.f_code.co_name}:{frame.f_lineno}"
+                break
+            frame = frame.f_back
+        return found
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            with open("/proc/self/statm") as handle:
+                rss = int(handle.read().split()[1]) * page / 2**20
+            samples.setdefault(where(), []).append(rss)
+
+    con = warehouse.connect(Path(db), read_only=True)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    started = time.perf_counter()
+    engine.run_detection(con, engine.DetectParams(), store=False)
+    seconds = time.perf_counter() - started
+    done.set()
+    thread.join()
+    steps = sorted(({"at": k, "peak_rss_mb": round(max(v)), "seconds": round(0.2 * len(v), 1)}
+                    for k, v in samples.items()), key=lambda s: -s["peak_rss_mb"])
+    return {"seconds": round(seconds, 2), "steps": steps[:15]}
+
+
+CHILDREN = {"detect-profile": child_detect_profile, "build": child_build, "7z": child_7z, "ingest-floor": child_ingest_floor, "detect": child_detect,
             "detect-floor": child_detect_floor}
 
 
@@ -178,6 +226,18 @@ def _rows(db: Path) -> dict:
     con.close()
     return {"rows": sum(rows.values()), "comext_rows": rows.get("comext", 0), "comtrade_rows": rows.get("comtrade", 0),
             "months_held": months}
+
+
+def _detect_code() -> dict:
+    """Which detect/ the measurement ran: the commit, and whether detect/ had uncommitted edits (another
+    engineer may be changing it in the same checkout) with a short hash of its files."""
+    import hashlib
+
+    repo = Path(__file__).resolve().parents[1]
+    run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True).stdout.strip()
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((repo / "detect").glob("*.py")))).hexdigest()
+    return {"commit": run("rev-parse", "--short", "HEAD"), "detect_edited": bool(run("status", "--porcelain", "detect")),
+            "detect_sha": digest[:12]}
 
 
 def _load(loadavg: list) -> None:
@@ -229,9 +289,10 @@ def part_detect(db: Path, months: int, rows: int, loadavg: list) -> dict:
     counts = _rows(db)
     _load(loadavg)
     floor, _, floor_peak = run_child(["detect-floor", str(db)])
+    code = _detect_code()
     result, detect_wall, detect_peak = run_child(["detect", str(db)])
     _load(loadavg)
-    return {
+    return {"detect_code": code,
         "months": months, **counts, "warehouse_mb": _mb(db), "build_s": build_s, "build_peak_rss_mb": round(build_peak, 1),
         "months_built": built["months_written"],
         "detect_s": result["seconds"], "detect_wall_s": round(detect_wall, 2), "detect_import_s": result["import_s"],
@@ -307,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the warehouses afterwards")
     parser.add_argument("--rows-per-month", type=int, default=DEFAULT_ROWS, help="about this many rows a month")
     parser.add_argument("--ingest-months", type=int, help="months for the ingest part (default --months)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with the detect part: also sample where detection's memory goes, step by step")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -327,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             report.update(part_ingest(args.ingest_months or args.months, args.rows_per_month, work, loadavg))
         if args.part in ("detect", "all"):
             report.update(part_detect(db, args.months, args.rows_per_month, loadavg))
+            if args.profile:
+                profile, _, _ = run_child(["detect-profile", str(db)])
+                report["detect_profile"] = profile
         if args.part in ("refresh", "all"):
             if args.part == "refresh":
                 run_child(["build", str(db), str(args.months), str(args.rows_per_month)])
