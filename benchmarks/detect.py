@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.rebuild or not db.exists() or not marker.exists():
         # A child process, so the generator's memory does not count in the measurements.
-        subprocess.run([sys.executable, __file__, "--build", "--db", str(db), "--rows", str(args.rows)], check=True)
+        built = subprocess.run([sys.executable, __file__, "--build", "--db", str(db), "--rows", str(args.rows)])
+        if built.returncode:
+            return built.returncode  # the build printed its one-line reason
         # The build is the first child: the children's peak so far is its peak.
         build_peak_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     else:
