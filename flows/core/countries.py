@@ -21,7 +21,8 @@ _EXTRA_ALPHA2 = {
 
 # Comext partner codes beginning with Q are confidential or unallocated trade (QP high seas, QQ ship
 # and aircraft stores, QR/QS stores and provisions, QU not determined, QV/QW/QX/QY/QZ secret or
-# unspecified). They stay in the warehouse under a reserved alpha-3 'Q' + letter + 'Q' so totals add up.
+# unspecified). They stay in the warehouse under a reserved alpha-3 'Q' + letter + 'Q' so totals add up. Only QM-QZ
+# (ISO 3166's user-assigned range) are read so: QA is Qatar.
 _Q_SUFFIX = "Q"
 
 # UN Comtrade reports some countries under codes that are not their plain ISO numeric code.
@@ -52,7 +53,9 @@ COMTRADE_REPORTER_CODES = {"USA": "842", "FRA": "251", "ITA": "381", "IND": "699
 
 
 def is_confidential_alpha2(code: str) -> bool:
-    return len(code) == 2 and code[0] == "Q"
+    """QM-QZ: ISO 3166's user-assigned range, which Eurostat uses for confidential and unallocated trade
+    (QP-QZ). QA is Qatar."""
+    return len(code) == 2 and code[0] == "Q" and "M" <= code[1] <= "Z"
 
 
 @lru_cache(maxsize=4096)

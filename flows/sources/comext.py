@@ -190,7 +190,7 @@ def _shared_spellings() -> tuple[tuple[str, str], ...]:
 
 def _code_tables(con: duckdb.DuckDBPyConnection, source: str) -> None:
     """TEMP tables and ENUM types of `con` that staged_to_parquet joins and casts to: alpha-2 -> alpha-3
-    for reporters and for partners (where 'Q' + a letter is a confidential partner, kept as 'Q?Q', as in
+    for reporters and for partners (where 'Q' + a letter M-Z is a confidential partner, kept as 'Q?Q', as in
     _coded), every YYYYMM / YYYY52 period _coded accepts with its date and frequency, and the enums."""
     shared = _shared_spellings()
     spelling = "CASE a2 " + " ".join(f"WHEN '{a2}' THEN {i}" for i, (a2, _) in enumerate(shared)) + " END" \
@@ -198,7 +198,7 @@ def _code_tables(con: duckdb.DuckDBPyConnection, source: str) -> None:
     con.execute(f"""CREATE OR REPLACE TEMP TABLE tw_alpha2 AS
         SELECT a2, a3, {spelling} AS spelling FROM (VALUES {countries.alpha2_mapping_sql_values()}) m(a2, a3)""")
     con.execute("""CREATE OR REPLACE TEMP TABLE tw_q_codes AS
-        SELECT 'Q' || chr(65 + i::INTEGER) AS a2, 'Q' || chr(65 + i::INTEGER) || 'Q' AS a3 FROM range(26) t(i)""")
+        SELECT 'Q' || chr(65 + i::INTEGER) AS a2, 'Q' || chr(65 + i::INTEGER) || 'Q' AS a3 FROM range(12, 26) t(i)""")
     con.execute("CREATE OR REPLACE TEMP TABLE tw_labels AS SELECT ?::VARCHAR AS label", [source])
     con.execute("""CREATE OR REPLACE TYPE tw_iso3 AS ENUM (
         SELECT DISTINCT a3 FROM (SELECT a3 FROM tw_alpha2 UNION ALL SELECT a3 FROM tw_q_codes) ORDER BY a3)""")
@@ -209,7 +209,7 @@ def _code_tables(con: duckdb.DuckDBPyConnection, source: str) -> None:
     con.execute("""CREATE OR REPLACE TEMP TABLE tw_reporter_codes AS
         SELECT a2, a3::tw_iso3 AS a3, spelling FROM tw_alpha2""")
     con.execute("""CREATE OR REPLACE TEMP TABLE tw_partner_codes AS
-        SELECT a2, a3::tw_iso3 AS a3, spelling FROM tw_alpha2 WHERE NOT regexp_full_match(a2, 'Q[A-Z]')
+        SELECT a2, a3::tw_iso3 AS a3, spelling FROM tw_alpha2 WHERE NOT regexp_full_match(a2, 'Q[M-Z]')
         UNION ALL SELECT a2, a3::tw_iso3, NULL FROM tw_q_codes""")
     # regexp '(19[89][0-9]|2[0-9]{3})(0[1-9]|1[0-2]|52)' as a table: years 1980-2999, months 01-12 and 52.
     con.execute("""CREATE OR REPLACE TEMP TABLE tw_periods AS
@@ -343,7 +343,7 @@ class _ComextSql:
         return f"""
             WITH m(a2, a3) AS (VALUES {alpha2})
             SELECT k.*, r.a3 AS reporter_iso3,
-                   CASE WHEN regexp_full_match(upper(k.raw_partner), 'Q[A-Z]') THEN upper(k.raw_partner) || 'Q'
+                   CASE WHEN regexp_full_match(upper(k.raw_partner), 'Q[M-Z]') THEN upper(k.raw_partner) || 'Q'
                         ELSE q.a3 END AS partner_iso3,
                    CASE WHEN regexp_full_match(k.raw_period, '(19[89][0-9]|2[0-9]{{3}})(0[1-9]|1[0-2]|52)')
                         THEN make_date(CAST(substr(k.raw_period, 1, 4) AS INTEGER),

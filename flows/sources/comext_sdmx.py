@@ -144,7 +144,7 @@ def _typed_sql(header: list[str], upper: list[str]) -> str:
     coded = f"""
         WITH m(a2, a3) AS (VALUES {countries.alpha2_mapping_sql_values()})
         SELECT t.*, r.a3 AS reporter_iso3,
-               CASE WHEN regexp_full_match(t.raw_partner, 'Q[A-Z]') THEN t.raw_partner || 'Q' ELSE p.a3 END AS partner_iso3,
+               CASE WHEN regexp_full_match(t.raw_partner, 'Q[M-Z]') THEN t.raw_partner || 'Q' ELSE p.a3 END AS partner_iso3,
                CASE WHEN t.freq = 'M' AND regexp_full_match(t.raw_period, '(19[89][0-9]|2[0-9]{{3}})-(0[1-9]|1[0-2])')
                         THEN make_date(CAST(substr(t.raw_period, 1, 4) AS INTEGER), CAST(substr(t.raw_period, 6, 2) AS INTEGER), 1)
                     WHEN t.freq = 'A' AND regexp_full_match(t.raw_period, '19[89][0-9]|2[0-9]{{3}}')

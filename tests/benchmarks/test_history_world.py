@@ -96,19 +96,15 @@ def test_7z_loads_to_the_canonical_rows(hw, world, tmp_path):
     assert json.loads(done.output)["files"][0]["quarantined"] == 0
     gen.execute(f"ATTACH '{tmp_path / 'in.duckdb'}' AS loaded (READ_ONLY)")
     assert gen.execute("SELECT count(*) FROM loaded.trade_flows").fetchone()[0] == keys
-    # The same keys and values (procedures summed back), not only the same count. Qatar (QA) is left
-    # out: the Comext reader takes every Q[A-Z] partner for a confidential code (test below).
+    # The same keys and values (procedures summed back), not only the same count, Qatar (QA) included.
     differ = gen.execute("""SELECT count(*) FROM (
-        SELECT r3, p3, code, CASE flow WHEN 1 THEN 'import' ELSE 'export' END, v::DOUBLE FROM expected WHERE p3 <> 'QAT'
+        SELECT r3, p3, code, CASE flow WHEN 1 THEN 'import' ELSE 'export' END, v::DOUBLE FROM expected
         EXCEPT SELECT reporter_iso3, partner_iso3, product_code, flow, value FROM loaded.trade_flows)""").fetchone()[0]
     assert differ == 0
     gen.execute("DROP TABLE expected")
     gen.execute("DETACH loaded")
 
 
-@pytest.mark.xfail(strict=True, reason="flows/sources/comext.py maps every PARTNER matching Q[A-Z] to a "
-                                       "confidential 'Q?Q' code, Qatar (QA) too; Eurostat's confidential codes "
-                                       "are QP-QZ")
 def test_qatar_loads_as_qatar(tmp_path):
     from tradewatch.flows import ingest
 

@@ -150,9 +150,10 @@ def test_bad_rows_are_quarantined_with_line_numbers(con, tmp_path):
         _row(freq="Q", period="2022-Q1"),         # 10
         _row(partner="QU", value="8"),            # 11 loads, partner kept as QUQ
         _row(period="2022-02", value=":"),        # 12 not available
+        _row(partner="QA", value="9"),            # 13 loads: Qatar, not a confidential code
     ])
     result = ingest.load_file(con, path)
-    assert result.rows == 2 and result.quarantined == 8 and result.not_available == 1
+    assert result.rows == 3 and result.quarantined == 8 and result.not_available == 1
     quarantined = con.execute("SELECT file, line, reason FROM quarantine ORDER BY line").fetchall()
     assert [q[1] for q in quarantined] == [3, 4, 5, 6, 7, 8, 9, 10]
     assert {q[0] for q in quarantined} == {str(path)}
@@ -165,7 +166,7 @@ def test_bad_rows_are_quarantined_with_line_numbers(con, tmp_path):
     assert reasons[5].startswith('flow "3" is not 1 (import) or 2 (export)')
     assert reasons[6].startswith('product "ABC" is not TOTAL')
     assert reasons[7].startswith('freq "Q" is not M')
-    assert con.execute("SELECT partner_iso3 FROM trade_totals ORDER BY 1").fetchall() == [("KAZ",), ("QUQ",)]
+    assert con.execute("SELECT partner_iso3 FROM trade_totals ORDER BY 1").fetchall() == [("KAZ",), ("QAT",), ("QUQ",)]
     assert con.execute("SELECT count(*) FROM trade_flows").fetchone()[0] == 0
 
 

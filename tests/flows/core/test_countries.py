@@ -20,3 +20,10 @@ def test_resolve_refuses_the_rest_naming_the_option(text, hint):
     with pytest.raises(InputError) as caught:
         countries.resolve(text, "--origin")
     assert str(caught.value).startswith(f"--origin {text}") and hint in str(caught.value)
+
+
+@pytest.mark.parametrize("alpha2, iso3", [("QA", "QAT"), ("QP", "QPQ"), ("QU", "QUQ"), ("QZ", "QZQ"), ("QM", "QMQ")])
+def test_qatar_is_a_country_and_qm_to_qz_are_confidential(alpha2, iso3):
+    # Eurostat's confidential and unallocated partners are QP-QZ (ISO's user-assigned range QM-QZ); QA is Qatar.
+    assert countries.is_confidential_alpha2(alpha2) == (iso3 != "QAT")
+    assert countries.alpha2_to_iso3(alpha2) == iso3
