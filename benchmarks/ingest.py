@@ -157,17 +157,7 @@ def _child_duckdb_floor(dat: str, db: str) -> None:
     """The least any loader meeting the issue's storage rule must do: read the .dat (typed), total the rows
     of each key over statistical procedures, and store the totals in a table of a fresh database file (no
     code mapping, no checks, no quarantine, no checksum and no load records)."""
-    import duckdb
-
-    started = time.perf_counter()
-    con = duckdb.connect(db)
-    con.execute(f"""CREATE TABLE totals AS
-        SELECT REPORTER, PARTNER, PRODUCT_NC, FLOW, PERIOD, sum(VALUE_EUR) AS value,
-               sum(QUANTITY_KG) AS net_weight_kg, sum(QUANTITY_SUPPL_UNIT) AS quantity,
-               any_value(SUPPL_UNIT) AS quantity_unit
-        FROM {_typed_reader(dat)} GROUP BY ALL""")
-    con.close()
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    _child_duckdb_floor_months(db, [dat])
 
 
 def _child_duckdb_copy(dat: str, db: str) -> None:
@@ -185,7 +175,8 @@ def _child_duckdb_copy(dat: str, db: str) -> None:
 
 
 def _child_duckdb_floor_months(db: str, dats: list[str]) -> None:
-    """The floor of several months: _child_duckdb_floor's one query per month, into one fresh database."""
+    """The floor of one or several months (see _child_duckdb_floor): one query per month, into one fresh
+    database."""
     import duckdb
 
     started = time.perf_counter()
