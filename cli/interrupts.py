@@ -50,6 +50,22 @@ def install() -> None:
     if not _state.at_exit:
         _state.at_exit = True
         atexit.register(_ignore_late_signals)  # registered first, so it runs after every other exit handler
+    if sys.unraisablehook is not _unraisable:
+        global _previous_unraisable
+        _previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = _unraisable
+
+
+_previous_unraisable = sys.unraisablehook
+
+
+def _unraisable(info) -> None:
+    """A signal that lands while a finaliser runs (a ZipFile's __del__, say) raises Interrupted where Python
+    cannot propagate it: it would print "Exception ignored in …" and a traceback. The signal is already
+    recorded, and the command ends with its one line and exit code, so that report is left out."""
+    if isinstance(info.exc_value, Interrupted):
+        return
+    _previous_unraisable(info)
 
 
 def _ignore_late_signals() -> None:
