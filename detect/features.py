@@ -802,13 +802,13 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame, 
 
     restricted = _restricted_codes(stats, params)
     if materialise == "restricted":
-        wide = _with_restricted(featured(routes.filter(pl.col("product").is_in(restricted))).collect(), params)
+        wide = _with_restricted(featured(routes.filter(pl.col("product").is_in(restricted))).collect(), restricted)
         narrow = featured(routes.filter(~pl.col("product").is_in(restricted))).select(
             *[c for c in NARROW_COLUMNS if c != "restricted"],
             *[pl.col(name).is_not_null().alias(f"has_{name}") for name in AVAILABILITY],
         ).with_columns(restricted=pl.lit(False)).collect()
     else:
-        wide = _with_restricted(featured(routes).collect(), params)
+        wide = _with_restricted(featured(routes).collect(), restricted)
         narrow = wide.head(0).select(*NARROW_COLUMNS,
                                      *[pl.lit(None, pl.Boolean).alias(f"has_{name}") for name in AVAILABILITY])
     available = {name: bool(wide[name].is_not_null().any()) or bool(narrow[f"has_{name}"].any())
@@ -819,7 +819,8 @@ def _assemble(con, params: DetectParams, windows: Windows, stats: pl.DataFrame, 
 
 
 def _restricted_codes(stats: pl.DataFrame, params: DetectParams) -> list[str]:
-    """The product codes of `stats` (HS-6 and HS-4) that are restricted goods (as _with_restricted)."""
+    """The product codes of `stats` (HS-6 and HS-4) that are restricted goods: on the EU annexes, the CHPL
+    or a user list."""
     restricted = products.restricted_hs6([products.read_user_list(path) for path in params.user_lists])
     return sorted(code for code in stats["product"].unique().to_list() if products.is_restricted(code, restricted))
 
@@ -934,12 +935,9 @@ def _route_features(routes: pl.LazyFrame, params: DetectParams, fx: tuple[float,
     )
 
 
-def _with_restricted(routes: pl.DataFrame, params: DetectParams) -> pl.DataFrame:
-    """Column `restricted`: the route's product is on the EU annexes, the CHPL or a user list."""
-    restricted = products.restricted_hs6([products.read_user_list(path) for path in params.user_lists])
-    codes = routes["product"].unique().to_list()
-    return routes.with_columns(restricted=pl.col("product").replace_strict(
-        {code: products.is_restricted(code, restricted) for code in codes}, default=False, return_dtype=pl.Boolean))
+def _with_restricted(routes: pl.DataFrame, restricted: list[str]) -> pl.DataFrame:
+    """Column `restricted`: the route's product is one of `restricted` (_restricted_codes)."""
+    return routes.with_columns(restricted=pl.col("product").is_in(restricted))
 
 
 def _unavailable_features(height: int, available: dict[str, bool], legs: _Legs, params: DetectParams,
