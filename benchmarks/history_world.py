@@ -241,7 +241,7 @@ def _comtrade_sql(world: World, period: date, load_id: int) -> str:
     s = world.seed
     boom = "1.0"
     if period >= EVENT:
-        boom = f"CASE WHEN bool_or(restricted) THEN 2.5 ELSE 1.6 END"
+        boom = "CASE WHEN bool_or(restricted) THEN 2.5 ELSE 1.6 END"
     return f"""
         SELECT 'comtrade', 'M', DATE '{period}', p3, 'RUS', 'export', substr(code, 1, 6), 6,
                greatest(1, round(1.1 * sum(exp(log_base)) * 0.08 * {boom}

@@ -146,8 +146,8 @@ def _stage_to_parquet(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path:
         sql.execute(con, f"COPY ({sql.staged_to_parquet(con, sql.rows())}) TO $target (FORMAT parquet)",
                     target=str(target))
         counted = counting.result()
-    records, flags = con.execute("SELECT coalesce(sum(_source_rows), 0), coalesce(bit_or(_flags), 0) "
-                                 "FROM read_parquet(?)", [str(target)]).fetchone()
+    records, flags, rows = con.execute("SELECT coalesce(sum(_source_rows), 0), coalesce(bit_or(_flags), 0), "
+                                       "count(*) FROM read_parquet(?)", [str(target)]).fetchone()
     check_complete(dat_path, where, records, columns, delimiter, counted=counted)
     if flags & (_PROBLEM | _BAD_ROWS | _REPEATED):
         target.unlink(missing_ok=True)
@@ -155,7 +155,6 @@ def _stage_to_parquet(con: duckdb.DuckDBPyConnection, sql: _ComextSql, dat_path:
     con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * EXCLUDE (_source_rows, _flags) "
                 f"FROM read_parquet({sql_path(target)})")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_quarantine (file VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)")
-    rows = con.execute(f"SELECT count(*) FROM read_parquet(?)", [str(target)]).fetchone()[0]
     return StageResult(table=table, quarantine_table=f"{table}_quarantine", rows=rows, quarantined=0, reasons={},
                        key_unique=_one_to_one(int(flags)), parquet=str(target))
 
