@@ -136,7 +136,7 @@ def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame 
     (floored at params.control_floor; the growth of the pair's unrestricted goods of the product's chapter
     when that is larger, `chapter_growth_log`) − the product's growth to control countries beyond the origin's
     ordinary growth there (only when positive); `expected` monthly value from them; `onward_net_log` =
-    t→target growth − the transit's ordinary growth to the target. `measured`: the yardsticks of all the
+    t→target growth (smoothed as its yardstick is) − the transit's ordinary growth to the target. `measured`: the yardsticks of all the
     run's candidate routes (default: measured on `routes` themselves)."""
     measured = measured or yardsticks(routes, params, totals)
     out = (routes.with_columns(chapter=pl.col("product").str.slice(0, 2))
@@ -150,8 +150,17 @@ def net_growth(routes: pl.DataFrame, params: DetectParams, totals: pl.DataFrame 
         product_boom_log=product_term.fill_null(0.0),
         net_growth_log=pl.col("growth_log") - pair_term - product_term.fill_null(0.0),
         expected=pl.col("base") * (pair_term + product_term.fill_null(0.0)).exp(),
-        onward_net_log=pl.col("onward_growth_log") - pl.col("onward_ordinary_log").fill_null(0.0),
+        onward_net_log=onward_growth_light(params) - pl.col("onward_ordinary_log").fill_null(0.0),
     )
+
+
+def onward_growth_light(params: DetectParams) -> pl.Expr:
+    """The onward leg's growth smoothed like the yardstick it is netted against (params.yardstick_smoothing):
+    netting a heavily smoothed growth against a lightly smoothed median made a small onward flow's net
+    negative by construction whenever the transit's ordinary exports grew. Null where the leg is unknown."""
+    s = params.yardstick_smoothing
+    light = ((pl.col("onward_recent") + s) / (pl.col("onward_base") + s)).log()
+    return pl.when(pl.col("onward_growth_log").is_not_null()).then(light)
 
 
 def size_factor(base: pl.Expr, recent: pl.Expr, params: DetectParams) -> pl.Expr:

@@ -87,7 +87,34 @@ def test_the_onward_leg_is_netted_against_the_transit_s_ordinary_exports(boom_ru
     # KAZ's ordinary exports to RUS rise ×2.5 from 50 k a month; with the yardstick's light smoothing (2 k on
     # both sides) that is ×2.44.
     assert row["onward_ordinary_log"] == pytest.approx(math.log((125_000 + 2_000) / (50_000 + 2_000)), abs=0.05)
-    assert row["onward_net_log"] == pytest.approx(row["onward_growth_log"] - row["onward_ordinary_log"])
+    light = math.log((row["onward_recent"] + 2_000) / (row["onward_base"] + 2_000))
+    assert row["onward_net_log"] == pytest.approx(light - row["onward_ordinary_log"])
+
+
+def test_a_small_onward_leg_growing_like_the_transit_s_exports_nets_to_zero():
+    """The onward leg is smoothed as its yardstick is: a small leg growing ×2.5 like the transit's ordinary
+    exports nets to about 0. With the heavy smoothing of the growth gate on the leg alone (as before) it came
+    out at −0.34, failing the onward gate although the leg grew as much as the transit's exports."""
+    params = DetectParams()
+    ordinary = math.log((125_000 + params.yardstick_smoothing) / (50_000 + params.yardstick_smoothing))
+    routes = pl.DataFrame({"origin_iso3": ["DEU"] * 2, "transit_iso3": ["KAZ"] * 2, "target_iso3": ["RUS"] * 2,
+                           "product": ["854231", "847130"], "growth_log": [1.0, 1.0], "control_growth_log": [0.0, 0.0],
+                           "base": [1e5, 1e5], "onward_base": [20_000.0, None], "onward_recent": [50_000.0, None],
+                           "onward_growth_log": [math.log((50_000 + params.smoothing) / (20_000 + params.smoothing)),
+                                                 None]})
+    measured = calibration.Yardsticks(
+        pair=pl.DataFrame({"origin_iso3": ["DEU"], "transit_iso3": ["KAZ"], "pair_growth_log": [0.0],
+                           "pair_basis": ["pair"]}),
+        chapter=pl.DataFrame(schema={"origin_iso3": pl.String, "transit_iso3": pl.String, "chapter": pl.String,
+                                     "chapter_growth_log": pl.Float64}),
+        control=pl.DataFrame({"origin_iso3": ["DEU"], "control_ordinary_log": [0.0]}),
+        onward=pl.DataFrame({"transit_iso3": ["KAZ"], "target_iso3": ["RUS"], "onward_ordinary_log": [ordinary]}))
+    out = calibration.net_growth(routes, params, None, measured=measured)
+    small, unknown = out["onward_net_log"].to_list()
+    assert small == pytest.approx(math.log(52_000 / 22_000) - ordinary) and abs(small) < 0.05
+    assert unknown is None  # no onward leg: no onward evidence, and the gate lets it pass
+    heavy = out["onward_growth_log"][0] - ordinary
+    assert heavy < -0.3  # what the old netting gave
 
 
 def test_evidence_in_the_reasons_is_the_evidence_gated(boom_run):
