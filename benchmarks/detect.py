@@ -70,6 +70,9 @@ def build_warehouse(path: Path, rows: int, block_series: int = CHUNK_SERIES) -> 
     if height < rows:
         raise SystemExit(f"--rows {rows}: the demo world tops out at about {height} rows; ask for fewer")
     if height > rows:
+        # Ordering every row to cut the surplus needs more than the chunks did (at 100 M rows, a 1 GB limit
+        # ran out of memory here); spilled blocks stay on disk.
+        con.execute("SET memory_limit = '4GB'")
         con.execute(CUT, [height - rows])
     count = con.execute("SELECT count(*) FROM trade_flows").fetchall()[0][0]
     con.execute("CHECKPOINT")

@@ -35,6 +35,9 @@ COMTRADE_ORIGINS = ("USA", "GBR", "JPN", "KOR")
 EXTRA_COMEXT_ORIGINS = ("AUT", "BEL", "ESP", "SWE", "FIN", "DNK", "HUN", "SVK", "ROU", "IRL", "SVN", "PRT",
                         "LTU", "LVA", "EST", "BGR", "HRV", "GRC", "LUX", "CYP", "MLT")
 EXTRA_COMTRADE_ORIGINS = ("CHE", "CAN", "AUS", "NOR", "TWN", "NZL")
+# Origins added after all of the above (every EU member is in by then), for worlds above ~97 M rows: other
+# countries that align with the restrictions. Appended, never interleaved, so smaller worlds are unchanged.
+LAST_ORIGINS = ("SGP", "ISL", "LIE", "ALB", "MNE", "MKD", "MDA", "AND")
 EU27 = set(COMEXT_ORIGINS) | set(EXTRA_COMEXT_ORIGINS)
 TARGET = "RUS"
 CO_TARGET = "BLR"
@@ -225,6 +228,7 @@ def _choose_origins(origin_factor: float) -> list[str]:
     origins = list(COMEXT_ORIGINS) + list(COMTRADE_ORIGINS)
     if origin_factor > 1.05:
         extra = [c for pair in zip(EXTRA_COMEXT_ORIGINS, EXTRA_COMTRADE_ORIGINS + ("",) * 30) for c in pair if c]
+        extra += LAST_ORIGINS
         origins += extra[: max(0, round(len(origins) * origin_factor) - len(origins))]
     return origins
 
